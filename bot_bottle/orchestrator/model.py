@@ -1,0 +1,96 @@
+"""The orchestrator's domain values: run states and their allowed transitions, `RunRecord`,
+and the orchestrator layer's error root.
+
+The transition table is the one place that says which state may follow which; every store
+write of a state goes through `check_transition`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+
+from bot_bottle.errors import BotBottleError
+
+
+class OrchestratorError(BotBottleError):
+    """Root of the orchestrator layer."""
+
+
+class IllegalTransition(OrchestratorError):
+    """A state change the transition table does not allow."""
+
+
+class RunState(enum.Enum):
+    QUEUED = "queued"
+    STARTING = "starting"
+    RUNNING = "running"
+    FROZEN = "frozen"
+    RESUMING = "resuming"
+    DESTROYED = "destroyed"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+
+    @property
+    def is_live(self) -> bool:
+        return self is not RunState.DESTROYED
+
+    @property
+    def has_process(self) -> bool:
+        """States in which a bottle process may be running."""
+        return self in (RunState.STARTING, RunState.RUNNING, RunState.RESUMING)
+
+
+S = RunState
+ALLOWED_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
+    S.QUEUED: frozenset({S.STARTING, S.FAILED, S.DESTROYED}),
+    S.STARTING: frozenset({S.RUNNING, S.FROZEN, S.FAILED, S.DESTROYED}),
+    S.RUNNING: frozenset({S.FROZEN, S.TIMED_OUT, S.FAILED, S.DESTROYED}),
+    S.FROZEN: frozenset({S.RESUMING, S.DESTROYED}),
+    S.RESUMING: frozenset({S.RUNNING, S.FROZEN, S.FAILED, S.DESTROYED}),
+    S.TIMED_OUT: frozenset({S.RESUMING, S.DESTROYED}),
+    # a failed run may still own a frozen bottle: a trusted comment retries it, a close cleans up
+    S.FAILED: frozenset({S.RESUMING, S.DESTROYED}),
+    S.DESTROYED: frozenset(),
+}
+del S
+
+
+def check_transition(current: RunState, new: RunState) -> None:
+    if new not in ALLOWED_TRANSITIONS[current]:
+        raise IllegalTransition(f"run cannot go from {current.value} to {new.value}")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run: an issue worked on by one agent in one bottle, from launch to destroy."""
+
+    id: int
+    owner: str
+    repo: str
+    issue_number: int
+    agent: str
+    bottles: tuple[str, ...]
+    state: RunState
+    created_at: float
+    updated_at: float
+    run_token: str = field(repr=False, default="")
+    slug: str | None = None
+    pr_number: int | None = None
+    last_progress_at: float | None = None
+    last_done_status: str | None = None
+    last_done_summary: str | None = None
+    pending_prompt: str | None = None
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The bottle label the runner passes to `start --label` (slugified by the core)."""
+        return f"{self.owner}-{self.repo}-{self.issue_number}"
+
+    @property
+    def repo_full_name(self) -> str:
+        return f"{self.owner}/{self.repo}"
+
+    def with_changes(self, **changes) -> "RunRecord":
+        return replace(self, **changes)
