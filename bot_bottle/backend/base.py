@@ -1,0 +1,79 @@
+"""The backend protocol and the plan a backend runs: argv, env, mounts, network, paths."""
+
+from __future__ import annotations
+
+import os
+import signal
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+IN_WORKSPACE = "/workspace"
+IN_HOME = "/home/agent"
+IN_PKG = "/opt/bot-bottle/bot_bottle"
+IN_RUN = "/run/bot-bottle"
+IN_FORGE_SOCKET = IN_RUN + "/forge.sock"
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    slug: str
+    state_dir: Path
+    agent_argv: tuple[str, ...]
+    env: dict = field(default_factory=dict)          # variables set inside the bottle
+    network: str = "none"
+    forge_socket: str | None = None                  # host path, bound at IN_FORGE_SOCKET
+    image: str | None = None
+
+
+class Backend(Protocol):
+    name: str
+
+    def check(self) -> None: ...
+    def create(self, plan: RunPlan, sources: list) -> None: ...
+    def command(self, plan: RunPlan) -> list[str]: ...
+    def mounts(self, plan: RunPlan) -> list[dict]: ...
+    def run(self, plan: RunPlan, on_pid) -> int: ...
+    def freeze(self, plan_dir: Path, pid) -> None: ...
+    def restore(self, plan_dir: Path) -> None: ...
+    def destroy(self, plan_dir: Path, slug: str) -> None: ...
+
+
+def stop_process_group(pid, grace: float = 5.0) -> None:
+    """SIGTERM the process group led by pid, then SIGKILL after `grace` seconds."""
+    if not isinstance(pid, int) or pid <= 0:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+
+
+def snapshot(bottle_dir: Path, dest: Path) -> None:
+    """Tar workspace/ and home/ of bottle_dir into dest atomically."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".tmp")
+    with tarfile.open(tmp, "w") as tar:
+        for part in ("workspace", "home"):
+            if (bottle_dir / part).exists():
+                tar.add(bottle_dir / part, arcname=part)
+    os.replace(tmp, dest)
+
+
+def restore_snapshot(src: Path, bottle_dir: Path) -> None:
+    import shutil
+    for part in ("workspace", "home"):
+        shutil.rmtree(bottle_dir / part, ignore_errors=True)
+    bottle_dir.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(src) as tar:
+        tar.extractall(bottle_dir, filter="tar")

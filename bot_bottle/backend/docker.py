@@ -1,0 +1,87 @@
+"""The docker backend: the same operations through the `docker` CLI (run, commit, rm, network).
+
+Verified only against a fake `docker` executable (tests/integration/test_core_docker_fake.py), never a real engine.
+Container name = image tag = `bot-bottle-<slug>`; network=none uses an `--internal` network.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from ..errors import BackendError
+from .base import IN_FORGE_SOCKET, IN_HOME, IN_PKG, IN_RUN, IN_WORKSPACE, RunPlan
+from .bwrap import PKG_DIR, BwrapBackend
+
+
+class DockerBackend:
+    name = "docker"
+
+    def __init__(self, environ: dict):
+        self.path = environ.get("PATH", os.defpath)
+        self._files = BwrapBackend(environ)   # workspace/home preparation is shared
+
+    def _docker(self) -> str:
+        exe = shutil.which("docker", path=self.path)
+        if not exe:
+            raise BackendError("docker not found on PATH; install Docker or use backend = \"bwrap\"")
+        return exe
+
+    def _call(self, *args, check=True):
+        r = subprocess.run([self._docker(), *args], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if check and r.returncode != 0:
+            raise BackendError(f"docker {args[0]} failed: {r.stderr.strip()[:200]}")
+        return r
+
+    def check(self) -> None:
+        self._docker()
+
+    def create(self, plan: RunPlan, sources: list) -> None:
+        self._files.create(plan, sources)
+
+    def mounts(self, plan: RunPlan) -> list[dict]:
+        bottle = plan.state_dir / "bottle"
+        m = [{"src": str(bottle / "workspace"), "dst": IN_WORKSPACE, "mode": "rw"},
+             {"src": str(bottle / "home"), "dst": IN_HOME, "mode": "rw"},
+             {"src": str(PKG_DIR), "dst": IN_PKG, "mode": "ro"},
+             {"src": str(plan.state_dir / "prompt.txt"), "dst": IN_RUN + "/prompt.txt", "mode": "ro"}]
+        if plan.forge_socket:
+            m.append({"src": plan.forge_socket, "dst": IN_FORGE_SOCKET, "mode": "rw"})
+        return m
+
+    def command(self, plan: RunPlan) -> list[str]:
+        argv = ["docker", "run", "--rm", "--name", f"bot-bottle-{plan.slug}", "-w", IN_WORKSPACE,
+                "--network", "host" if plan.network == "host" else f"bot-bottle-{plan.slug}"]
+        for m in self.mounts(plan):
+            argv += ["-v", f"{m['src']}:{m['dst']}" + (":ro" if m["mode"] == "ro" else "")]
+        for k, v in sorted(plan.env.items()):
+            argv += ["-e", f"{k}={v}"]
+        return argv + [plan.image or "python:3-slim", *plan.agent_argv]
+
+    def run(self, plan: RunPlan, on_pid) -> int:
+        if plan.network != "host":
+            self._call("network", "create", "--internal", f"bot-bottle-{plan.slug}", check=False)
+        argv = self.command(plan)
+        argv[0] = self._docker()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True, env={"PATH": self.path})
+        on_pid(proc.pid)
+        rc = proc.wait()
+        return 128 - rc if rc < 0 else rc
+
+    def freeze(self, state_dir: Path, pid) -> None:
+        slug = state_dir.name
+        self._call("commit", f"bot-bottle-{slug}", f"bot-bottle-{slug}:frozen", check=False)
+        self._call("rm", "-f", f"bot-bottle-{slug}", check=False)
+        self._files.freeze(state_dir, pid)
+
+    def restore(self, state_dir: Path) -> None:
+        self._files.restore(state_dir)
+
+    def destroy(self, state_dir: Path, slug: str, pid=None) -> None:
+        if shutil.which("docker", path=self.path):
+            self._call("rm", "-f", f"bot-bottle-{slug}", check=False)
+            self._call("network", "rm", f"bot-bottle-{slug}", check=False)
+            self._call("rmi", "-f", f"bot-bottle-{slug}:frozen", check=False)
+        self._files.destroy(state_dir, slug, pid)

@@ -1,0 +1,86 @@
+"""Bottle state: `$BOT_BOTTLE_HOME/state/<slug>/metadata.json`, written atomically, and slugify."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import UsageError
+
+MAX_SLUG = 63
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def slugify(label: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")[:MAX_SLUG].strip("-")
+    if not slug:
+        raise UsageError(f"label {label!r} gives an empty slug")
+    return slug
+
+
+def check_slug(slug: str) -> str:
+    if not isinstance(slug, str) or not SLUG_RE.match(slug):
+        raise UsageError(f"invalid slug {slug!r}")
+    return slug
+
+
+def state_dir(home: Path, slug: str) -> Path:
+    return home / "state" / check_slug(slug)
+
+
+def read_metadata(home: Path, slug: str) -> dict | None:
+    try:
+        with open(state_dir(home, slug) / "metadata.json", encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return None
+
+
+def write_metadata(home: Path, slug: str, meta: dict) -> None:
+    d = state_dir(home, slug)
+    d.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".metadata.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(meta, fh, indent=2, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, d / "metadata.json")
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def update_metadata(home: Path, slug: str, **fields) -> dict:
+    meta = read_metadata(home, slug) or {}
+    meta.update(fields)
+    write_metadata(home, slug, meta)
+    return meta
+
+
+def remove_state(home: Path, slug: str) -> None:
+    shutil.rmtree(state_dir(home, slug), ignore_errors=True)
+
+
+def list_slugs(home: Path) -> list[str]:
+    root = home / "state"
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if SLUG_RE.match(p.name) and (p / "metadata.json").exists())
+
+
+def pid_alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

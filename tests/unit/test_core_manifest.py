@@ -1,0 +1,59 @@
+"""Unit tests of bot_bottle.manifest: parsing agents and bottles, and every error's wording."""
+
+import tempfile
+import unittest
+from pathlib import Path
+
+from bot_bottle.errors import ManifestError, UsageError
+from bot_bottle.manifest import load_agent, load_bottle
+
+
+class ManifestTest(unittest.TestCase):
+    def setUp(self):
+        self._tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(self._tmp.cleanup)
+        self.home = Path(self._tmp.name)
+        (self.home / "agents").mkdir()
+        (self.home / "bottles").mkdir()
+
+    def write(self, kind, name, text):
+        (self.home / kind / f"{name}.toml").write_text(text)
+
+    def test_valid_agent_and_bottle_parse(self):
+        self.write("agents", "a", 'provider="claude"\nbottles=["b"]\nmodel="m"\nenv={X="1"}\n')
+        self.write("bottles", "b", 'dir="/tmp"\nenv=["TERM"]\nnetwork="host"\n')
+        a = load_agent(self.home, "a")
+        self.assertEqual((a.provider, a.bottles, a.model, a.env), ("claude", ("b",), "m", (("X", "1"),)))
+        b = load_bottle(self.home, "b")
+        self.assertEqual((b.backend, b.dir, b.env, b.network), ("bwrap", "/tmp", ("TERM",), "host"))
+
+    def test_bad_manifests_name_file_and_key(self):
+        cases = [
+            ("agents", 'provider="claude"\nbottles=["b"]\ncolour="red"\n', "colour"),
+            ("agents", 'provider="emacs"\nbottles=["b"]\n', "provider"),
+            ("agents", 'bottles=["b"]\n', "provider"),
+            ("agents", 'provider="claude"\nbottles="b"\n', "bottles"),
+            ("agents", 'provider="command"\nbottles=["b"]\n', "command"),
+            ("agents", 'provider = [\n', "malformed TOML"),
+            ("bottles", 'repo="x"\ndir="y"\n', "exactly one"),
+            ("bottles", 'dir="y"\nnetwork="lan"\n', "network"),
+            ("bottles", 'dir="y"\nenv={A="b"}\n', "env"),
+        ]
+        for kind, text, word in cases:
+            with self.subTest(text=text):
+                self.write(kind, "x", text)
+                load = load_agent if kind == "agents" else load_bottle
+                with self.assertRaises(ManifestError) as cm:
+                    load(self.home, "x")
+                self.assertIn(word, str(cm.exception))
+                self.assertIn("x.toml", str(cm.exception))
+
+    def test_missing_manifest_and_bad_name(self):
+        with self.assertRaisesRegex(ManifestError, "not found"):
+            load_agent(self.home, "nope")
+        with self.assertRaises(UsageError):
+            load_bottle(self.home, "../etc")
+
+
+if __name__ == "__main__":
+    unittest.main()
