@@ -1,0 +1,26 @@
+"""Test helpers: a started FakeGitea with the README's cast, and the shared sample paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot_bottle.contrib.gitea.client import GiteaClient, GiteaForge
+from bot_bottle.testing.fake_gitea import FakeGitea
+
+SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "gitea"
+TOKEN = "s3cr3t-token-value-abc123"
+
+
+def start_fake(test) -> FakeGitea:
+    g = FakeGitea().start()
+    test.addCleanup(g.stop)
+    g.add_token(TOKEN, "claude-bot")
+    g.add_repo("acme", "widgets")
+    g.set_permission("acme", "widgets", "claude-bot", "write")
+    return g
+
+
+def forge_for(g: FakeGitea, token: str = TOKEN, **kw) -> GiteaForge:
+    kw.setdefault("timeout", 0.5)
+    kw.setdefault("sleep", lambda s: None)
+    return GiteaForge(GiteaClient(g.url, token, **kw), "acme", "widgets")

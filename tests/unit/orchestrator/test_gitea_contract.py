@@ -1,0 +1,63 @@
+"""The fake's routes and the client's requests exist in Gitea's swagger; fake responses carry
+the required fields (swagger `required`, else the API samples' keys)."""
+
+from __future__ import annotations
+
+import json
+import re
+import unittest
+
+from bot_bottle.testing.fake_gitea import ROUTES
+from ._gitea_helpers import SHARED, forge_for, start_fake
+
+
+def _template(path: str, paths: dict) -> str | None:
+    for tpl in paths:
+        if re.fullmatch(re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(tpl)), path):
+            return tpl
+    return None
+
+
+@unittest.skipUnless(SHARED.is_dir(), "shared/gitea reference data not present")
+class SwaggerContractTests(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.spec = json.loads((SHARED / "swagger.v1.json").read_text())
+
+    def test_every_fake_route_is_in_swagger_with_that_method(self):
+        self.assertEqual(self.spec["basePath"], "/api/v1")
+        for method, tpl, *_ in ROUTES:
+            with self.subTest(method=method, path=tpl):
+                self.assertIn(method.lower(), self.spec["paths"][tpl])
+
+    def test_every_client_request_is_in_swagger(self):
+        g = start_fake(self)
+        f = forge_for(g)
+        n = g.add_issue("acme", "widgets", "t")
+        g.add_org_member("bots", "claude-bot")
+        f.read_issue(n), f.read_comments(n), f.post_comment(n, "x"), f.update_description(n, "y")
+        pr = f.open_pr(title="t", body="b", head="h", base="main")
+        f.read_pr(pr.number), f.is_org_member("bots", "claude-bot"), f.user_permission("claude-bot")
+        self.assertEqual(len(g.requests), 8)
+        for r in g.requests:
+            with self.subTest(r["method"], path=r["path"]):
+                tpl = _template(r["path"][len("/api/v1"):], self.spec["paths"])
+                self.assertIsNotNone(tpl)
+                self.assertIn(r["method"].lower(), self.spec["paths"][tpl])
+
+    def test_fake_responses_carry_required_fields(self):
+        g = start_fake(self)
+        n = g.add_issue("acme", "widgets", "t", assignees=("claude-bot",), labels=("bug",))
+        p = g.add_pr("acme", "widgets", "p")
+        g.add_comment("acme", "widgets", n, "c", "alice")
+        api = SHARED / "api"
+        with g.lock:
+            pairs = [("Issue", g.issue_json("acme", "widgets", g.repos[("acme", "widgets")]["items"][n]), "GET-issue-42.json"),
+                     ("PullRequest", g.pull_json("acme", "widgets", g.repos[("acme", "widgets")]["items"][p]), "GET-pull-43.json"),
+                     ("Comment", g.comment_json("acme", "widgets", n, g.repos[("acme", "widgets")]["comments"][n][0]), "POST-issue-42-comment-201.json")]
+        for name, obj, sample in pairs:
+            with self.subTest(name):
+                required = self.spec["definitions"][name].get("required")
+                keys = required or list(json.loads((api / sample).read_text()))
+                self.assertEqual([k for k in keys if k not in obj], [])
+                self.assertEqual(set(obj["user"]), set(json.loads((api / sample).read_text())["user"]))
