@@ -1,0 +1,101 @@
+"""The orchestrator's one `Config`: every environment variable of the spec, parsed and
+checked once by `Config.from_env(mapping)`, which reports all problems in one `ConfigError`.
+
+Only `__main__` reads `os.environ`; it passes the mapping in. Secrets are kept out of repr.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from bot_bottle.orchestrator.model import OrchestratorError
+
+# variables a child `bot-bottle` CLI may inherit; never FORGE_TOKEN / FORGE_WEBHOOK_SECRET
+CHILD_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "USER",
+                  "LOGNAME", "TZ", "XDG_RUNTIME_DIR", "BOT_BOTTLE_HOME")
+
+
+class ConfigError(OrchestratorError):
+    """One or more bad or missing settings; `problems` lists them all."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = tuple(problems)
+
+
+@dataclass(frozen=True)
+class Config:
+    home: str
+    gitea_url: str
+    agent_org: str
+    token: str = field(repr=False)
+    webhook_secret: str = field(repr=False)
+    webhook_host: str = "127.0.0.1"
+    webhook_port: int = 8477
+    db_path: str = ""
+    queue_dir: str = ""
+    sidecar_socket: str = ""
+    watchdog_timeout: int = 1800
+    max_concurrent_runs: int = 4
+    cli: tuple[str, ...] = ("python", "-m", "bot_bottle")
+    child_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], *, for_run: bool = True) -> "Config":
+        problems: list[str] = []
+        get = lambda key: (environ.get(key) or "").strip()  # noqa: E731
+        home = get("BOT_BOTTLE_HOME") or _join(get("HOME") or "~", ".bot-bottle")
+        url = get("FORGE_GITEA_URL").rstrip("/")
+        required = {"FORGE_GITEA_URL": url, "FORGE_TOKEN": get("FORGE_TOKEN"),
+                    "FORGE_AGENT_ORG": get("FORGE_AGENT_ORG"),
+                    "FORGE_WEBHOOK_SECRET": environ.get("FORGE_WEBHOOK_SECRET") or ""}
+        if for_run:
+            problems += [f"{k} is required" for k, v in required.items() if not v]
+        if url and urlsplit(url).scheme not in ("http", "https"):
+            problems.append("FORGE_GITEA_URL must start with http:// or https://")
+        if url and not urlsplit(url).netloc:
+            problems.append("FORGE_GITEA_URL has no host")
+        port = _int(environ, "FORGE_WEBHOOK_PORT", 8477, 0, 65535, problems)
+        timeout = _int(environ, "FORGE_WATCHDOG_TIMEOUT", 1800, 1, None, problems)
+        max_runs = _int(environ, "FORGE_MAX_CONCURRENT_RUNS", 4, 1, None, problems)
+        try:
+            cli = tuple(shlex.split(environ.get("BOT_BOTTLE_CLI") or "python -m bot_bottle"))
+            if not cli:
+                problems.append("BOT_BOTTLE_CLI is empty")
+        except ValueError as exc:
+            problems.append(f"BOT_BOTTLE_CLI cannot be parsed: {exc}")
+            cli = ()
+        if problems:
+            raise ConfigError(problems)
+        child = {k: environ[k] for k in CHILD_ENV_KEYS if k in environ}
+        child["BOT_BOTTLE_HOME"] = home
+        return cls(
+            home=home, gitea_url=url, agent_org=required["FORGE_AGENT_ORG"],
+            token=required["FORGE_TOKEN"], webhook_secret=required["FORGE_WEBHOOK_SECRET"],
+            webhook_host=get("FORGE_WEBHOOK_HOST") or "127.0.0.1", webhook_port=port,
+            db_path=get("FORGE_DB_PATH") or _join(home, "orchestrator.db"),
+            queue_dir=get("FORGE_QUEUE_DIR") or _join(home, "queue"),
+            sidecar_socket=get("FORGE_SIDECAR_SOCKET") or _join(home, "forge-sidecar.sock"),
+            watchdog_timeout=timeout, max_concurrent_runs=max_runs, cli=cli, child_env=child)
+
+
+def _join(base: str, name: str) -> str:
+    return base.rstrip("/") + "/" + name
+
+
+def _int(environ, key, default, low, high, problems) -> int:
+    raw = (environ.get(key) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        problems.append(f"{key} must be an integer, got {raw!r}")
+        return default
+    if value < low or (high is not None and value > high):
+        upper = f"..{high}" if high is not None else " or more"
+        problems.append(f"{key} must be {low}{upper}, got {value}")
+    return value

@@ -1,0 +1,148 @@
+"""The lifecycle shell: carries out the actions `lifecycle.decide` returns against the store,
+the bottle runner and the comment outbox. Blocking bottle runs go to worker threads through
+an injected `spawn` (tests pass a synchronous one). Delivery parsing and targeting (which
+produce the lifecycle events) are wired in by the dispatcher, not here.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from typing import Callable
+
+from bot_bottle.orchestrator import lifecycle as L
+from bot_bottle.orchestrator.model import OrchestratorError, RunRecord, RunState
+
+log = logging.getLogger(__name__)
+
+SIDECAR_HELP = (
+    "\n\n---\nYou reach the forge only through the bot-bottle sidecar: HTTP over the Unix socket "
+    "in $BOT_BOTTLE_FORGE_SOCKET with header `Authorization: Bearer $BOT_BOTTLE_FORGE_RUN_TOKEN`. "
+    "Endpoints: GET /issues/{n}, GET /pulls/{n}, GET /issues/{n}/comments, "
+    "POST /issues/{n}/comments {body}, PATCH /issues/{n} {body}, POST /pulls {title,body,head,base}. "
+    "When finished you MUST POST /done {\"status\": \"done\"|\"blocked\"|\"failed\", \"summary\": \"...\"}.")
+
+
+def launch_prompt(title: str, body: str) -> str:
+    return f"{title}\n\n{body}{SIDECAR_HELP}"
+
+
+def _thread_spawn(fn: Callable[[], None]) -> None:
+    threading.Thread(target=fn, daemon=True).start()
+
+
+class Executor:
+    def __init__(self, store, runner, *, sidecar_socket: str, marker: str,
+                 clock: Callable[[], float], spawn: Callable[[Callable[[], None]], None] = _thread_spawn,
+                 on_slot_freed: Callable[[], None] = lambda: None) -> None:
+        self._store = store
+        self._runner = runner
+        self._socket = sidecar_socket
+        self._marker = marker
+        self._clock = clock
+        self._spawn = spawn
+        self._on_slot_freed = on_slot_freed
+
+    def _env(self, run: RunRecord) -> dict[str, str]:
+        return {"BOT_BOTTLE_FORGE_SOCKET": self._socket, "BOT_BOTTLE_FORGE_RUN_TOKEN": run.run_token}
+
+    def apply(self, run: RunRecord, actions: list, *, prompt: str = "") -> RunRecord:
+        """Execute `actions` for an existing run, in order; returns the run as it ends up."""
+        for action in actions:
+            run = self._one(run, action, prompt)
+        return run
+
+    def create(self, owner: str, repo: str, issue: int, action, prompt: str) -> RunRecord:
+        state = RunState.STARTING if isinstance(action, L.Launch) else RunState.QUEUED
+        run = self._store.create_run(owner, repo, issue, action.agent, action.bottles, state,
+                                     secrets.token_urlsafe(32), self._clock())
+        self._store.update_run(run.id, now=self._clock(), pending_prompt=prompt)
+        if state is RunState.STARTING:
+            self._start(self._store.get_run(run.id))
+        return run
+
+    def _one(self, run: RunRecord, action, prompt: str) -> RunRecord:
+        now = self._clock()
+        if isinstance(action, L.Ignore):
+            log.info("ignored: %s repo=%s issue=%s run=%s", action.reason, run.repo_full_name,
+                     run.issue_number, run.id)
+            return run
+        if isinstance(action, L.StartQueued):
+            run = self._store.transition(run.id, RunState.STARTING, now=now, reason="slot free")
+            self._start(run)
+            return run
+        if isinstance(action, L.Resume):
+            run = self._store.transition(run.id, RunState.RESUMING, now=now, reason="resume",
+                                         pending_prompt=None)
+            self._spawn(lambda: self._blocking_resume(run, action.prompt))
+            return run
+        if isinstance(action, L.RememberPrompt):
+            return self._store.update_run(run.id, now=now, pending_prompt=action.prompt)
+        if isinstance(action, L.Freeze):
+            if run.slug:
+                self._runner.freeze(run.slug)
+            run = self._store.transition(run.id, action.state, now=now, reason="freeze")
+            self._on_slot_freed()
+            return run
+        if isinstance(action, L.RecordDone):
+            return self._store.update_run(run.id, now=now, last_done_status=action.status,
+                                          last_done_summary=action.summary)
+        if isinstance(action, L.Destroy):
+            if run.slug:
+                self._runner.destroy(run.slug)
+            run = self._store.transition(run.id, RunState.DESTROYED, now=now, reason="destroy")
+            self._on_slot_freed()
+            return run
+        if isinstance(action, L.MarkFailed):
+            run = self._store.transition(run.id, RunState.FAILED, now=now, reason=action.reason,
+                                         error=action.reason)
+            self._on_slot_freed()
+            return run
+        if isinstance(action, L.Comment):
+            self._store.enqueue_comment(run.id, run.owner, run.repo, action.number,
+                                        f"{action.body}\n\n{self._marker}", now)
+            return run
+        raise OrchestratorError(f"cannot execute {action!r} for an existing run")
+
+    def _start(self, run: RunRecord) -> None:
+        prompt = run.pending_prompt or ""
+        self._store.update_run(run.id, now=self._clock(), pending_prompt=None)
+
+        def work() -> None:
+            def on_slug(slug: str) -> None:
+                cur = self._store.update_run(run.id, now=self._clock(), slug=slug)
+                self._store.transition(cur.id, RunState.RUNNING, now=self._clock(), reason="started")
+            try:
+                result = self._runner.start(agent=run.agent, bottles=run.bottles, label=run.label,
+                                            prompt=prompt, env=self._env(run), on_slug=on_slug)
+            except OrchestratorError as exc:
+                self.event(run.id, L.RunnerFailed(str(exc)))
+                return
+            self.event(run.id, L.BottleExited(result.exit_code))
+        self._spawn(work)
+
+    def _blocking_resume(self, run: RunRecord, prompt: str) -> None:
+        try:
+            self._store.transition(run.id, RunState.RUNNING, now=self._clock(), reason="resumed")
+            result = self._runner.resume(slug=run.slug, prompt=prompt, env=self._env(run))
+        except OrchestratorError as exc:
+            self.event(run.id, L.RunnerFailed(str(exc)))
+            return
+        self.event(run.id, L.BottleExited(result.exit_code))
+
+    def event(self, run_id: int, event) -> RunRecord:
+        run = self._store.get_run(run_id)
+        return self.apply(run, L.decide(run, event))
+
+    def drain_outbox(self, forge_factory, now: float, backoff: float = 30.0) -> int:
+        sent = 0
+        for item in self._store.due_outbox(now):
+            try:
+                forge_factory(item.owner, item.repo).post_comment(item.number, item.body)
+            except Exception as exc:  # ForgeError or I/O: retry later, never lose it
+                self._store.mark_outbox_retry(item.id, now + backoff, str(exc))
+                continue
+            self._store.mark_outbox_sent(item.id, now)
+            sent += 1
+        return sent

@@ -1,0 +1,53 @@
+"""The done-signal relay: drains `FORGE_QUEUE_DIR` in name order into the store's
+`done_events` (one transaction per file, advancing the `done` relay cursor), deletes each file
+after it is recorded, and wakes the orchestrator. Restart-safe: a file recorded but not yet
+deleted is a duplicate source and is only deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Callable
+
+log = logging.getLogger(__name__)
+CURSOR = "done"
+
+
+class Relay:
+    def __init__(self, store, queue_dir: Path, wake: Callable[[], None],
+                 clock: Callable[[], float]) -> None:
+        self._store = store
+        self._dir = Path(queue_dir)
+        self._wake = wake
+        self._clock = clock
+
+    def tick(self) -> int:
+        """One pass; returns how many new done events were recorded."""
+        if not self._dir.is_dir():
+            return 0
+        recorded = 0
+        for path in sorted(p for p in self._dir.iterdir()
+                           if p.suffix == ".json" and not p.name.startswith(".")):
+            try:
+                data = json.loads(path.read_bytes())
+                run_id, status, summary = int(data["run_id"]), str(data["status"]), str(data["summary"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.error("relay: dropping unreadable done file %s: %s", path.name, exc)
+                path.rename(path.with_suffix(".bad"))
+                continue
+            if self._store.record_done_event(path.name, run_id, status, summary, self._clock(),
+                                             CURSOR, path.name):
+                recorded += 1
+            path.unlink()
+        if recorded:
+            self._wake()
+        return recorded
+
+    def run(self, stop_event, interval: float = 0.5) -> None:
+        while not stop_event.wait(interval):
+            try:
+                self.tick()
+            except Exception:  # keep relaying; the next pass retries
+                log.exception("relay pass failed")

@@ -1,0 +1,181 @@
+"""The forge sidecar (architecture §2): an HTTP/1.1 server on a Unix socket through which an
+agent reaches the forge, scoped to its run, plus `POST /done` written atomically into the
+queue directory for the relay.
+
+`SidecarApp.handle(method, path, token, body) -> (status, payload)` holds all decisions and
+is tested without sockets; `SidecarServer` is the thin stdlib transport. The socket is made
+mode 0o666: the bottle's processes run under a user namespace whose uid need not match ours,
+and the per-run bearer token (not the file mode) is the access control.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socketserver
+import uuid
+from dataclasses import asdict
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any, Callable
+
+from bot_bottle.contrib.forge.base import ForgeError, ForgeNotFound, ForgeScopeError, ScopedForge
+
+log = logging.getLogger(__name__)
+MAX_BODY = 1 << 20
+DONE_STATUSES = ("done", "blocked", "failed")
+_ROUTES = [
+    ("GET", re.compile(r"^/issues/(\d+)$"), "read_issue"),
+    ("GET", re.compile(r"^/pulls/(\d+)$"), "read_pr"),
+    ("GET", re.compile(r"^/issues/(\d+)/comments$"), "read_comments"),
+    ("POST", re.compile(r"^/issues/(\d+)/comments$"), "post_comment"),
+    ("PATCH", re.compile(r"^/issues/(\d+)$"), "update_description"),
+    ("POST", re.compile(r"^/pulls$"), "open_pr"),
+    ("POST", re.compile(r"^/done$"), "done"),
+]
+
+
+def write_done_file(queue_dir: Path, run_id: int, status: str, summary: str, now_ns: int) -> Path:
+    """tmp + fsync + os.replace; the name sorts by time and is unique."""
+    queue_dir.mkdir(parents=True, exist_ok=True)
+    name = f"{now_ns:020d}-{run_id}-{uuid.uuid4().hex}.json"
+    tmp = queue_dir / f".{name}.tmp"
+    data = json.dumps({"run_id": run_id, "status": status, "summary": summary}).encode()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, queue_dir / name)
+    dfd = os.open(queue_dir, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return queue_dir / name
+
+
+def _err(status: int, reason: str) -> tuple[int, dict]:
+    return status, {"status": "error", "reason": reason}
+
+
+class SidecarApp:
+    def __init__(self, store, forge_factory: Callable[[str, str], Any], queue_dir: Path,
+                 clock: Callable[[], float], time_ns: Callable[[], int]) -> None:
+        self._store = store
+        self._forge_factory = forge_factory
+        self._queue_dir = Path(queue_dir)
+        self._clock = clock
+        self._time_ns = time_ns
+
+    def handle(self, method: str, path: str, token: str | None, body: bytes) -> tuple[int, Any]:
+        run = self._store.get_run_by_token(token) if token else None
+        if run is None:
+            return _err(401, "missing or unknown run token")
+        for verb, pattern, op in _ROUTES:
+            match = pattern.match(path)
+            if match and verb == method:
+                break
+        else:
+            status, payload = _err(404, f"no route {method} {path}")
+            self._log(run, "unknown", path, status)
+            return status, payload
+        try:
+            data = json.loads(body) if body else {}
+            status, payload = self._dispatch(run, op, match.groups(), data)
+        except (ValueError, TypeError, KeyError) as exc:
+            status, payload = _err(400, f"bad request: {exc}")
+        except ForgeScopeError as exc:
+            status, payload = _err(403, str(exc))
+        except ForgeNotFound as exc:
+            status, payload = _err(404, str(exc))
+        except ForgeError as exc:
+            status, payload = _err(502, f"forge failed: {exc}")
+        self._log(run, op, path, status)
+        return status, payload
+
+    def _log(self, run, op: str, path: str, status: int) -> None:
+        now = self._clock()
+        self._store.append_op(run.id, f"sidecar.{op}", {"path": path, "status": status}, now)
+        self._store.update_run(run.id, now=now, last_progress_at=now)
+
+    def _dispatch(self, run, op: str, args: tuple, data: dict) -> tuple[int, Any]:
+        if op == "done":
+            status, summary = data["status"], data.get("summary", "")
+            if status not in DONE_STATUSES or not isinstance(summary, str):
+                raise ValueError(f"status must be one of {DONE_STATUSES} and summary a string")
+            write_done_file(self._queue_dir, run.id, status, summary, self._time_ns())
+            return 202, {"status": "accepted"}
+        prs = (run.pr_number,) if run.pr_number is not None else ()
+        forge = ScopedForge(self._forge_factory(run.owner, run.repo), run.owner, run.repo,
+                            run.issue_number, pr_numbers=prs)
+        n = int(args[0]) if args else None
+        if op == "read_issue":
+            return 200, asdict(forge.read_issue(n))
+        if op == "read_pr":
+            return 200, asdict(forge.read_pr(n))
+        if op == "read_comments":
+            return 200, [asdict(c) for c in forge.read_comments(n)]
+        if op == "post_comment":
+            return 201, asdict(forge.post_comment(n, _text(data, "body")))
+        if op == "update_description":
+            forge.update_description(n, _text(data, "body"))
+            return 200, {"status": "ok"}
+        pr = forge.open_pr(title=_text(data, "title"), body=_text(data, "body"),
+                           head=_text(data, "head"), base=_text(data, "base"))
+        self._store.update_run(run.id, now=self._clock(), pr_number=pr.number)
+        return 201, asdict(pr)
+
+
+def _text(data: dict, key: str) -> str:
+    value = data[key]
+    if not isinstance(value, str):
+        raise TypeError(f"{key} must be a string")
+    return value
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 30
+
+    def address_string(self) -> str:  # AF_UNIX peers have no (host, port)
+        return "unix"
+
+    def log_message(self, format: str, *args) -> None:
+        log.info("sidecar %s", format % args)
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            status, payload = _err(413, "body over 1 MiB")
+            self.close_connection = True
+        else:
+            body = self.rfile.read(length) if length else b""
+            auth = self.headers.get("Authorization", "")
+            token = auth[7:] if auth.startswith("Bearer ") else None
+            status, payload = self.server.app.handle(self.command, self.path, token, body)
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PATCH = _serve
+
+
+class SidecarServer(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, path: Path, app: SidecarApp) -> None:
+        self.app = app
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_socket():
+            path.unlink()
+        super().__init__(str(path), _Handler)
+        os.chmod(path, 0o666)

@@ -1,0 +1,45 @@
+"""Config.from_env: defaults, all problems reported at once, secrets kept out of repr."""
+
+import unittest
+
+from bot_bottle.orchestrator.config import Config, ConfigError
+
+GOOD = {"HOME": "/home/u", "PATH": "/usr/bin", "FORGE_GITEA_URL": "https://git.example.com/",
+        "FORGE_TOKEN": "tok-123", "FORGE_AGENT_ORG": "bots", "FORGE_WEBHOOK_SECRET": "s3cret"}
+
+
+class ConfigTests(unittest.TestCase):
+    def test_defaults_are_derived_from_home(self):
+        config = Config.from_env(GOOD)
+        self.assertEqual(config.home, "/home/u/.bot-bottle")
+        self.assertEqual(config.db_path, "/home/u/.bot-bottle/orchestrator.db")
+        self.assertEqual(config.webhook_port, 8477)
+        self.assertEqual(config.gitea_url, "https://git.example.com")
+        self.assertEqual(config.cli, ("python", "-m", "bot_bottle"))
+
+    def test_every_problem_is_reported_in_one_error(self):
+        env = {"FORGE_GITEA_URL": "ftp://x", "FORGE_WEBHOOK_PORT": "70000",
+               "FORGE_WATCHDOG_TIMEOUT": "soon", "BOT_BOTTLE_CLI": "'unclosed"}
+        with self.assertRaises(ConfigError) as caught:
+            Config.from_env(env)
+        text = str(caught.exception)
+        for needle in ("FORGE_TOKEN", "FORGE_AGENT_ORG", "FORGE_WEBHOOK_SECRET", "http",
+                       "FORGE_WEBHOOK_PORT", "FORGE_WATCHDOG_TIMEOUT", "BOT_BOTTLE_CLI"):
+            self.assertIn(needle, text)
+
+    def test_status_does_not_require_forge_settings(self):
+        config = Config.from_env({"HOME": "/h"}, for_run=False)
+        self.assertEqual(config.queue_dir, "/h/.bot-bottle/queue")
+
+    def test_secrets_are_neither_in_repr_nor_in_child_env(self):
+        config = Config.from_env(dict(GOOD, BOT_BOTTLE_CLI="bb --x 'a b'"))
+        self.assertNotIn("tok-123", repr(config))
+        self.assertNotIn("s3cret", repr(config))
+        self.assertNotIn("FORGE_TOKEN", config.child_env)
+        self.assertNotIn("FORGE_WEBHOOK_SECRET", config.child_env)
+        self.assertEqual(config.child_env["PATH"], "/usr/bin")
+        self.assertEqual(config.cli, ("bb", "--x", "a b"))
+
+
+if __name__ == "__main__":
+    unittest.main()

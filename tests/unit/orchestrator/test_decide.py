@@ -1,0 +1,111 @@
+"""The pure lifecycle core: `decide(run, event)` checked table-driven, no fakes needed."""
+
+from __future__ import annotations
+
+import unittest
+
+from bot_bottle.orchestrator import lifecycle as L
+from bot_bottle.orchestrator.model import ALLOWED_TRANSITIONS, RunRecord, RunState
+
+S = RunState
+
+
+def run(state: RunState, **fields) -> RunRecord:
+    base = dict(id=1, owner="acme", repo="widgets", issue_number=42, agent="claude",
+                bottles=("py",), state=state, created_at=0.0, updated_at=0.0, slug="acme-widgets-42")
+    base.update(fields)
+    return RunRecord(**base)
+
+
+DONE_BODY = "Agent finished with status **done**:\n\nopened PR"
+
+CASES = [
+    ("new issue with a free slot is launched", None,
+     L.LaunchRequested("claude", ("py",), True), [L.Launch("claude", ("py",))]),
+    ("new issue without a free slot is queued", None,
+     L.LaunchRequested("claude", (), False), [L.Queue("claude", ())]),
+    ("queued run takes a freed slot", run(S.QUEUED, slug=None), L.SlotAvailable(), [L.StartQueued()]),
+    ("done while running freezes records and comments on the PR", run(S.RUNNING, pr_number=43),
+     L.DoneSignal("done", "opened PR"),
+     [L.Freeze(), L.RecordDone("done", "opened PR"), L.Comment(43, DONE_BODY)]),
+    ("done with a pending prompt resumes right after the freeze",
+     run(S.RUNNING, pending_prompt="also add tests"), L.DoneSignal("done", "opened PR"),
+     [L.Freeze(), L.RecordDone("done", "opened PR"), L.Comment(42, DONE_BODY),
+      L.Resume("also add tests")]),
+    ("late done for an already frozen run records without refreezing", run(S.FROZEN),
+     L.DoneSignal("done", "opened PR"), [L.RecordDone("done", "opened PR"), L.Comment(42, DONE_BODY)]),
+    ("trusted comment on a frozen run resumes with it as prompt", run(S.FROZEN),
+     L.TrustedComment("please rename"), [L.Resume("please rename")]),
+    ("trusted comment on a timed out run resumes it", run(S.TIMED_OUT),
+     L.TrustedComment("go on"), [L.Resume("go on")]),
+    ("trusted comment while running is remembered", run(S.RUNNING),
+     L.TrustedComment("later"), [L.RememberPrompt("later")]),
+    ("stop while running freezes", run(S.RUNNING), L.StopRequested(),
+     [L.Freeze(), L.RecordDone("stopped", "stopped by /bot-bottle stop"),
+      L.Comment(42, "Stopped and frozen on request.")]),
+    ("merged or closed PR destroys", run(S.FROZEN, pr_number=43), L.PrClosed(merged=True), [L.Destroy()]),
+    ("issue closed without PR destroys", run(S.FROZEN), L.IssueClosed(), [L.Destroy()]),
+    ("watchdog on a running run times it out and comments", run(S.RUNNING),
+     L.WatchdogExpired(1800.0),
+     [L.Freeze(S.TIMED_OUT), L.Comment(42, "No progress for 1800 s: the bottle was stopped and "
+                                       "frozen. Comment to resume it.")]),
+    ("runner failure marks failed and says why on the issue", run(S.STARTING, pr_number=43),
+     L.RunnerFailed("agent 'x' not found"),
+     [L.MarkFailed("agent 'x' not found"), L.Comment(42, "Could not run the agent: agent 'x' not found")]),
+]
+
+IGNORED = [
+    ("second launch for an issue with a live run", run(S.RUNNING), L.LaunchRequested("claude", (), True)),
+    ("launch for an issue whose run was destroyed", run(S.DESTROYED), L.LaunchRequested("claude", (), True)),
+    ("comment without any run", None, L.TrustedComment("hi")),
+    ("comment on a destroyed run", run(S.DESTROYED), L.TrustedComment("hi")),
+    ("comment on a queued run", run(S.QUEUED, slug=None), L.TrustedComment("hi")),
+    ("stop on a frozen run", run(S.FROZEN), L.StopRequested()),
+    ("issue closed while the run has a PR", run(S.FROZEN, pr_number=43), L.IssueClosed()),
+    ("done for a destroyed run", run(S.DESTROYED), L.DoneSignal("done", "x")),
+    ("watchdog on a frozen run", run(S.FROZEN), L.WatchdogExpired(5.0)),
+    ("bottle exit after a done froze the run", run(S.FROZEN), L.BottleExited(0)),
+    ("free slot offered to a running run", run(S.RUNNING), L.SlotAvailable()),
+]
+
+_TARGET = {L.Freeze: None, L.MarkFailed: S.FAILED, L.Destroy: S.DESTROYED,
+           L.Resume: S.RESUMING, L.StartQueued: S.STARTING}
+
+
+class DecideTest(unittest.TestCase):
+    def test_each_event_yields_the_expected_actions(self) -> None:
+        for name, current, event, expected in CASES:
+            with self.subTest(name):
+                self.assertEqual(L.decide(current, event), expected)
+
+    def test_events_that_do_not_apply_are_ignored_with_a_reason(self) -> None:
+        for name, current, event in IGNORED:
+            with self.subTest(name):
+                actions = L.decide(current, event)
+                self.assertEqual(len(actions), 1)
+                self.assertIsInstance(actions[0], L.Ignore)
+                self.assertTrue(actions[0].reason)
+
+    def test_bottle_exit_without_done_freezes_with_exit_status(self) -> None:
+        for state in (S.STARTING, S.RUNNING, S.RESUMING):
+            with self.subTest(state=state.value):
+                actions = L.decide(run(state), L.BottleExited(3))
+                self.assertEqual(actions[:2], [L.Freeze(), L.RecordDone("exited:3", "")])
+                self.assertIsInstance(actions[2], L.Comment)
+
+    def test_every_state_changing_action_is_an_allowed_transition(self) -> None:
+        for name, current, event, expected in CASES:
+            if current is None:
+                continue
+            state = current.state
+            for action in expected:
+                target = action.state if isinstance(action, L.Freeze) else _TARGET.get(type(action))
+                if target is None:
+                    continue
+                with self.subTest(name, action=action):
+                    self.assertIn(target, ALLOWED_TRANSITIONS[state])
+                state = target
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,79 @@
+"""The lifecycle executor with a fake store, FakeBottleRunner and FakeForge; bottle runs are
+executed synchronously through an injected `spawn`."""
+
+from __future__ import annotations
+
+import unittest
+
+from bot_bottle.contrib.forge.base import ForgeUnavailable
+from bot_bottle.orchestrator import lifecycle as L
+from bot_bottle.orchestrator.executor import Executor, launch_prompt
+from bot_bottle.orchestrator.model import RunState
+from bot_bottle.orchestrator.runner import RunnerError
+from bot_bottle.testing.fake_forge import FakeForge
+
+from ._fakes import FakeClock
+from ._fakes_runtime import FakeBottleRunner, FakeRunStore
+
+MARKER = "<!-- bot-bottle -->"
+
+
+class ExecutorTest(unittest.TestCase):
+    def setUp(self) -> None:
+        self.store = FakeRunStore()
+        self.runner = FakeBottleRunner()
+        self.clock = FakeClock()
+        self.forge = FakeForge("acme", "widgets")
+        self.issue = self.forge.add_issue("Fix it", "details", user="alice")
+        self.ex = Executor(self.store, self.runner, sidecar_socket="/s.sock", marker=MARKER,
+                           clock=self.clock.now, spawn=lambda fn: fn())
+
+    def launch(self):
+        action = L.decide(None, L.LaunchRequested("claude", ("py",), True))[0]
+        return self.ex.create("acme", "widgets", self.issue, action, launch_prompt("Fix it", "details"))
+
+    def test_launch_starts_the_bottle_with_the_prompt_and_only_run_env(self) -> None:
+        run = self.launch()
+        call = self.runner.calls[0]
+        self.assertEqual(call[:4], ("start", "claude", ("py",), f"acme-widgets-{self.issue}"))
+        self.assertIn("POST /done", call[4])
+        self.assertEqual(set(call[5]), {"BOT_BOTTLE_FORGE_SOCKET", "BOT_BOTTLE_FORGE_RUN_TOKEN"})
+        self.assertEqual(call[5]["BOT_BOTTLE_FORGE_RUN_TOKEN"], self.store.get_run(run.id).run_token)
+        # the fake agent exits 0 without a done signal: frozen with the exit status
+        final = self.store.get_run(run.id)
+        self.assertEqual((final.state, final.last_done_status), (RunState.FROZEN, "exited:0"))
+
+    def test_done_then_trusted_comment_then_pr_closed_runs_the_whole_cycle(self) -> None:
+        run = self.launch()
+        run = self.ex.event(run.id, L.DoneSignal("done", "opened PR"))  # late done on frozen run
+        self.assertEqual(run.last_done_status, "done")
+        run = self.ex.event(run.id, L.TrustedComment("rename it"))
+        self.assertEqual(self.runner.calls[-2][:3], ("resume", run.slug, "rename it"))
+        self.assertEqual(self.store.get_run(run.id).state, RunState.FROZEN)
+        run = self.ex.event(run.id, L.PrClosed(merged=True))
+        self.assertEqual(run.state, RunState.DESTROYED)
+        self.assertEqual(self.runner.calls[-1], ("destroy", run.slug))
+
+    def test_launch_failure_marks_failed_and_comments_why_with_the_marker(self) -> None:
+        self.runner.fail_with = RunnerError("agent 'claude' not found")
+        run = self.launch()
+        self.assertEqual(self.store.get_run(run.id).state, RunState.FAILED)
+        self.assertEqual(self.ex.drain_outbox(lambda o, r: self.forge, self.clock.now()), 1)
+        bodies = [c.body for c in self.forge.read_comments(self.issue)]
+        self.assertTrue(any("agent 'claude' not found" in b and MARKER in b for b in bodies))
+
+    def test_outbox_keeps_comments_while_the_forge_is_down(self) -> None:
+        run = self.launch()
+        self.ex.apply(self.store.get_run(run.id), [L.Comment(self.issue, "hello")])
+
+        class Down:
+            def post_comment(self, number, body):
+                raise ForgeUnavailable("502")
+        now = self.clock.now()
+        self.assertEqual(self.ex.drain_outbox(lambda o, r: Down(), now), 0)
+        self.assertEqual(self.ex.drain_outbox(lambda o, r: self.forge, now), 0)  # backing off
+        self.assertEqual(self.ex.drain_outbox(lambda o, r: self.forge, now + 31), 2)
+
+
+if __name__ == "__main__":
+    unittest.main()

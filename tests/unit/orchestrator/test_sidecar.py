@@ -1,0 +1,106 @@
+"""The sidecar: HTTP over a real Unix socket, a FakeForge behind a ScopedForge, done files."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import tempfile
+import threading
+import unittest
+from pathlib import Path
+
+from bot_bottle.orchestrator.model import RunRecord, RunState
+from bot_bottle.orchestrator.sidecar import SidecarApp, SidecarServer
+from bot_bottle.testing.fake_forge import FakeForge
+
+from ._fakes import FakeClock
+from ._fakes_runtime import FakeRunStore
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=10)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(10)
+        self.sock.connect(self._path)
+
+
+class SidecarTest(unittest.TestCase):
+    def setUp(self) -> None:
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.dir = Path(tmp.name)
+        self.forge = FakeForge("acme", "widgets")
+        self.issue_n = self.forge.add_issue("Fix empty input", "crashes", user="alice")
+        self.other_n = self.forge.add_issue("Unrelated", "", user="alice")
+        self.store = FakeRunStore()
+        self.run_record = self.store.add_run(RunRecord(
+            id=7, owner="acme", repo="widgets", issue_number=self.issue_n, agent="claude",
+            bottles=(), state=RunState.RUNNING, created_at=0.0, updated_at=0.0, run_token="tok-7"))
+        self.clock = FakeClock()
+        app = SidecarApp(self.store, lambda o, r: self.forge, self.dir / "queue",
+                         self.clock.now, lambda: 123)
+        self.sock = str(self.dir / "s.sock")
+        server = SidecarServer(Path(self.sock), app)
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        self.addCleanup(thread.join, 10)
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+
+    def call(self, method: str, path: str, body=None, token: str | None = "tok-7"):
+        conn = _UnixConnection(self.sock)
+        self.addCleanup(conn.close)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        data = json.dumps(body).encode() if body is not None else None
+        conn.request(method, path, body=data, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+
+    def test_missing_or_unknown_token_is_401(self) -> None:
+        self.assertEqual(self.call("GET", f"/issues/{self.issue_n}", token=None)[0], 401)
+        self.assertEqual(self.call("GET", f"/issues/{self.issue_n}", token="nope")[0], 401)
+
+    def test_reads_work_anywhere_and_count_as_progress(self) -> None:
+        status, payload = self.call("GET", f"/issues/{self.other_n}")
+        self.assertEqual((status, payload["title"]), (200, "Unrelated"))
+        self.assertEqual(self.store.get_run(7).last_progress_at, self.clock.now())
+        self.assertEqual(self.store.ops[-1].kind, "sidecar.read_issue")
+
+    def test_writes_outside_the_run_issue_are_403_and_logged(self) -> None:
+        status, payload = self.call("POST", f"/issues/{self.other_n}/comments", {"body": "hi"})
+        self.assertEqual((status, payload["status"]), (403, "error"))
+        self.assertEqual(self.store.ops[-1].detail["status"], 403)
+
+    def test_comment_on_own_issue_is_posted(self) -> None:
+        status, payload = self.call("POST", f"/issues/{self.issue_n}/comments", {"body": "hello"})
+        self.assertEqual((status, payload["body"]), (201, "hello"))
+        self.assertIn("hello", [c.body for c in self.forge.read_comments(self.issue_n)])
+
+    def test_opened_pr_becomes_the_run_pr_and_joins_its_scope(self) -> None:
+        status, pr = self.call("POST", "/pulls", {"title": "Fix", "body": "b", "head": "fix", "base": "main"})
+        self.assertEqual(status, 201)
+        self.assertEqual(self.store.get_run(7).pr_number, pr["number"])
+        self.assertEqual(self.call("PATCH", f"/issues/{pr['number']}", {"body": "new"})[0], 200)
+
+    def test_bad_json_or_shape_is_400_and_unknown_route_404(self) -> None:
+        self.assertEqual(self.call("POST", "/done", {"status": "maybe", "summary": ""})[0], 400)
+        self.assertEqual(self.call("POST", f"/issues/{self.issue_n}/comments", {"body": 3})[0], 400)
+        self.assertEqual(self.call("GET", "/nowhere")[0], 404)
+
+    def test_done_writes_one_json_file_into_the_queue(self) -> None:
+        status, payload = self.call("POST", "/done", {"status": "done", "summary": "opened PR"})
+        self.assertEqual((status, payload), (202, {"status": "accepted"}))
+        files = list((self.dir / "queue").iterdir())
+        self.assertEqual(len(files), 1)
+        self.assertTrue(files[0].name.startswith("00000000000000000123-7-"))
+        self.assertEqual(json.loads(files[0].read_text()),
+                         {"run_id": 7, "status": "done", "summary": "opened PR"})
+
+
+if __name__ == "__main__":
+    unittest.main()
