@@ -24,8 +24,10 @@ SIDECAR_HELP = (
     "When finished you MUST POST /done {\"status\": \"done\"|\"blocked\"|\"failed\", \"summary\": \"...\"}.")
 
 
-def launch_prompt(title: str, body: str) -> str:
-    return f"{title}\n\n{body}{SIDECAR_HELP}"
+def launch_prompt(title: str, body: str, where: str = "") -> str:
+    """`where` (e.g. "acme/widgets#7") tells the agent which issue it works on."""
+    head = f"{where}: {title}" if where else title
+    return f"{head}\n\n{body}{SIDECAR_HELP}"
 
 
 def _thread_spawn(fn: Callable[[], None]) -> None:
@@ -43,6 +45,14 @@ class Executor:
         self._clock = clock
         self._spawn = spawn
         self._on_slot_freed = on_slot_freed
+        self._run_locks: dict[int, threading.RLock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, run_id: int) -> threading.RLock:
+        # decisions for one run are serialised: a worker's BottleExited must not decide on a
+        # state the dispatcher is about to change (e.g. while it freezes for a done signal)
+        with self._locks_guard:
+            return self._run_locks.setdefault(run_id, threading.RLock())
 
     def _env(self, run: RunRecord) -> dict[str, str]:
         return {"BOT_BOTTLE_FORGE_SOCKET": self._socket, "BOT_BOTTLE_FORGE_RUN_TOKEN": run.run_token}
@@ -132,16 +142,22 @@ class Executor:
         self.event(run.id, L.BottleExited(result.exit_code))
 
     def event(self, run_id: int, event) -> RunRecord:
-        run = self._store.get_run(run_id)
-        return self.apply(run, L.decide(run, event))
+        with self._lock(run_id):
+            run = self._store.get_run(run_id)
+            return self.apply(run, L.decide(run, event))
 
     def drain_outbox(self, forge_factory, now: float, backoff: float = 30.0) -> int:
         sent = 0
+        failure: str | None = None
         for item in self._store.due_outbox(now):
+            if failure is not None:  # the forge is most likely down: don't wait on every item
+                self._store.mark_outbox_retry(item.id, now + backoff, failure)
+                continue
             try:
                 forge_factory(item.owner, item.repo).post_comment(item.number, item.body)
             except Exception as exc:  # ForgeError or I/O: retry later, never lose it
-                self._store.mark_outbox_retry(item.id, now + backoff, str(exc))
+                failure = str(exc)
+                self._store.mark_outbox_retry(item.id, now + backoff, failure)
                 continue
             self._store.mark_outbox_sent(item.id, now)
             sent += 1
