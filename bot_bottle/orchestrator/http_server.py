@@ -1,0 +1,181 @@
+"""The orchestrator's HTTP transport: a tuned `ThreadingHTTPServer` that frames requests and
+hands them to an app with `handle(method, path, headers, body) -> Response`.
+
+It owns only transport decisions: HTTP/1.1 keep-alive, `TCP_NODELAY`, a listen backlog of
+128, daemon handler threads, a per-connection timeout (slow clients are dropped), and the
+body framing rules: POST without `Content-Length` → 411, an invalid one → 400, one over
+1 MiB → 413 without reading the body (and the connection is closed). The body read has one
+overall deadline, so a client trickling bytes cannot hold a thread forever. No exception
+reaches the stdlib: anything unexpected is logged and answered 500 with a JSON reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import socketserver
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+log = logging.getLogger(__name__)
+MAX_BODY = 1 << 20
+_BODY_METHODS = ("POST", "PUT", "PATCH")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "bot-bottle"
+    sys_version = ""
+
+    def setup(self) -> None:
+        self.timeout = self.server.handler_timeout  # StreamRequestHandler applies it
+        super().setup()
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # not TCP (tests may hand us a socketpair)
+            pass
+
+    def log_request(self, code="-", size="-") -> None:  # we log our own access line
+        pass
+
+    def log_message(self, format: str, *args) -> None:
+        log.debug("http %s %s", self.address_string(), format % args)
+
+    def _serve(self) -> None:
+        started = time.monotonic()
+        try:
+            status, content_type, body, extra = self._answer()
+        except TimeoutError:
+            self.close_connection = True
+            status, content_type, body, extra = _error(408, "request body too slow")
+        except Exception:
+            log.exception("http %s %s: handler failed", self.command, self.path)
+            self.close_connection = True
+            status, content_type, body, extra = _error(500, "internal error")
+        try:
+            self.send_response(status)
+            for name, value in extra:
+                self.send_header(name, value)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except OSError as exc:  # the client went away; nothing left to tell it
+            log.debug("http %s %s: write failed: %s", self.command, self.path, exc)
+            self.close_connection = True
+        log.info("http %s %s %d %dB %.1fms", self.command, self.path, status, len(body),
+                 (time.monotonic() - started) * 1000)
+
+    def _answer(self) -> tuple[int, str, bytes, tuple]:
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            return _error(411, "chunked bodies are not accepted; send Content-Length")
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            if self.command in _BODY_METHODS:
+                self.close_connection = True
+                return _error(411, "Content-Length required")
+            length = 0
+        else:
+            raw = raw.strip()
+            if not raw.isdigit() or not raw.isascii() or len(raw) > 18:
+                self.close_connection = True
+                return _error(400, "invalid Content-Length")
+            length = int(raw)
+        if length > MAX_BODY:
+            self.close_connection = True  # the unread body makes the stream unusable
+            return _error(413, "body over 1 MiB")
+        body = self._read_body(length)
+        if body is None:
+            self.close_connection = True
+            return _error(400, "body shorter than Content-Length")
+        method = "GET" if self.command == "HEAD" else self.command
+        response = self.server.app.handle(method, self.path, self.headers, body)
+        return response.status, response.content_type, response.body, response.headers
+
+    def _read_body(self, length: int) -> bytes | None:
+        """Read exactly `length` bytes within one overall deadline; None on early EOF."""
+        deadline = time.monotonic() + self.server.handler_timeout
+        chunks, remaining = [], length
+        try:
+            while remaining:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("body read deadline passed")
+                self.connection.settimeout(left)
+                chunk = self.rfile.read1(min(remaining, 65536))
+                if not chunk:
+                    return None
+                chunks.append(chunk)
+                remaining -= len(chunk)
+        finally:
+            self.connection.settimeout(self.server.handler_timeout)
+        return b"".join(chunks)
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _serve
+
+
+def _error(status: int, reason: str) -> tuple[int, str, bytes, tuple]:
+    body = json.dumps({"status": "error", "reason": reason}).encode()
+    return status, "application/json", body, ()
+
+
+class WebhookServer(ThreadingHTTPServer):
+    """A `ThreadingHTTPServer` tuned for bursts of deliveries. `server_close()` waits up to
+    `drain_timeout` seconds for in-flight handler threads."""
+
+    daemon_threads = True
+    block_on_close = False  # we track and join our own threads, with a bound
+    request_queue_size = 128
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], app, *, handler_timeout: float = 10.0,
+                 drain_timeout: float = 5.0) -> None:
+        self.app = app
+        self.handler_timeout = handler_timeout
+        self.drain_timeout = drain_timeout
+        self._workers: set[threading.Thread] = set()
+        self._workers_lock = threading.Lock()
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        socketserver.TCPServer.server_bind(self)  # skip HTTPServer's slow getfqdn()
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), port
+
+    def handle_error(self, request, client_address) -> None:  # not the stdlib's stderr dump
+        log.warning("http connection from %s failed", client_address[0], exc_info=True)
+
+    def process_request(self, request, client_address) -> None:
+        thread = threading.Thread(target=self._work, args=(request, client_address),
+                                  name=f"http-{client_address[1]}", daemon=True)
+        with self._workers_lock:
+            self._workers.add(thread)
+        thread.start()
+
+    def _work(self, request, client_address) -> None:
+        try:
+            self.process_request_thread(request, client_address)
+        finally:
+            with self._workers_lock:
+                self._workers.discard(threading.current_thread())
+
+    def server_close(self) -> None:
+        super().server_close()
+        deadline = time.monotonic() + self.drain_timeout
+        with self._workers_lock:
+            workers = list(self._workers)
+        for thread in workers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def make_server(host: str, port: int, app, *, handler_timeout: float = 10.0) -> WebhookServer:
+    """Bind (port 0 picks a free one; see `server.server_address`); call `serve_forever()`."""
+    return WebhookServer((host, port), app, handler_timeout=handler_timeout)

@@ -1,0 +1,235 @@
+"""The orchestrator's HTTP decisions: `WebhookApp.handle(method, path, headers, body)` owns
+every route (`POST /webhook`, `/healthz`, the dashboard, `/runs`, `/metrics`) and returns a
+`Response`; `StoreViews` turns store rows into the read-only pages. The socket side lives in
+`http_server.py` (`make_server` is re-exported here).
+
+A delivery is answered 2xx only after `store.record_delivery` returned (it is durable then);
+the app then calls the injected `wake()`, which must only signal the dispatcher. The app never
+answers 5xx except 503, whatever the input. This module never imports `contrib.gitea`: the
+signature check is injected as `verify(body, signature_hex) -> bool`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+from urllib.parse import parse_qs, urlsplit
+
+from bot_bottle.orchestrator.http_server import MAX_BODY, make_server  # noqa: F401
+
+log = logging.getLogger(__name__)
+
+HANDLED_EVENTS = frozenset({
+    "issues", "issue_assign", "issue_label", "issue_comment",
+    "pull_request", "pull_request_comment",
+})
+JSON = "application/json"
+HTML = "text/html; charset=utf-8"
+PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+_RUN_PATH = re.compile(r"^/runs/([^/]+)(/provenance)?$")
+_RUN_ID = re.compile(r"^[0-9]{1,18}$")
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    content_type: str
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def json_response(status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
+    return Response(status, JSON, json.dumps(payload).encode(), headers)
+
+
+def _status(status: int, word: str, reason: str | None = None, allow: str | None = None) -> Response:
+    payload = {"status": word, **({"reason": reason} if reason else {})}
+    return json_response(status, payload, (("Allow", allow),) if allow else ())
+
+
+class WebhookApp:
+    """All HTTP decisions. `store` needs `record_delivery` and `ping`; `views` needs
+    `dashboard()`, `runs()`, `run(id)`, `provenance(id)`, `metrics()` (default: `StoreViews`)."""
+
+    def __init__(self, store, *, verify: Callable[[bytes, str], bool],
+                 wake: Callable[[], None] = lambda: None, views=None,
+                 is_handled: Callable[[str], bool] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._verify = verify
+        self._wake = wake
+        self._views = views if views is not None else StoreViews(store, clock)
+        self._is_handled = is_handled
+        self._clock = clock
+
+    def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:
+        try:
+            return self._route(method, path, {k.lower(): v for k, v in headers.items()}, body)
+        except Exception:  # the app answers 503 at worst, never a stack trace
+            log.exception("http %s %s failed", method, path)
+            return _status(503, "error", "internal error")
+
+    def _route(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Response:
+        parts = urlsplit(target)
+        path, query = parts.path, parse_qs(parts.query)
+        if path == "/webhook":
+            if method != "POST":
+                return _status(405, "error", "method not allowed", allow="POST")
+            return self._webhook(headers, body)
+        if path in ("/", "/healthz", "/runs", "/metrics") or _RUN_PATH.match(path):
+            if method != "GET":
+                return _status(405, "error", "method not allowed", allow="GET")
+            return self._get(path, query)
+        return _status(404, "error", "not found")
+
+    # -- POST /webhook -------------------------------------------------------------------
+
+    def _webhook(self, headers: dict[str, str], body: bytes) -> Response:
+        if len(body) > MAX_BODY:
+            return _status(413, "error", "body over 1 MiB")
+        signature = _first(headers, "x-gitea-signature", "x-forgejo-signature")
+        if not signature:
+            hub = headers.get("x-hub-signature-256", "").strip()
+            signature = hub[7:] if hub.lower().startswith("sha256=") else ""
+        if not signature or not self._check(body, signature):
+            log.warning("webhook rejected: missing or wrong signature")
+            return _status(401, "error", "missing or wrong signature")
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError):
+            return _status(400, "error", "body is not valid JSON")
+        if not isinstance(payload, dict):
+            return _status(400, "error", "body is not a JSON object")
+        event = (_first(headers, "x-gitea-event-type", "x-forgejo-event-type")
+                 or _first(headers, "x-gitea-event", "x-forgejo-event"))
+        delivery = (_first(headers, "x-gitea-delivery", "x-forgejo-delivery")
+                    or hashlib.sha256(body).hexdigest())
+        where = _where(payload)
+        if not event:
+            return _status(202, "ignored", "no event type header")
+        if not self._handles(event):
+            log.info("webhook delivery=%s event=%s %s ignored: unhandled event", delivery, event, where)
+            return _status(202, "ignored", f"event type {event!r} is not handled")
+        try:
+            fresh = self._store.record_delivery(delivery, event, body, self._clock())
+        except Exception as exc:  # StoreError or worse: Gitea must retry, so never a 2xx
+            log.error("webhook delivery=%s event=%s %s store failed: %s", delivery, event, where, exc)
+            return _status(503, "error", "store unavailable")
+        if not fresh:
+            log.info("webhook delivery=%s event=%s %s duplicate", delivery, event, where)
+            return _status(200, "duplicate")
+        log.info("webhook delivery=%s event=%s %s accepted", delivery, event, where)
+        try:
+            self._wake()
+        except Exception:  # stored already: the dispatcher's next tick will find it
+            log.exception("webhook delivery=%s wake failed", delivery)
+        return _status(202, "accepted")
+
+    def _check(self, body: bytes, signature: str) -> bool:
+        try:
+            return bool(self._verify(body, signature))
+        except Exception:
+            log.exception("signature check raised")
+            return False
+
+    def _handles(self, event: str) -> bool:
+        if event in HANDLED_EVENTS:
+            return True
+        return bool(self._is_handled and self._is_handled(event))
+
+    # -- GET pages -----------------------------------------------------------------------
+
+    def _get(self, path: str, query: dict[str, list[str]]) -> Response:
+        if path == "/healthz":
+            try:
+                ok = bool(self._store.ping())
+            except Exception as exc:
+                log.error("healthz: store ping failed: %s", exc)
+                ok = False
+            return _status(200, "ok") if ok else _status(503, "error", "store unavailable")
+        match = _RUN_PATH.match(path)
+        if match and not _RUN_ID.match(match.group(1)):
+            return _status(400, "error", "run id must be a non-negative integer")
+        try:
+            if path == "/":
+                return Response(200, HTML, self._views.dashboard().encode())
+            if path == "/metrics":
+                return Response(200, PROMETHEUS, self._views.metrics().encode())
+            if path == "/runs":
+                show_all = query.get("all", ["0"])[-1] not in ("", "0", "false", "no")
+                runs = self._views.runs(include_destroyed=True) if show_all else self._views.runs()
+                return json_response(200, runs)
+            run_id = int(match.group(1))
+            data = self._views.provenance(run_id) if match.group(2) else self._views.run(run_id)
+        except Exception:
+            log.exception("view %s failed", path)
+            return _status(503, "error", "store unavailable")
+        if data is None:
+            return _status(404, "error", f"no run {run_id}")
+        return json_response(200, data)
+
+
+def _first(headers: Mapping[str, str], *names: str) -> str:
+    for name in names:
+        value = (headers.get(name) or "").strip()
+        if value:
+            return value
+    return ""
+
+
+def _where(payload: dict) -> str:
+    """`repo= issue=` for log lines; tolerant of any shape."""
+    repo = payload.get("repository")
+    repo = repo.get("full_name") if isinstance(repo, dict) else None
+    number = None
+    for key in ("issue", "pull_request"):
+        obj = payload.get(key)
+        if isinstance(obj, dict) and number is None:
+            number = obj.get("number")
+    return f"repo={repo or '-'} issue={number if number is not None else '-'} run=-"
+
+
+class StoreViews:
+    """The read-only pages, from the store and the renderers (imported lazily)."""
+
+    def __init__(self, store, clock: Callable[[], float] = time.time,
+                 extra_metrics: Callable[[], Mapping[str, float]] | None = None) -> None:
+        self._store = store
+        self._clock = clock
+        self._extra = extra_metrics
+
+    def dashboard(self) -> str:
+        from bot_bottle.orchestrator import views
+        runs = self._store.list_runs(include_destroyed=False)
+        last_ops = {}
+        for run in runs:
+            ops = self._store.op_log(run.id)
+            last_ops[run.id] = ops[-1] if ops else None
+        return views.dashboard_html(runs, last_ops, self._clock())
+
+    def runs(self, include_destroyed: bool = False) -> list:
+        from bot_bottle.orchestrator import provenance
+        now = self._clock()
+        return [provenance.run_json(run, now)
+                for run in self._store.list_runs(include_destroyed=include_destroyed)]
+
+    def run(self, run_id: int) -> dict | None:
+        from bot_bottle.orchestrator import provenance
+        run = self._store.get_run(run_id)
+        return None if run is None else provenance.run_json(run, self._clock())
+
+    def provenance(self, run_id: int) -> dict | None:
+        from bot_bottle.orchestrator import provenance
+        run = self._store.get_run(run_id)
+        return None if run is None else provenance.provenance_json(run, self._store.op_log(run_id))
+
+    def metrics(self) -> str:
+        from bot_bottle.orchestrator import views
+        extra = dict(self._extra()) if self._extra else {}
+        return views.metrics_text(self._store.count_runs_by_state(),
+                                  self._store.delivery_counts(), extra)

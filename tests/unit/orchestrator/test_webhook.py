@@ -1,0 +1,345 @@
+"""The webhook receiver and the orchestrator's HTTP server: real HTTP on 127.0.0.1, the real
+signature check, and a store that must have recorded a delivery before any 2xx."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.client
+import json
+import socket
+import threading
+import time
+import unittest
+from pathlib import Path
+
+from bot_bottle.contrib.gitea.signature import sign, verify_signature
+from bot_bottle.orchestrator.webhook import StoreViews, WebhookApp, make_server
+
+SECRET = b"test-webhook-secret"
+SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "gitea"
+ISSUE_OPENED = json.dumps({
+    "action": "opened",
+    "number": 42,
+    "issue": {"number": 42, "title": "Widgets crash on empty input"},
+    "repository": {"full_name": "acme/widgets"},
+}).encode()
+
+
+class DictDeliveryStore:
+    """Deliveries in a dict, deduplicated like the real store (by id, and by event type +
+    sha256 of the body). Used until `SqliteRunStore` lands."""
+
+    def __init__(self) -> None:
+        self.deliveries: dict[str, tuple[str, bytes, float]] = {}
+        self._hashes: set[tuple[str, str]] = set()
+
+    def record_delivery(self, delivery_id: str, event_type: str, body: bytes, received_at: float) -> bool:
+        key = (event_type, hashlib.sha256(body).hexdigest())
+        if delivery_id in self.deliveries or key in self._hashes:
+            return False
+        self.deliveries[delivery_id] = (event_type, body, received_at)
+        self._hashes.add(key)
+        return True
+
+    def ping(self) -> bool:
+        return True
+
+
+class UnavailableStore:
+    """A store whose disk is gone: every call raises, as `SqliteRunStore` does then."""
+
+    def record_delivery(self, *args) -> bool:
+        raise OSError("disk I/O error")
+
+    def ping(self) -> bool:
+        raise OSError("disk I/O error")
+
+
+class ViewsStub:
+    def __init__(self) -> None:
+        self.runs_data = {7: {"id": 7, "state": "running"}}
+
+    def dashboard(self) -> str:
+        return "<!doctype html><title>runs</title><p>7 running</p>"
+
+    def runs(self, include_destroyed: bool = False) -> list:
+        return list(self.runs_data.values()) + ([{"id": 1, "state": "destroyed"}] if include_destroyed else [])
+
+    def run(self, run_id: int):
+        return self.runs_data.get(run_id)
+
+    def provenance(self, run_id: int):
+        return {"run": self.runs_data[run_id], "ops": []} if run_id in self.runs_data else None
+
+    def metrics(self) -> str:
+        return 'bot_bottle_runs{state="running"} 1\n'
+
+
+class ServerTest(unittest.TestCase):
+    def setUp(self) -> None:
+        self.addCleanup(self.assert_no_handler_threads_left)  # runs last
+        self.store = DictDeliveryStore()
+        self.woken = threading.Event()
+        self.port = self.serve(self.app(self.store))
+
+    def assert_no_handler_threads_left(self) -> None:
+        left = [t.name for t in threading.enumerate() if t.name.startswith("http-")]
+        self.assertEqual(left, [])
+
+    def app(self, store, **kw) -> WebhookApp:
+        kw.setdefault("views", ViewsStub())
+        return WebhookApp(store, verify=functools.partial(verify_signature, SECRET),
+                          wake=self.woken.set, clock=lambda: 1_700_000_000.0, **kw)
+
+    def serve(self, app, **kw) -> int:
+        server = make_server("127.0.0.1", 0, app, **kw)
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        self.addCleanup(thread.join, 10)
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        return server.server_address[1]
+
+    def connect(self, port: int | None = None) -> http.client.HTTPConnection:
+        conn = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=5)
+        self.addCleanup(conn.close)
+        return conn
+
+    def raw_socket(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        self.addCleanup(sock.close)
+        return sock
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers=None, port=None):
+        conn = self.connect(port)
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("Content-Type"), resp.read()
+
+    def deliver(self, body: bytes = ISSUE_OPENED, event: str = "issues", delivery: str | None = "d-1",
+                signature: str | None = None, forge: str = "Gitea", port=None):
+        headers = {"Content-Type": "application/json", f"X-{forge}-Event-Type": event}
+        if delivery is not None:
+            headers[f"X-{forge}-Delivery"] = delivery
+        headers[f"X-{forge}-Signature"] = sign(SECRET, body) if signature is None else signature
+        status, _, data = self.request("POST", "/webhook", body, headers, port)
+        return status, json.loads(data)
+
+
+class WebhookDeliveryTest(ServerTest):
+    def test_missing_or_wrong_signature_is_401_and_nothing_is_stored(self) -> None:
+        with self.assertLogs("bot_bottle.orchestrator.webhook", "WARNING"):
+            self.assertEqual(self.deliver(signature="")[0], 401)
+            self.assertEqual(self.deliver(signature=sign(b"other-secret", ISSUE_OPENED))[0], 401)
+        self.assertEqual(self.store.deliveries, {})
+        self.assertFalse(self.woken.is_set())
+
+    def test_hub_signature_256_is_accepted(self) -> None:
+        headers = {"X-Gitea-Event-Type": "issues", "X-Gitea-Delivery": "d-hub",
+                   "X-Hub-Signature-256": "sha256=" + sign(SECRET, ISSUE_OPENED)}
+        status, _, data = self.request("POST", "/webhook", ISSUE_OPENED, headers)
+        self.assertEqual((status, json.loads(data)), (202, {"status": "accepted"}))
+
+    def test_body_over_one_mib_is_413_without_reading_it(self) -> None:
+        sock = self.raw_socket()
+        sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nX-Gitea-Event-Type: issues\r\n"
+                     b"Content-Length: 2097152\r\n\r\n" + b"{" * 1024)
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        self.assertEqual(resp.status, 413)
+        self.assertEqual(json.loads(resp.read())["status"], "error")
+        self.assertTrue(resp.will_close)
+
+    def test_bad_json_and_a_json_array_are_400(self) -> None:
+        for body in (b"{not json", b"[1, 2]", b"\xff\xfe\x00", b"[" * 100_000):
+            with self.subTest(body=body[:10]):
+                status, payload = self.deliver(body)
+                self.assertEqual((status, payload["status"]), (400, "error"))
+        self.assertEqual(self.store.deliveries, {})
+
+    def test_unhandled_event_type_is_202_ignored_and_not_stored(self) -> None:
+        status, payload = self.deliver(event="repository")
+        self.assertEqual((status, payload["status"]), (202, "ignored"))
+        self.assertIn("repository", payload["reason"])
+        self.assertEqual(self.store.deliveries, {})
+
+    def test_injected_is_handled_widens_the_event_set(self) -> None:
+        port = self.serve(self.app(self.store, is_handled=lambda e: e.startswith("pull_request")))
+        status, payload = self.deliver(event="pull_request_sync", port=port)
+        self.assertEqual((status, payload["status"]), (202, "accepted"))
+
+    def test_handled_event_is_stored_then_accepted_and_wakes_the_dispatcher(self) -> None:
+        status, payload = self.deliver(delivery="6ef2ce7e")
+        self.assertEqual((status, payload), (202, {"status": "accepted"}))
+        self.assertEqual(self.store.deliveries["6ef2ce7e"], ("issues", ISSUE_OPENED, 1_700_000_000.0))
+        self.assertTrue(self.woken.is_set())
+
+    def test_same_delivery_id_again_is_200_duplicate(self) -> None:
+        self.assertEqual(self.deliver(delivery="d-1")[0], 202)
+        self.woken.clear()
+        self.assertEqual(self.deliver(delivery="d-1"), (200, {"status": "duplicate"}))
+        self.assertFalse(self.woken.is_set())
+
+    def test_same_body_under_a_new_delivery_id_is_200_duplicate(self) -> None:
+        self.assertEqual(self.deliver(delivery="d-1")[0], 202)
+        self.assertEqual(self.deliver(delivery="d-2"), (200, {"status": "duplicate"}))
+        self.assertEqual(list(self.store.deliveries), ["d-1"])
+
+    def test_missing_delivery_id_falls_back_to_the_body_hash(self) -> None:
+        self.assertEqual(self.deliver(delivery=None)[0], 202)
+        self.assertIn(hashlib.sha256(ISSUE_OPENED).hexdigest(), self.store.deliveries)
+
+    def test_store_failure_is_503_never_2xx(self) -> None:
+        port = self.serve(self.app(UnavailableStore()))
+        with self.assertLogs("bot_bottle.orchestrator.webhook", "ERROR"):
+            status, payload = self.deliver(port=port)
+        self.assertEqual((status, payload), (503, {"status": "error", "reason": "store unavailable"}))
+        self.assertFalse(self.woken.is_set())
+
+    def test_forgejo_headers_are_accepted(self) -> None:
+        status, payload = self.deliver(forge="Forgejo", delivery="fj-1")
+        self.assertEqual((status, payload["status"]), (202, "accepted"))
+        self.assertIn("fj-1", self.store.deliveries)
+
+    @unittest.skipUnless((SHARED / "issues-opened.json").exists(), "shared Gitea samples absent")
+    def test_a_recorded_gitea_delivery_replays_with_its_published_signature(self) -> None:
+        body = (SHARED / "issues-opened.json").read_bytes()
+        sig = "aa63f4627badfbcb501b8d7dbc57f59fb24391149430e16bdd77b454c3335656"
+        status, payload = self.deliver(body, delivery="6ef2ce7e-fb08-4208-9d34-8429688f2cb0",
+                                       signature=sig)
+        self.assertEqual((status, payload["status"]), (202, "accepted"))
+
+
+class TransportTest(ServerTest):
+    def test_post_without_content_length_is_411(self) -> None:
+        sock = self.raw_socket()
+        sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        self.assertEqual(resp.status, 411)
+
+    def test_invalid_content_length_is_400(self) -> None:
+        sock = self.raw_socket()
+        sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n")
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        self.assertEqual(resp.status, 400)
+
+    def test_two_requests_share_one_keep_alive_connection(self) -> None:
+        conn = self.connect()
+        conn.request("GET", "/healthz")
+        first = conn.getresponse()
+        self.assertEqual((first.status, json.loads(first.read())), (200, {"status": "ok"}))
+        sock = conn.sock
+        body = ISSUE_OPENED
+        conn.request("POST", "/webhook", body, {"X-Gitea-Event-Type": "issues",
+                                                "X-Gitea-Signature": sign(SECRET, body)})
+        second = conn.getresponse()
+        self.assertEqual(second.status, 202)
+        second.read()
+        self.assertIs(conn.sock, sock)
+
+    def test_a_stalled_client_does_not_block_another(self) -> None:
+        stalled = self.raw_socket()
+        stalled.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"{" * 500)
+        started = time.monotonic()
+        status, payload = self.deliver()
+        self.assertEqual(status, 202)
+        self.assertLess(time.monotonic() - started, 2.0)
+
+    def test_a_client_that_stalls_past_the_timeout_is_dropped(self) -> None:
+        port = self.serve(self.app(self.store), handler_timeout=0.3)
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.addCleanup(sock.close)
+        sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        self.assertEqual((resp.status, resp.will_close), (408, True))
+
+    def test_an_app_that_raises_is_answered_500_json(self) -> None:
+        class Exploding:
+            def handle(self, *args):
+                raise RuntimeError("boom")
+
+        port = self.serve(Exploding())
+        with self.assertLogs("bot_bottle.orchestrator.http_server", "ERROR"):
+            status, ctype, data = self.request("GET", "/", port=port)
+        self.assertEqual((status, ctype, json.loads(data)["status"]), (500, "application/json", "error"))
+
+
+class RoutesTest(ServerTest):
+    def test_healthz_is_ok_when_the_store_answers_and_503_when_not(self) -> None:
+        self.assertEqual(self.request("GET", "/healthz")[0], 200)
+        port = self.serve(self.app(UnavailableStore()))
+        with self.assertLogs("bot_bottle.orchestrator.webhook", "ERROR"):
+            status, _, data = self.request("GET", "/healthz", port=port)
+        self.assertEqual((status, json.loads(data)["status"]), (503, "error"))
+
+    def test_unknown_route_is_404_and_wrong_method_is_405(self) -> None:
+        status, ctype, data = self.request("GET", "/nope")
+        self.assertEqual((status, ctype, json.loads(data)["status"]), (404, "application/json", "error"))
+        conn = self.connect()
+        conn.request("GET", "/webhook")
+        resp = conn.getresponse()
+        self.assertEqual((resp.status, resp.getheader("Allow")), (405, "POST"))
+        resp.read()
+        self.assertEqual(self.request("DELETE", "/runs")[0], 405)
+
+    def test_dashboard_is_html(self) -> None:
+        status, ctype, data = self.request("GET", "/")
+        self.assertEqual((status, ctype), (200, "text/html; charset=utf-8"))
+        self.assertIn(b"7 running", data)
+
+    def test_runs_and_one_run_are_json(self) -> None:
+        status, _, data = self.request("GET", "/runs")
+        self.assertEqual((status, json.loads(data)), (200, [{"id": 7, "state": "running"}]))
+        self.assertEqual(len(json.loads(self.request("GET", "/runs?all=1")[2])), 2)
+        status, _, data = self.request("GET", "/runs/7")
+        self.assertEqual((status, json.loads(data)["state"]), (200, "running"))
+        status, _, data = self.request("GET", "/runs/7/provenance")
+        self.assertEqual((status, json.loads(data)["ops"]), (200, []))
+
+    def test_unknown_run_is_404_and_a_non_integer_id_is_400(self) -> None:
+        self.assertEqual(self.request("GET", "/runs/8")[0], 404)
+        self.assertEqual(self.request("GET", "/runs/8/provenance")[0], 404)
+        self.assertEqual(self.request("GET", "/runs/abc")[0], 400)
+        self.assertEqual(self.request("GET", "/runs/-1/provenance")[0], 400)
+
+    def test_metrics_are_prometheus_text(self) -> None:
+        status, ctype, data = self.request("GET", "/metrics")
+        self.assertEqual(status, 200)
+        self.assertTrue(ctype.startswith("text/plain; version=0.0.4"))
+        self.assertIn(b'bot_bottle_runs{state="running"} 1', data)
+
+    def test_a_failing_view_is_503_not_500(self) -> None:
+        class BrokenViews(ViewsStub):
+            def runs(self, include_destroyed=False):
+                raise OSError("database is locked")
+
+        port = self.serve(self.app(self.store, views=BrokenViews()))
+        with self.assertLogs("bot_bottle.orchestrator.webhook", "ERROR"):
+            self.assertEqual(self.request("GET", "/runs", port=port)[0], 503)
+
+
+class AppWithoutSocketsTest(unittest.TestCase):
+    def test_header_lookups_ignore_case(self) -> None:
+        store = DictDeliveryStore()
+        app = WebhookApp(store, verify=functools.partial(verify_signature, SECRET), views=ViewsStub())
+        headers = {"x-gitea-event-type": "issues", "X-GITEA-SIGNATURE": sign(SECRET, ISSUE_OPENED),
+                   "X-Gitea-Delivery": "d-9"}
+        response = app.handle("POST", "/webhook", headers, ISSUE_OPENED)
+        self.assertEqual(response.status, 202)
+        self.assertIn("d-9", store.deliveries)
+
+    def test_no_input_gives_a_5xx_other_than_503(self) -> None:
+        app = WebhookApp(DictDeliveryStore(), verify=lambda body, sig: 1 / 0, views=object())
+        with self.assertLogs("bot_bottle.orchestrator.webhook", "ERROR"):
+            for method, path in [("POST", "/webhook"), ("GET", "/"), ("GET", "/runs/1"),
+                                 ("GET", "/metrics"), ("PUT", "/x?y=%zz")]:
+                response = app.handle(method, path, {"X-Gitea-Signature": "ab"}, b"{}")
+                self.assertTrue(response.status < 500 or response.status == 503, (method, path))
+
+
+if __name__ == "__main__":
+    unittest.main()
