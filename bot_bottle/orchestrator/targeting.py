@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Container
 from dataclasses import dataclass
 
 from bot_bottle.orchestrator.events import CommentEvent, IssueEvent
@@ -102,12 +102,17 @@ def launch_target(event: IssueEvent, *, org: str, is_org_member: Callable[[str, 
     return LaunchTarget(agent=agent, bottles=tuple(sorted(bottles)), assignee=assignee)
 
 
-def comment_trust(event: CommentEvent, *, agent_logins: Collection[str],
+def comment_trust(event: CommentEvent, *, agent_logins: Container[str],
                   permission: Callable[[str], str]) -> Trust:
-    """Apply the trust rule: write access on the repository makes a comment a prompt."""
-    # Gitea logins are case-insensitive, so compare folded.
-    agents = {login.casefold() for login in agent_logins}
-    if event.author.casefold() in agents or MARKER in event.body:
+    """Apply the trust rule: write access on the repository makes a comment a prompt.
+
+    `agent_logins` is only asked `in`, so it may be a lazy org-membership check; the marker
+    test comes first because it costs no forge request.
+    """
+    if MARKER in event.body:
+        return Trust.OWN
+    # Gitea logins are case-insensitive; a set of lowercase names also matches "Claude-Bot".
+    if event.author in agent_logins or event.author.casefold() in agent_logins:
         return Trust.OWN
     if permission(event.author) not in WRITE_PERMISSIONS:
         return Trust.UNTRUSTED

@@ -155,6 +155,22 @@ class CommentTrustTests(unittest.TestCase):
         self.assertIs(self.trust(comment(author="Claude-Bot")), Trust.OWN)
         self.assertEqual(self.asked, [])
 
+    def test_agent_logins_may_be_a_lazy_membership_check(self):
+        class OrgMembers:  # supports `in` only, like the dispatcher's forge-backed view
+            def __init__(self):
+                self.asked = []
+
+            def __contains__(self, login):
+                self.asked.append(login)
+                return login == "claude-bot"
+
+        members = OrgMembers()
+        self.assertIs(comment_trust(comment(author="claude-bot"), agent_logins=members,
+                                    permission=self.permission), Trust.OWN)
+        self.assertIs(comment_trust(comment(body=MARKER), agent_logins=members,
+                                    permission=self.permission), Trust.OWN)
+        self.assertEqual(members.asked, ["claude-bot"])  # the marker needs no look-up
+
     def test_comment_with_our_marker_is_own(self):
         self.assertIs(self.trust(comment(body=f"Run failed.\n\n{MARKER}")), Trust.OWN)
 
