@@ -50,6 +50,10 @@ class _Handler(BaseHTTPRequestHandler):
         except TimeoutError:
             self.close_connection = True
             status, content_type, body, extra = _error(408, "request body too slow")
+        except ConnectionError as exc:  # the client hung up mid-body: no one to answer
+            log.debug("http %s %s: client went away: %s", self.command, self.path, exc)
+            self.close_connection = True
+            return
         except Exception:
             log.exception("http %s %s: handler failed", self.command, self.path)
             self.close_connection = True

@@ -151,7 +151,10 @@ class WebhookApp:
             except Exception as exc:
                 log.error("healthz: store ping failed: %s", exc)
                 ok = False
-            return _status(200, "ok") if ok else _status(503, "error", "store unavailable")
+            if not ok:
+                log.warning("healthz: store does not answer")
+                return _status(503, "error", "store unavailable")
+            return _status(200, "ok")
         match = _RUN_PATH.match(path)
         if match and not _RUN_ID.match(match.group(1)):
             return _status(400, "error", "run id must be a non-negative integer")
@@ -209,7 +212,8 @@ class StoreViews:
         last_ops = {}
         for run in runs:
             ops = self._store.op_log(run.id)
-            last_ops[run.id] = ops[-1] if ops else None
+            if ops:
+                last_ops[run.id] = ops[-1].kind
         return views.dashboard_html(runs, last_ops, self._clock())
 
     def runs(self, include_destroyed: bool = False) -> list:
@@ -226,7 +230,9 @@ class StoreViews:
     def provenance(self, run_id: int) -> dict | None:
         from bot_bottle.orchestrator import provenance
         run = self._store.get_run(run_id)
-        return None if run is None else provenance.provenance_json(run, self._store.op_log(run_id))
+        if run is None:
+            return None
+        return provenance.provenance_json(run, self._store.op_log(run_id), self._clock())
 
     def metrics(self) -> str:
         from bot_bottle.orchestrator import views
