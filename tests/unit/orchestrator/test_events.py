@@ -8,6 +8,7 @@ import os
 import random
 import unittest
 from pathlib import Path
+from unittest import mock
 
 from bot_bottle.orchestrator import events as E
 from bot_bottle.orchestrator.model import OrchestratorError
@@ -49,6 +50,19 @@ def require_shared(test: unittest.TestCase) -> None:
 
 def load(name: str) -> dict:
     return json.loads((SHARED / name).read_bytes())
+
+
+class MissingSamplesTests(unittest.TestCase):
+    def test_missing_samples_fail_in_ci_and_skip_elsewhere(self):
+        patcher = mock.patch(f"{__name__}.SHARED", SHARED / "does-not-exist")
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        with mock.patch.dict(os.environ, {"CI": "1"}):
+            with self.assertRaises(self.failureException):
+                require_shared(self)
+        with mock.patch.dict(os.environ, {"CI": ""}):
+            with self.assertRaises(unittest.SkipTest):
+                require_shared(self)
 
 
 class SampleCoverageTests(unittest.TestCase):
