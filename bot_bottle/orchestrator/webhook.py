@@ -92,42 +92,46 @@ class WebhookApp:
     def _webhook(self, headers: dict[str, str], body: bytes) -> Response:
         if len(body) > MAX_BODY:
             return _status(413, "error", "body over 1 MiB")
+        event = (_first(headers, "x-gitea-event-type", "x-forgejo-event-type")
+                 or _first(headers, "x-gitea-event", "x-forgejo-event"))
+        delivery = (_first(headers, "x-gitea-delivery", "x-forgejo-delivery")
+                    or hashlib.sha256(body).hexdigest())
+        tag = f"delivery={_clip(delivery)} event={_clip(event or '-')}"
         signature = _first(headers, "x-gitea-signature", "x-forgejo-signature")
         if not signature:
             hub = headers.get("x-hub-signature-256", "").strip()
             signature = hub[7:] if hub.lower().startswith("sha256=") else ""
         if not signature or not self._check(body, signature):
-            log.warning("webhook rejected: missing or wrong signature")
+            log.warning("webhook %s rejected: missing or wrong signature", tag)
             return _status(401, "error", "missing or wrong signature")
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError):
+            log.warning("webhook %s rejected: body is not valid JSON", tag)
             return _status(400, "error", "body is not valid JSON")
         if not isinstance(payload, dict):
+            log.warning("webhook %s rejected: body is not a JSON object", tag)
             return _status(400, "error", "body is not a JSON object")
-        event = (_first(headers, "x-gitea-event-type", "x-forgejo-event-type")
-                 or _first(headers, "x-gitea-event", "x-forgejo-event"))
-        delivery = (_first(headers, "x-gitea-delivery", "x-forgejo-delivery")
-                    or hashlib.sha256(body).hexdigest())
-        where = _where(payload)
+        tag = f"{tag} {_where(payload)}"
         if not event:
+            log.info("webhook %s ignored: no event type header", tag)
             return _status(202, "ignored", "no event type header")
         if not self._handles(event):
-            log.info("webhook delivery=%s event=%s %s ignored: unhandled event", delivery, event, where)
-            return _status(202, "ignored", f"event type {event!r} is not handled")
+            log.info("webhook %s ignored: unhandled event type", tag)
+            return _status(202, "ignored", f"event type {_clip(event)!r} is not handled")
         try:
             fresh = self._store.record_delivery(delivery, event, body, self._clock())
         except Exception as exc:  # StoreError or worse: Gitea must retry, so never a 2xx
-            log.error("webhook delivery=%s event=%s %s store failed: %s", delivery, event, where, exc)
+            log.error("webhook %s not stored: %s", tag, exc)
             return _status(503, "error", "store unavailable")
         if not fresh:
-            log.info("webhook delivery=%s event=%s %s duplicate", delivery, event, where)
+            log.info("webhook %s duplicate", tag)
             return _status(200, "duplicate")
-        log.info("webhook delivery=%s event=%s %s accepted", delivery, event, where)
+        log.info("webhook %s accepted", tag)
         try:
-            self._wake()
+            self._wake()  # only signals the dispatcher; launches never run on this thread
         except Exception:  # stored already: the dispatcher's next tick will find it
-            log.exception("webhook delivery=%s wake failed", delivery)
+            log.exception("webhook %s wake failed", tag)
         return _status(202, "accepted")
 
     def _check(self, body: bytes, signature: str) -> bool:
@@ -185,6 +189,12 @@ def _first(headers: Mapping[str, str], *names: str) -> str:
     return ""
 
 
+def _clip(text: str, limit: int = 80) -> str:
+    """A header value made safe for one log line."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+    return text.replace(" ", "_") or "-"
+
+
 def _where(payload: dict) -> str:
     """`repo= issue=` for log lines; tolerant of any shape."""
     repo = payload.get("repository")
@@ -194,7 +204,8 @@ def _where(payload: dict) -> str:
         obj = payload.get(key)
         if isinstance(obj, dict) and number is None:
             number = obj.get("number")
-    return f"repo={repo or '-'} issue={number if number is not None else '-'} run=-"
+    repo = _clip(repo) if isinstance(repo, str) else "-"
+    return f"repo={repo} issue={number if isinstance(number, int) else '-'} run=-"
 
 
 class StoreViews:
