@@ -32,10 +32,6 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.timeout = self.server.handler_timeout  # StreamRequestHandler applies it
         super().setup()
-        try:
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:  # not TCP (tests may hand us a socketpair)
-            pass
 
     def log_request(self, code="-", size="-") -> None:  # we log our own access line
         pass
@@ -153,6 +149,14 @@ class WebhookServer(ThreadingHTTPServer):
         socketserver.TCPServer.server_bind(self)  # skip HTTPServer's slow getfqdn()
         host, port = self.server_address[:2]
         self.server_name, self.server_port = str(host), port
+
+    def get_request(self):
+        conn, addr = super().get_request()
+        try:  # small keep-alive answers must not wait for Nagle's algorithm
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        return conn, addr
 
     def handle_error(self, request, client_address) -> None:  # not the stdlib's stderr dump
         log.warning("http connection from %s failed", client_address[0], exc_info=True)

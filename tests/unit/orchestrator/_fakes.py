@@ -1,6 +1,15 @@
-"""Shared test doubles for the orchestrator tests: fakes with state, never mocks."""
+"""Shared test doubles for the orchestrator tests: fakes with state, never mocks; plus
+helpers that put a real `SqliteRunStore` on a temp file and seed runs into it."""
 
 from __future__ import annotations
+
+import tempfile
+import unittest
+from pathlib import Path
+
+from bot_bottle.orchestrator.model import RunRecord, RunState
+from bot_bottle.orchestrator.runner import BottleExit
+from bot_bottle.orchestrator.store import SqliteRunStore
 
 
 class FakeClock:
@@ -20,3 +29,83 @@ try:  # the forge layer's fake, once it exists
     from bot_bottle.testing.fake_forge import FakeForge  # noqa: F401
 except ImportError:  # pragma: no cover
     FakeForge = None
+
+
+class FakeBottleRunner:
+    """Records calls; `start`/`resume` return exit code 0 (`start` raises `fail_with` if set)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.states: dict[str, str] = {}
+        self.fail_with: Exception | None = None
+
+    def start(self, *, agent, bottles, label, prompt, env, on_slug) -> BottleExit:
+        self.calls.append(("start", agent, tuple(bottles), label, prompt, dict(env)))
+        if self.fail_with is not None:
+            raise self.fail_with
+        slug = label.lower()
+        self.states[slug] = "running"
+        on_slug(slug)
+        return BottleExit(slug, 0)
+
+    def resume(self, *, slug, prompt, env) -> BottleExit:
+        self.calls.append(("resume", slug, prompt, dict(env)))
+        self.states[slug] = "running"
+        return BottleExit(slug, 0)
+
+    def freeze(self, slug) -> None:
+        self.calls.append(("freeze", slug))
+        self.states[slug] = "frozen"
+
+    def destroy(self, slug) -> None:
+        self.calls.append(("destroy", slug))
+        self.states.pop(slug, None)
+
+    def bottle_states(self) -> dict[str, str]:
+        return dict(self.states)
+
+
+def temp_store(test: unittest.TestCase, clock=None) -> SqliteRunStore:
+    """A real store on a file in a temp dir, closed and removed when `test` ends."""
+    tmp = tempfile.TemporaryDirectory()
+    test.addCleanup(tmp.cleanup)
+    store = SqliteRunStore(Path(tmp.name) / "orchestrator.db", clock=clock)
+    test.addCleanup(store.close)
+    return store
+
+
+# the legal path from a new (queued) run to each state
+_PATH = {
+    RunState.QUEUED: (),
+    RunState.STARTING: (RunState.STARTING,),
+    RunState.RUNNING: (RunState.STARTING, RunState.RUNNING),
+    RunState.FROZEN: (RunState.STARTING, RunState.RUNNING, RunState.FROZEN),
+    RunState.RESUMING: (RunState.STARTING, RunState.RUNNING, RunState.FROZEN, RunState.RESUMING),
+    RunState.TIMED_OUT: (RunState.STARTING, RunState.RUNNING, RunState.TIMED_OUT),
+    RunState.FAILED: (RunState.STARTING, RunState.FAILED),
+    RunState.DESTROYED: (RunState.DESTROYED,),
+}
+
+
+def seed_run(store: SqliteRunStore, issue: int, state: RunState, *, now: float = 0.0,
+             owner: str = "acme", repo: str = "widgets", agent: str = "claude",
+             run_token: str | None = None, run_id: int | None = None, **fields) -> RunRecord:
+    """Create a run for `issue` and walk it through legal transitions to `state`, all at
+    `now` (so `updated_at == now`), then set `fields`. With `run_id`, destroyed runs of
+    another repository fill the ids before it, so the run gets exactly that id."""
+    if run_id is not None:
+        while True:
+            existing = store.list_runs(include_destroyed=True)
+            next_id = existing[-1].id + 1 if existing else 1
+            if next_id >= run_id:
+                break
+            seed_run(store, next_id, RunState.DESTROYED, owner="padding", repo="padding")
+    run = store.create_run(owner, repo, issue, agent, (), RunState.QUEUED,
+                           run_token or f"tok-{owner}-{repo}-{issue}", now)
+    for step in _PATH[state]:
+        run = store.transition(run.id, step, now=now, reason="seed")
+    if fields:
+        run = store.update_run(run.id, now=now, **fields)
+    if run_id is not None and run.id != run_id:
+        raise AssertionError(f"run {run_id} already taken (got {run.id})")
+    return run

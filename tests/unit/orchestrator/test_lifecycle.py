@@ -1,5 +1,5 @@
-"""The lifecycle executor with a fake store, FakeBottleRunner and FakeForge; bottle runs are
-executed synchronously through an injected `spawn`."""
+"""The lifecycle executor with a real store on a temp file, FakeBottleRunner and FakeForge;
+bottle runs are executed synchronously through an injected `spawn`."""
 
 from __future__ import annotations
 
@@ -12,15 +12,14 @@ from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.runner import RunnerError
 from bot_bottle.testing.fake_forge import FakeForge
 
-from ._fakes import FakeClock
-from ._fakes_runtime import FakeBottleRunner, FakeRunStore
+from ._fakes import FakeBottleRunner, FakeClock, temp_store
 
 MARKER = "<!-- bot-bottle -->"
 
 
 class ExecutorTest(unittest.TestCase):
     def setUp(self) -> None:
-        self.store = FakeRunStore()
+        self.store = temp_store(self)
         self.runner = FakeBottleRunner()
         self.clock = FakeClock()
         self.forge = FakeForge("acme", "widgets")

@@ -10,12 +10,11 @@ import threading
 import unittest
 from pathlib import Path
 
-from bot_bottle.orchestrator.model import RunRecord, RunState
+from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.sidecar import SidecarApp, SidecarServer
 from bot_bottle.testing.fake_forge import FakeForge
 
-from ._fakes import FakeClock
-from ._fakes_runtime import FakeRunStore
+from ._fakes import FakeClock, seed_run, temp_store
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -37,10 +36,9 @@ class SidecarTest(unittest.TestCase):
         self.forge = FakeForge("acme", "widgets")
         self.issue_n = self.forge.add_issue("Fix empty input", "crashes", user="alice")
         self.other_n = self.forge.add_issue("Unrelated", "", user="alice")
-        self.store = FakeRunStore()
-        self.run_record = self.store.add_run(RunRecord(
-            id=7, owner="acme", repo="widgets", issue_number=self.issue_n, agent="claude",
-            bottles=(), state=RunState.RUNNING, created_at=0.0, updated_at=0.0, run_token="tok-7"))
+        self.store = temp_store(self)
+        self.run_record = seed_run(self.store, self.issue_n, RunState.RUNNING, run_token="tok-7",
+                                   run_id=7)
         self.clock = FakeClock()
         app = SidecarApp(self.store, lambda o, r: self.forge, self.dir / "queue",
                          self.clock.now, lambda: 123)
@@ -69,12 +67,12 @@ class SidecarTest(unittest.TestCase):
         status, payload = self.call("GET", f"/issues/{self.other_n}")
         self.assertEqual((status, payload["title"]), (200, "Unrelated"))
         self.assertEqual(self.store.get_run(7).last_progress_at, self.clock.now())
-        self.assertEqual(self.store.ops[-1].kind, "sidecar.read_issue")
+        self.assertEqual(self.store.op_log(7)[-1].kind, "sidecar.read_issue")
 
     def test_writes_outside_the_run_issue_are_403_and_logged(self) -> None:
         status, payload = self.call("POST", f"/issues/{self.other_n}/comments", {"body": "hi"})
         self.assertEqual((status, payload["status"]), (403, "error"))
-        self.assertEqual(self.store.ops[-1].detail["status"], 403)
+        self.assertEqual(self.store.op_log(7)[-1].detail["status"], 403)
 
     def test_comment_on_own_issue_is_posted(self) -> None:
         status, payload = self.call("POST", f"/issues/{self.issue_n}/comments", {"body": "hello"})

@@ -1,0 +1,573 @@
+"""The orchestrator's durable state in one SQLite file (`FORGE_DB_PATH`): webhook deliveries,
+runs, the op-log, relayed done events and their cursor, the comment outbox, and
+`forge_state` (the forge layer's own store, handed a connection to the same file).
+
+Concurrency: every write goes through one writer connection guarded by a lock. Webhook
+deliveries use group commit: callers enqueue, one writer thread inserts everything queued in
+one transaction and commits once (one fsync for many deliveries), then wakes each caller with
+its own answer. Reads use one connection per thread; WAL lets them run beside the writer.
+Every sqlite3 failure (read-only file, disk full, lock timeout) surfaces as `StoreError`.
+The schema and its migrations live in `store_schema`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import threading
+import time
+import weakref
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from bot_bottle.contrib.gitea.forge_state import SqliteForgeStateStore
+from bot_bottle.orchestrator import store_schema
+from bot_bottle.orchestrator.model import OrchestratorError, RunRecord, RunState, check_transition
+
+log = logging.getLogger(__name__)
+
+
+class StoreError(OrchestratorError):
+    """The store could not read or write (wraps the sqlite3 error as `__cause__`)."""
+
+
+class RunNotFound(StoreError):
+    pass
+
+
+class LiveRunExists(StoreError):
+    """The issue already has a run that is not destroyed."""
+
+
+@dataclass(frozen=True)
+class StoredDelivery:
+    seq: int
+    delivery_id: str | None
+    event_type: str
+    body: bytes
+    received_at: float
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    id: int
+    source: str
+    run_id: int
+    status: str
+    summary: str
+    at: float
+
+
+@dataclass(frozen=True)
+class OpLogEntry:
+    id: int
+    run_id: int
+    at: float
+    kind: str
+    detail: dict
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    run_id: int
+    owner: str
+    repo: str
+    number: int
+    body: str
+    attempts: int
+
+
+_RUN_COLS = ("id", "owner", "repo", "issue_number", "agent", "bottles", "state", "created_at",
+             "updated_at", "run_token", "slug", "pr_number", "last_progress_at",
+             "last_done_status", "last_done_summary", "pending_prompt", "error")
+_RUN_SELECT = f"SELECT {', '.join(_RUN_COLS)} FROM runs"
+_MUTABLE_RUN_FIELDS = frozenset({"agent", "bottles", "slug", "pr_number", "last_progress_at",
+                                 "last_done_status", "last_done_summary", "pending_prompt",
+                                 "error"})
+_SLOT_STATES = tuple(s.value for s in RunState if s.has_process)
+
+
+def _run(row: sqlite3.Row) -> RunRecord:
+    d = dict(zip(_RUN_COLS, row))
+    d["bottles"] = tuple(json.loads(d["bottles"]))
+    d["state"] = RunState(d["state"])
+    return RunRecord(**d)
+
+
+def _list_runs_query(include_destroyed: bool, states: Iterable[RunState] | None,
+                     limit: int | None) -> tuple[str, list] | None:
+    """None when `states` is empty (nothing can match)."""
+    sql, params = _RUN_SELECT, []
+    if states is not None:
+        params = [RunState(s).value for s in states]
+        if not params:
+            return None
+        sql += f" WHERE state IN ({', '.join('?' * len(params))})"
+    elif not include_destroyed:
+        sql += " WHERE state != 'destroyed'"
+    sql += " ORDER BY id"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return sql, params
+
+
+def read_runs(path: str | Path, *, include_destroyed: bool = False,
+              states: Iterable[RunState] | None = None, limit: int | None = None) -> list[RunRecord]:
+    """`list_runs` for `status`: opens the file read-only for one query, with no writer
+    thread and no migration, so it is safe beside a serving orchestrator."""
+    query = _list_runs_query(include_destroyed, states, limit)
+    if query is None:
+        return []
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=5.0)
+        try:
+            rows = conn.execute(*query).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read runs from {path}: {exc}") from exc
+    return [_run(r) for r in rows]
+
+
+def _is_busy(exc: BaseException | None) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+class _Pending:
+    """One caller's delivery waiting for the writer thread."""
+
+    __slots__ = ("args", "done", "result", "error")
+
+    def __init__(self, args: tuple) -> None:
+        self.args = args
+        self.done = threading.Event()
+        self.result = False
+        self.error: BaseException | None = None
+
+
+class _Reader:
+    """Holds a thread's reader connection; when the thread ends the holder is dropped with
+    its thread-local and the finalizer closes the connection (request threads come and go)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.close = weakref.finalize(self, conn.close)
+
+
+class SqliteRunStore:
+    def __init__(self, path: str | Path, *, clock: Callable[[], float] | None = None,
+                 busy_timeout: float = 5.0, max_pages: int | None = None) -> None:
+        """`path` is a file path, a `file:` URI (e.g. `?mode=ro`), or `:memory:` (one thread
+        only: everything then shares the writer connection). `max_pages` caps the file size
+        (`PRAGMA max_page_count`); past it writes fail with `StoreError`."""
+        self._target = str(path)
+        self._uri = self._target.startswith("file:")
+        self._memory = self._target == ":memory:"
+        if not (self._uri or self._memory):
+            Path(self._target).parent.mkdir(parents=True, exist_ok=True)
+        self._clock = clock or time.time
+        self._busy_timeout = busy_timeout
+        self._lock = threading.Lock()
+        self._closed = False
+        self.commit_count = 0  # writer commits; lets tests see that deliveries are batched
+        self._local = threading.local()
+        self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
+        self._readers_lock = threading.Lock()
+        self._wconn = self._connect()
+        try:
+            if not self._memory:
+                self._wconn.execute("PRAGMA journal_mode = WAL").fetchall()
+            if max_pages is not None:
+                self._wconn.execute(f"PRAGMA max_page_count = {int(max_pages):d}").fetchall()
+            self.schema_version = store_schema.migrate(self._wconn)
+            self._forge_conn = self._wconn if self._memory else self._connect()
+        except (sqlite3.Error, StoreError) as exc:
+            self._wconn.close()
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"cannot open store {self._target}: {exc}") from exc
+        self.forge_state = SqliteForgeStateStore(self._forge_conn, migrate=False)
+        self._queue: list[_Pending] = []
+        self._queue_cond = threading.Condition()
+        self._closing = False
+        self._writer = threading.Thread(target=self._writer_loop, name="store-writer", daemon=True)
+        self._writer.start()
+
+    def __enter__(self) -> "SqliteRunStore":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # ---- connections ---------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self._target, uri=self._uri, timeout=self._busy_timeout,
+                                   isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {self._target}: {exc}") from exc
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000):d}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA synchronous = FULL")
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        holder = getattr(self._local, "reader", None)
+        if holder is None:
+            if self._closed:
+                raise StoreError("store is closed")
+            conn = self._connect()
+            conn.execute("PRAGMA query_only = ON")
+            holder = _Reader(conn)
+            self._local.reader = holder
+            with self._readers_lock:
+                self._readers.add(holder)
+        return holder.conn
+
+    def _rows(self, sql: str, params: Iterable = ()) -> list[sqlite3.Row]:
+        # fetchall, always: a half-read statement would pin an old snapshot of the WAL
+        try:
+            if self._memory:
+                with self._lock:
+                    return self._wconn.execute(sql, tuple(params)).fetchall()
+            return self._reader().execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"read failed: {exc}") from exc
+
+    @contextmanager
+    def _atomic(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction on the writer connection; sqlite3 errors become StoreError."""
+        with self._lock:
+            if self._closed:
+                raise StoreError("store is closed")
+            conn = self._wconn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"write failed: {exc}") from exc
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        log.exception("store: rollback failed")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"write failed: {exc}") from exc
+                raise
+            self.commit_count += 1
+
+    # ---- deliveries ----------------------------------------------------------------------
+
+    def record_delivery(self, delivery_id: str | None, event_type: str, body: bytes,
+                        received_at: float) -> bool:
+        """Store a webhook delivery durably; False if it is a duplicate (same delivery id, or
+        same event type and body). An empty delivery id is stored as NULL (dedup by body)."""
+        if not isinstance(event_type, str) or not event_type:
+            raise ValueError("event_type must be a non-empty string")
+        body = bytes(body)
+        item = _Pending((delivery_id or None, event_type, body,
+                         hashlib.sha256(body).hexdigest(), float(received_at)))
+        with self._queue_cond:
+            if self._closing:
+                raise StoreError("store is closed")
+            self._queue.append(item)
+            self._queue_cond.notify()
+        item.done.wait()
+        if item.error is not None:
+            raise item.error
+        return item.result
+
+    def _writer_loop(self) -> None:
+        while True:
+            with self._queue_cond:
+                while not self._queue and not self._closing:
+                    self._queue_cond.wait()
+                if not self._queue:  # closing, and everything queued is written
+                    return
+                batch, self._queue = self._queue, []
+            try:
+                self._write_batch(batch)
+            except Exception:  # a bug here must not stop the writer; callers get an error
+                log.exception("store: delivery batch failed")
+            finally:
+                for item in batch:
+                    if not item.done.is_set():
+                        item.error = StoreError("delivery was not recorded")
+                        item.done.set()
+
+    def _write_batch(self, batch: list[_Pending]) -> None:
+        try:
+            with self._atomic() as conn:
+                results = [conn.execute(
+                    "INSERT OR IGNORE INTO deliveries "
+                    "(delivery_id, event_type, body, body_sha256, received_at) "
+                    "VALUES (?, ?, ?, ?, ?)", item.args).rowcount == 1 for item in batch]
+        except StoreError as exc:
+            if len(batch) > 1 and not _is_busy(exc.__cause__):
+                # one bad row (say, too big for the disk) must not fail its neighbours
+                for item in batch:
+                    self._write_batch([item])
+                return
+            for item in batch:
+                item.error = StoreError(str(exc))
+                item.error.__cause__ = exc.__cause__
+                item.done.set()
+            return
+        for item, result in zip(batch, results):
+            item.result = result
+            item.done.set()
+
+    def pending_deliveries(self, limit: int) -> list[StoredDelivery]:
+        rows = self._rows("SELECT seq, delivery_id, event_type, body, received_at FROM deliveries "
+                          "WHERE processed_at IS NULL ORDER BY seq LIMIT ?", (limit,))
+        return [StoredDelivery(r["seq"], r["delivery_id"], r["event_type"], bytes(r["body"]),
+                               r["received_at"]) for r in rows]
+
+    def mark_delivery_processed(self, seq: int, outcome: str) -> None:
+        with self._atomic() as conn:
+            cur = conn.execute("UPDATE deliveries SET processed_at = ?, outcome = ? WHERE seq = ?",
+                               (self._clock(), outcome, seq))
+            if cur.rowcount == 0:
+                raise StoreError(f"no delivery {seq}")
+
+    def delivery_counts(self) -> dict[str, int]:
+        rows = self._rows("SELECT CASE WHEN processed_at IS NULL THEN 'pending' ELSE "
+                          "COALESCE(outcome, '') END AS k, COUNT(*) AS n FROM deliveries GROUP BY k")
+        return {r["k"]: r["n"] for r in rows}
+
+    # ---- runs ----------------------------------------------------------------------------
+
+    def create_run(self, owner: str, repo: str, issue_number: int, agent: str,
+                   bottles: Iterable[str], state: RunState, run_token: str,
+                   now: float) -> RunRecord:
+        state = RunState(state)
+        if not run_token:
+            raise ValueError("a run needs a run token")
+        with self._atomic() as conn:
+            live = conn.execute("SELECT id FROM runs WHERE owner = ? AND repo = ? AND "
+                                "issue_number = ? AND state != 'destroyed'",
+                                (owner, repo, issue_number)).fetchall()
+            if live:
+                raise LiveRunExists(f"{owner}/{repo}#{issue_number} already has live run "
+                                    f"{live[0]['id']}")
+            run_id = conn.execute(
+                "INSERT INTO runs (owner, repo, issue_number, agent, bottles, state, created_at, "
+                "updated_at, run_token) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (owner, repo, issue_number, agent, json.dumps(list(bottles)), state.value, now,
+                 now, run_token)).lastrowid
+            self._op(conn, run_id, "created", {"state": state.value, "agent": agent,
+                                               "bottles": list(bottles)}, now)
+            return self._run_in(conn, run_id)
+
+    def get_run(self, run_id: int) -> RunRecord | None:
+        rows = self._rows(f"{_RUN_SELECT} WHERE id = ?", (run_id,))
+        return _run(rows[0]) if rows else None
+
+    def get_run_by_token(self, token: str) -> RunRecord | None:
+        """Only a live run answers to its token: a destroyed run's bottle has no business."""
+        if not token:
+            return None
+        rows = self._rows(f"{_RUN_SELECT} WHERE run_token = ? AND state != 'destroyed'", (token,))
+        return _run(rows[0]) if rows else None
+
+    def live_run_for_issue(self, owner: str, repo: str, issue_number: int) -> RunRecord | None:
+        rows = self._rows(f"{_RUN_SELECT} WHERE owner = ? AND repo = ? AND issue_number = ? "
+                          "AND state != 'destroyed'", (owner, repo, issue_number))
+        return _run(rows[0]) if rows else None
+
+    def run_for_pr(self, owner: str, repo: str, pr_number: int) -> RunRecord | None:
+        """The run that opened the PR: a live one if any, else the latest."""
+        rows = self._rows(f"{_RUN_SELECT} WHERE owner = ? AND repo = ? AND pr_number = ? "
+                          "ORDER BY state = 'destroyed', id DESC LIMIT 1", (owner, repo, pr_number))
+        return _run(rows[0]) if rows else None
+
+    def latest_run_for_issue(self, owner: str, repo: str, issue_number: int) -> RunRecord | None:
+        """The issue's newest run in any state (one run per issue, ever, counts destroyed ones)."""
+        rows = self._rows(f"{_RUN_SELECT} WHERE owner = ? AND repo = ? AND issue_number = ? "
+                          "ORDER BY id DESC LIMIT 1", (owner, repo, issue_number))
+        return _run(rows[0]) if rows else None
+
+    def list_runs(self, include_destroyed: bool = False, states: Iterable[RunState] | None = None,
+                  limit: int | None = None) -> list[RunRecord]:
+        """Runs in id order; `states`, when given, overrides `include_destroyed`."""
+        query = _list_runs_query(include_destroyed, states, limit)
+        return [] if query is None else [_run(r) for r in self._rows(*query)]
+
+    def count_runs_by_state(self) -> dict[str, int]:
+        counts = {s.value: 0 for s in RunState}
+        for r in self._rows("SELECT state, COUNT(*) AS n FROM runs GROUP BY state"):
+            counts[r["state"]] = r["n"]
+        return counts
+
+    def oldest_queued_run(self) -> RunRecord | None:
+        rows = self._rows(f"{_RUN_SELECT} WHERE state = 'queued' ORDER BY id LIMIT 1")
+        return _run(rows[0]) if rows else None
+
+    def slot_holders(self) -> int:
+        """Runs that hold a running slot (a bottle process may be up)."""
+        rows = self._rows(f"SELECT COUNT(*) FROM runs WHERE state IN "
+                          f"({', '.join('?' * len(_SLOT_STATES))})", _SLOT_STATES)
+        return rows[0][0]
+
+    def transition(self, run_id: int, new_state: RunState, *, now: float, reason: str,
+                   **fields) -> RunRecord:
+        """Move the run to `new_state` (checked against the transition table) and set
+        `fields`, with the op-log row in the same transaction."""
+        new_state = RunState(new_state)
+        values = self._checked_fields(fields)
+        with self._atomic() as conn:
+            old = self._run_in(conn, run_id)
+            check_transition(old.state, new_state)
+            self._set(conn, run_id, now, {**values, "state": new_state.value})
+            self._op(conn, run_id, "transition", {"from": old.state.value, "to": new_state.value,
+                                                  "reason": reason}, now)
+            return self._run_in(conn, run_id)
+
+    def update_run(self, run_id: int, *, now: float, **fields) -> RunRecord:
+        """Set non-state fields; states change only through `transition`."""
+        values = self._checked_fields(fields)
+        with self._atomic() as conn:
+            self._run_in(conn, run_id)
+            self._set(conn, run_id, now, values)
+            return self._run_in(conn, run_id)
+
+    @staticmethod
+    def _checked_fields(fields: dict) -> dict:
+        unknown = set(fields) - _MUTABLE_RUN_FIELDS
+        if unknown:
+            raise ValueError(f"cannot set run fields {sorted(unknown)} here")
+        if "bottles" in fields:
+            fields = {**fields, "bottles": json.dumps(list(fields["bottles"]))}
+        return fields
+
+    @staticmethod
+    def _set(conn: sqlite3.Connection, run_id: int, now: float, values: dict) -> None:
+        values = {**values, "updated_at": now}
+        # column names come from _MUTABLE_RUN_FIELDS (checked above), never from callers' data
+        conn.execute(f"UPDATE runs SET {', '.join(f'{k} = ?' for k in values)} WHERE id = ?",
+                     (*values.values(), run_id))
+
+    @staticmethod
+    def _run_in(conn: sqlite3.Connection, run_id: int) -> RunRecord:
+        rows = conn.execute(f"{_RUN_SELECT} WHERE id = ?", (run_id,)).fetchall()
+        if not rows:
+            raise RunNotFound(f"no run {run_id}")
+        return _run(rows[0])
+
+    # ---- op-log --------------------------------------------------------------------------
+
+    @staticmethod
+    def _op(conn: sqlite3.Connection, run_id: int, kind: str, detail: dict, now: float) -> None:
+        conn.execute("INSERT INTO op_log (run_id, at, kind, detail) VALUES (?, ?, ?, ?)",
+                     (run_id, now, kind, json.dumps(detail, sort_keys=True)))
+
+    def append_op(self, run_id: int, kind: str, detail: dict, now: float) -> None:
+        with self._atomic() as conn:
+            self._op(conn, run_id, kind, detail, now)
+
+    def op_log(self, run_id: int) -> list[OpLogEntry]:
+        rows = self._rows("SELECT id, run_id, at, kind, detail FROM op_log WHERE run_id = ? "
+                          "ORDER BY id", (run_id,))
+        return [OpLogEntry(r["id"], r["run_id"], r["at"], r["kind"], json.loads(r["detail"]))
+                for r in rows]
+
+    # ---- done events ---------------------------------------------------------------------
+
+    def record_done_event(self, source: str, run_id: int, status: str, summary: str, now: float,
+                          cursor_name: str, cursor_value: str) -> bool:
+        """Record a relayed done signal and advance the relay cursor atomically; False (and
+        nothing changed) if `source` was recorded before."""
+        with self._atomic() as conn:
+            cur = conn.execute("INSERT OR IGNORE INTO done_events (source, run_id, status, "
+                               "summary, at) VALUES (?, ?, ?, ?, ?)",
+                               (source, run_id, status, summary, now))
+            if cur.rowcount == 0:
+                return False
+            conn.execute("INSERT INTO relay_cursor (name, value) VALUES (?, ?) "
+                         "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                         (cursor_name, cursor_value))
+            return True
+
+    def pending_done_events(self) -> list[DoneEvent]:
+        rows = self._rows("SELECT id, source, run_id, status, summary, at FROM done_events "
+                          "WHERE processed_at IS NULL ORDER BY id")
+        return [DoneEvent(*r) for r in rows]
+
+    def mark_done_processed(self, event_id: int) -> None:
+        with self._atomic() as conn:
+            cur = conn.execute("UPDATE done_events SET processed_at = ? WHERE id = ?",
+                               (self._clock(), event_id))
+            if cur.rowcount == 0:
+                raise StoreError(f"no done event {event_id}")
+
+    def relay_cursor(self, name: str) -> str:
+        rows = self._rows("SELECT value FROM relay_cursor WHERE name = ?", (name,))
+        return rows[0]["value"] if rows else ""
+
+    # ---- outbox --------------------------------------------------------------------------
+
+    def enqueue_comment(self, run_id: int, owner: str, repo: str, number: int, body: str,
+                        now: float) -> int:
+        with self._atomic() as conn:
+            return conn.execute(
+                "INSERT INTO outbox (run_id, owner, repo, number, body, created_at, "
+                "next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (run_id, owner, repo, number, body, now, now)).lastrowid
+
+    def due_outbox(self, now: float) -> list[OutboxItem]:
+        """Unsent comments whose next attempt is due, oldest first (comments keep their order)."""
+        rows = self._rows("SELECT id, run_id, owner, repo, number, body, attempts FROM outbox "
+                          "WHERE sent_at IS NULL AND next_attempt_at <= ? ORDER BY id", (now,))
+        return [OutboxItem(*r) for r in rows]
+
+    def mark_outbox_sent(self, item_id: int, now: float) -> None:
+        self._outbox_update("UPDATE outbox SET sent_at = ?, attempts = attempts + 1 WHERE id = ?",
+                            (now, item_id))
+
+    def mark_outbox_retry(self, item_id: int, next_attempt_at: float, error: str) -> None:
+        self._outbox_update("UPDATE outbox SET next_attempt_at = ?, last_error = ?, "
+                            "attempts = attempts + 1 WHERE id = ?", (next_attempt_at, error, item_id))
+
+    def _outbox_update(self, sql: str, params: tuple) -> None:
+        with self._atomic() as conn:
+            if conn.execute(sql, params).rowcount == 0:
+                raise StoreError(f"no outbox item {params[-1]}")
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def ping(self) -> bool:
+        """True when the DB answers a query; never raises (for /healthz)."""
+        try:
+            return self._rows("SELECT 1")[0][0] == 1
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        """Write what is queued, stop the writer thread, close every connection. Idempotent."""
+        with self._queue_cond:
+            self._closing = True
+            self._queue_cond.notify_all()
+        self._writer.join()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._wconn.close()
+            if self._forge_conn is not self._wconn:
+                self._forge_conn.close()
+        with self._readers_lock:
+            readers = list(self._readers)
+        for holder in readers:
+            holder.close()

@@ -1,0 +1,129 @@
+"""The orchestrator DB's schema: `MIGRATIONS`, applied in order by `migrate(conn)` and
+counted in `PRAGMA user_version` (this module owns that number for the whole file, including
+the forge layer's `forge_state` table, applied through its `apply_schema`).
+
+Append new migrations; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Callable
+
+from bot_bottle.contrib.gitea import forge_state
+
+_V1 = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    -- AUTOINCREMENT: `seq` is arrival order and must never be reused if old rows are pruned
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery_id TEXT UNIQUE,
+    event_type TEXT NOT NULL,
+    body BLOB NOT NULL,
+    body_sha256 TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    processed_at REAL,
+    outcome TEXT,
+    UNIQUE (event_type, body_sha256)
+);
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (seq) WHERE processed_at IS NULL;
+
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    owner TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    issue_number INTEGER NOT NULL,
+    agent TEXT NOT NULL,
+    bottles TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    run_token TEXT NOT NULL,
+    slug TEXT,
+    pr_number INTEGER,
+    last_progress_at REAL,
+    last_done_status TEXT,
+    last_done_summary TEXT,
+    pending_prompt TEXT,
+    error TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS runs_one_live_per_issue
+    ON runs (owner, repo, issue_number) WHERE state != 'destroyed';
+CREATE INDEX IF NOT EXISTS runs_issue ON runs (owner, repo, issue_number);
+CREATE INDEX IF NOT EXISTS runs_state ON runs (state);
+CREATE UNIQUE INDEX IF NOT EXISTS runs_token ON runs (run_token);
+CREATE INDEX IF NOT EXISTS runs_pr ON runs (owner, repo, pr_number) WHERE pr_number IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS op_log (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs (id),
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS op_log_run ON op_log (run_id, id);
+
+-- no foreign key on run_id: a done file naming an unknown run must be recorded (and then
+-- ignored by the orchestrator), not wedge the relay on a constraint error forever
+CREATE TABLE IF NOT EXISTS done_events (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL UNIQUE,
+    run_id INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    at REAL NOT NULL,
+    processed_at REAL
+);
+CREATE INDEX IF NOT EXISTS done_events_pending ON done_events (id) WHERE processed_at IS NULL;
+
+CREATE TABLE IF NOT EXISTS relay_cursor (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs (id),
+    owner TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    sent_at REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at) WHERE sent_at IS NULL;
+"""
+
+
+def _v1(conn: sqlite3.Connection) -> None:
+    for stmt in _V1.split(";"):
+        if stmt.strip():
+            conn.execute(stmt)
+    forge_state.apply_schema(conn)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply the migrations the file has not seen, each in its own transaction; returns the
+    resulting version. `conn` must be in autocommit mode (`isolation_level=None`)."""
+    # checked outside a write transaction so an up-to-date file opens even when read-only
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= len(MIGRATIONS):
+        return conn.execute("PRAGMA user_version").fetchone()[0]
+    for version, step in enumerate(MIGRATIONS, start=1):
+        # IMMEDIATE: two processes opening a fresh file must not both run the same step
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] >= version:
+                conn.execute("ROLLBACK")
+                continue
+            step(conn)
+            conn.execute(f"PRAGMA user_version = {version:d}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return conn.execute("PRAGMA user_version").fetchone()[0]
