@@ -8,12 +8,16 @@ import hashlib
 import http.client
 import json
 import socket
+import sqlite3
+import tempfile
 import threading
 import time
 import unittest
 from pathlib import Path
 
 from bot_bottle.contrib.gitea.signature import sign, verify_signature
+from bot_bottle.orchestrator.model import RunState
+from bot_bottle.orchestrator.store import SqliteRunStore
 from bot_bottle.orchestrator.webhook import StoreViews, WebhookApp, make_server
 
 SECRET = b"test-webhook-secret"
@@ -26,34 +30,25 @@ ISSUE_OPENED = json.dumps({
 }).encode()
 
 
-class DictDeliveryStore:
-    """Deliveries in a dict, deduplicated like the real store (by id, and by event type +
-    sha256 of the body). Used until `SqliteRunStore` lands."""
-
-    def __init__(self) -> None:
-        self.deliveries: dict[str, tuple[str, bytes, float]] = {}
-        self._hashes: set[tuple[str, str]] = set()
-
-    def record_delivery(self, delivery_id: str, event_type: str, body: bytes, received_at: float) -> bool:
-        key = (event_type, hashlib.sha256(body).hexdigest())
-        if delivery_id in self.deliveries or key in self._hashes:
-            return False
-        self.deliveries[delivery_id] = (event_type, body, received_at)
-        self._hashes.add(key)
-        return True
-
-    def ping(self) -> bool:
-        return True
+def open_store(test: unittest.TestCase, **kw) -> SqliteRunStore:
+    """A real `SqliteRunStore` on a fresh file, closed at cleanup."""
+    tmp = tempfile.TemporaryDirectory()
+    test.addCleanup(tmp.cleanup)
+    store = SqliteRunStore(Path(tmp.name) / "orchestrator.db", **kw)
+    test.addCleanup(store.close)
+    return store
 
 
-class UnavailableStore:
-    """A store whose disk is gone: every call raises, as `SqliteRunStore` does then."""
+def closed_store(test: unittest.TestCase) -> SqliteRunStore:
+    """A store that can no longer answer: every write raises `StoreError`, `ping` is False."""
+    store = open_store(test)
+    store.close()
+    return store
 
-    def record_delivery(self, *args) -> bool:
-        raise OSError("disk I/O error")
 
-    def ping(self) -> bool:
-        raise OSError("disk I/O error")
+def stored(store: SqliteRunStore) -> dict[str, tuple[str, bytes, float]]:
+    return {d.delivery_id: (d.event_type, d.body, d.received_at)
+            for d in store.pending_deliveries(100)}
 
 
 class ViewsStub:
@@ -79,7 +74,7 @@ class ViewsStub:
 class ServerTest(unittest.TestCase):
     def setUp(self) -> None:
         self.addCleanup(self.assert_no_handler_threads_left)  # runs last
-        self.store = DictDeliveryStore()
+        self.store = open_store(self)
         self.woken = threading.Event()
         self.port = self.serve(self.app(self.store))
 
@@ -132,7 +127,7 @@ class WebhookDeliveryTest(ServerTest):
         with self.assertLogs("bot_bottle.orchestrator.webhook", "WARNING"):
             self.assertEqual(self.deliver(signature="")[0], 401)
             self.assertEqual(self.deliver(signature=sign(b"other-secret", ISSUE_OPENED))[0], 401)
-        self.assertEqual(self.store.deliveries, {})
+        self.assertEqual(stored(self.store), {})
         self.assertFalse(self.woken.is_set())
 
     def test_hub_signature_256_is_accepted(self) -> None:
@@ -153,16 +148,16 @@ class WebhookDeliveryTest(ServerTest):
 
     def test_bad_json_and_a_json_array_are_400(self) -> None:
         for body in (b"{not json", b"[1, 2]", b"\xff\xfe\x00", b"[" * 100_000):
-            with self.subTest(body=body[:10]):
+            with self.subTest(body=body[:10]), self.assertLogs("bot_bottle.orchestrator.webhook", "WARNING"):
                 status, payload = self.deliver(body)
                 self.assertEqual((status, payload["status"]), (400, "error"))
-        self.assertEqual(self.store.deliveries, {})
+        self.assertEqual(stored(self.store), {})
 
     def test_unhandled_event_type_is_202_ignored_and_not_stored(self) -> None:
         status, payload = self.deliver(event="repository")
         self.assertEqual((status, payload["status"]), (202, "ignored"))
         self.assertIn("repository", payload["reason"])
-        self.assertEqual(self.store.deliveries, {})
+        self.assertEqual(stored(self.store), {})
 
     def test_injected_is_handled_widens_the_event_set(self) -> None:
         port = self.serve(self.app(self.store, is_handled=lambda e: e.startswith("pull_request")))
@@ -172,7 +167,7 @@ class WebhookDeliveryTest(ServerTest):
     def test_handled_event_is_stored_then_accepted_and_wakes_the_dispatcher(self) -> None:
         status, payload = self.deliver(delivery="6ef2ce7e")
         self.assertEqual((status, payload), (202, {"status": "accepted"}))
-        self.assertEqual(self.store.deliveries["6ef2ce7e"], ("issues", ISSUE_OPENED, 1_700_000_000.0))
+        self.assertEqual(stored(self.store)["6ef2ce7e"], ("issues", ISSUE_OPENED, 1_700_000_000.0))
         self.assertTrue(self.woken.is_set())
 
     def test_same_delivery_id_again_is_200_duplicate(self) -> None:
@@ -184,23 +179,40 @@ class WebhookDeliveryTest(ServerTest):
     def test_same_body_under_a_new_delivery_id_is_200_duplicate(self) -> None:
         self.assertEqual(self.deliver(delivery="d-1")[0], 202)
         self.assertEqual(self.deliver(delivery="d-2"), (200, {"status": "duplicate"}))
-        self.assertEqual(list(self.store.deliveries), ["d-1"])
+        self.assertEqual(list(stored(self.store)), ["d-1"])
 
     def test_missing_delivery_id_falls_back_to_the_body_hash(self) -> None:
         self.assertEqual(self.deliver(delivery=None)[0], 202)
-        self.assertIn(hashlib.sha256(ISSUE_OPENED).hexdigest(), self.store.deliveries)
+        self.assertIn(hashlib.sha256(ISSUE_OPENED).hexdigest(), stored(self.store))
 
     def test_store_failure_is_503_never_2xx(self) -> None:
-        port = self.serve(self.app(UnavailableStore()))
+        port = self.serve(self.app(closed_store(self)))
         with self.assertLogs("bot_bottle.orchestrator.webhook", "ERROR"):
             status, payload = self.deliver(port=port)
         self.assertEqual((status, payload), (503, {"status": "error", "reason": "store unavailable"}))
         self.assertFalse(self.woken.is_set())
 
+    def test_a_full_disk_is_503_never_2xx(self) -> None:
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        path = Path(tmp.name) / "full.db"
+        SqliteRunStore(path).close()
+        conn = sqlite3.connect(path)
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.close()
+        store = SqliteRunStore(path, max_pages=pages)
+        self.addCleanup(store.close)
+        port = self.serve(self.app(store))
+        body = json.dumps({"action": "opened", "pad": "x" * 200_000}).encode()
+        with self.assertLogs("bot_bottle.orchestrator.webhook", "ERROR"):
+            status, payload = self.deliver(body, port=port)
+        self.assertEqual((status, payload["reason"]), (503, "store unavailable"))
+        self.assertFalse(self.woken.is_set())
+
     def test_forgejo_headers_are_accepted(self) -> None:
         status, payload = self.deliver(forge="Forgejo", delivery="fj-1")
         self.assertEqual((status, payload["status"]), (202, "accepted"))
-        self.assertIn("fj-1", self.store.deliveries)
+        self.assertIn("fj-1", stored(self.store))
 
     @unittest.skipUnless((SHARED / "issues-opened.json").exists(), "shared Gitea samples absent")
     def test_a_recorded_gitea_delivery_replays_with_its_published_signature(self) -> None:
@@ -240,6 +252,44 @@ class TransportTest(ServerTest):
         second.read()
         self.assertIs(conn.sock, sock)
 
+    def test_the_server_is_tuned_for_bursts(self) -> None:
+        server = make_server("127.0.0.1", 0, self.app(self.store))
+        self.addCleanup(server.server_close)
+        self.assertGreaterEqual(server.request_queue_size, 128)
+        self.assertTrue(server.daemon_threads and server.allow_reuse_address)
+        self.assertEqual(server.handler_timeout, 10.0)
+        client = socket.create_connection(server.server_address[:2], timeout=5)
+        self.addCleanup(client.close)
+        accepted, _ = server.get_request()
+        self.addCleanup(accepted.close)
+        self.assertTrue(accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    def test_a_burst_of_concurrent_deliveries_is_all_stored(self) -> None:
+        results: list[int] = []
+        lock = threading.Lock()
+
+        def one(i: int) -> None:
+            body = json.dumps({"action": "opened", "number": i}).encode()
+            status = self.deliver(body, delivery=f"burst-{i}")[0]
+            with lock:
+                results.append(status)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(64)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        self.assertEqual(results, [202] * 64)
+        self.assertEqual(len(stored(self.store)), 64)
+
+    def test_head_answers_like_get_without_a_body(self) -> None:
+        conn = self.connect()
+        conn.request("HEAD", "/healthz")
+        resp = conn.getresponse()
+        self.assertEqual((resp.status, resp.read()), (200, b""))
+        conn.request("GET", "/healthz")
+        self.assertEqual(conn.getresponse().status, 200)
+
     def test_a_stalled_client_does_not_block_another(self) -> None:
         stalled = self.raw_socket()
         stalled.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"{" * 500)
@@ -271,8 +321,8 @@ class TransportTest(ServerTest):
 class RoutesTest(ServerTest):
     def test_healthz_is_ok_when_the_store_answers_and_503_when_not(self) -> None:
         self.assertEqual(self.request("GET", "/healthz")[0], 200)
-        port = self.serve(self.app(UnavailableStore()))
-        with self.assertLogs("bot_bottle.orchestrator.webhook", "ERROR"):
+        port = self.serve(self.app(closed_store(self)))
+        with self.assertLogs("bot_bottle.orchestrator.webhook", "WARNING"):
             status, _, data = self.request("GET", "/healthz", port=port)
         self.assertEqual((status, json.loads(data)["status"]), (503, "error"))
 
@@ -322,18 +372,65 @@ class RoutesTest(ServerTest):
             self.assertEqual(self.request("GET", "/runs", port=port)[0], 503)
 
 
+class StoreViewsTest(ServerTest):
+    """The read-only pages from the real store and the real renderers."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        run = self.store.create_run("acme", "widgets", 42, "claude", ["default"], RunState.QUEUED,
+                                    "tok-secret-1", now=1_699_999_000.0)
+        self.store.transition(run.id, RunState.STARTING, now=1_699_999_500.0, reason="launch")
+        self.run_id = run.id
+        self.port = self.serve(WebhookApp(self.store, verify=functools.partial(verify_signature, SECRET),
+                                          clock=lambda: 1_700_000_000.0))
+
+    def get(self, path: str):
+        status, ctype, data = self.request("GET", path)
+        self.assertNotIn(b"tok-secret-1", data)
+        return status, ctype, data
+
+    def test_dashboard_lists_the_run_with_its_last_op(self) -> None:
+        status, ctype, data = self.get("/")
+        self.assertEqual((status, ctype), (200, "text/html; charset=utf-8"))
+        self.assertIn(b"acme/widgets#42", data)
+        self.assertIn(b"starting", data)
+
+    def test_runs_and_one_run_come_from_the_store(self) -> None:
+        status, _, data = self.get("/runs")
+        self.assertEqual(status, 200)
+        self.assertEqual([(r["id"], r["state"]) for r in json.loads(data)], [(self.run_id, "starting")])
+        status, _, data = self.get(f"/runs/{self.run_id}")
+        self.assertEqual((status, json.loads(data)["age_seconds"]), (200, 1000))
+        self.assertEqual(self.get("/runs/999")[0], 404)
+
+    def test_provenance_is_the_op_log_oldest_first(self) -> None:
+        status, _, data = self.get(f"/runs/{self.run_id}/provenance")
+        self.assertEqual(status, 200)
+        ops = json.loads(data)["ops"]
+        self.assertEqual(ops[0]["kind"], "created")
+        self.assertEqual(len(ops), len(self.store.op_log(self.run_id)))
+        self.assertEqual(self.get("/runs/999/provenance")[0], 404)
+
+    def test_metrics_count_runs_by_state_and_deliveries(self) -> None:
+        self.assertEqual(self.deliver()[0], 202)
+        status, _, data = self.get("/metrics")
+        self.assertEqual(status, 200)
+        self.assertIn(b'bot_bottle_runs{state="starting"} 1', data)
+        self.assertIn(b'bot_bottle_deliveries_total{outcome="pending"} 1', data)
+
+
 class AppWithoutSocketsTest(unittest.TestCase):
     def test_header_lookups_ignore_case(self) -> None:
-        store = DictDeliveryStore()
+        store = open_store(self)
         app = WebhookApp(store, verify=functools.partial(verify_signature, SECRET), views=ViewsStub())
         headers = {"x-gitea-event-type": "issues", "X-GITEA-SIGNATURE": sign(SECRET, ISSUE_OPENED),
                    "X-Gitea-Delivery": "d-9"}
         response = app.handle("POST", "/webhook", headers, ISSUE_OPENED)
         self.assertEqual(response.status, 202)
-        self.assertIn("d-9", store.deliveries)
+        self.assertIn("d-9", stored(store))
 
     def test_no_input_gives_a_5xx_other_than_503(self) -> None:
-        app = WebhookApp(DictDeliveryStore(), verify=lambda body, sig: 1 / 0, views=object())
+        app = WebhookApp(open_store(self), verify=lambda body, sig: 1 / 0, views=object())
         with self.assertLogs("bot_bottle.orchestrator.webhook", "ERROR"):
             for method, path in [("POST", "/webhook"), ("GET", "/"), ("GET", "/runs/1"),
                                  ("GET", "/metrics"), ("PUT", "/x?y=%zz")]:
