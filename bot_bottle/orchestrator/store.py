@@ -12,6 +12,8 @@ The schema and its migrations live in `store_schema`.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -82,9 +84,8 @@ class OutboxItem:
     attempts: int
 
 
-_RUN_COLS = ("id", "owner", "repo", "issue_number", "agent", "bottles", "state", "created_at",
-             "updated_at", "run_token", "slug", "pr_number", "last_progress_at",
-             "last_done_status", "last_done_summary", "pending_prompt", "error")
+# the model's field order, so rows build RunRecords positionally (a new field needs a migration)
+_RUN_COLS = tuple(f.name for f in dataclasses.fields(RunRecord))
 _RUN_SELECT = f"SELECT {', '.join(_RUN_COLS)} FROM runs"
 _MUTABLE_RUN_FIELDS = frozenset({"agent", "bottles", "slug", "pr_number", "last_progress_at",
                                  "last_done_status", "last_done_summary", "pending_prompt",
@@ -92,11 +93,21 @@ _MUTABLE_RUN_FIELDS = frozenset({"agent", "bottles", "slug", "pr_number", "last_
 _SLOT_STATES = tuple(s.value for s in RunState if s.has_process)
 
 
-def _run(row: sqlite3.Row) -> RunRecord:
-    d = dict(zip(_RUN_COLS, row))
-    d["bottles"] = tuple(json.loads(d["bottles"]))
-    d["state"] = RunState(d["state"])
-    return RunRecord(**d)
+_STATES = {s.value: s for s in RunState}
+_BOTTLES_AT, _STATE_AT = _RUN_COLS.index("bottles"), _RUN_COLS.index("state")
+
+
+@functools.lru_cache(maxsize=256)
+def _bottles(text: str) -> tuple[str, ...]:
+    # `status` decodes up to 100k rows that share a handful of bottle lists
+    return tuple(json.loads(text))
+
+
+def _run(row: Iterable) -> RunRecord:
+    values = list(row)
+    values[_BOTTLES_AT] = _bottles(values[_BOTTLES_AT])
+    values[_STATE_AT] = _STATES[values[_STATE_AT]]
+    return RunRecord(*values)
 
 
 def _list_runs_query(include_destroyed: bool, states: Iterable[RunState] | None,
@@ -118,7 +129,8 @@ def _list_runs_query(include_destroyed: bool, states: Iterable[RunState] | None,
 
 
 def read_runs(path: str | Path, *, include_destroyed: bool = False,
-              states: Iterable[RunState] | None = None, limit: int | None = None) -> list[RunRecord]:
+              states: Iterable[RunState] | None = None,
+              limit: int | None = None) -> list[RunRecord]:
     """`list_runs` for `status`: opens the file read-only for one query, with no writer
     thread and no migration, so it is safe beside a serving orchestrator."""
     query = _list_runs_query(include_destroyed, states, limit)
@@ -343,8 +355,9 @@ class SqliteRunStore:
                 raise StoreError(f"no delivery {seq}")
 
     def delivery_counts(self) -> dict[str, int]:
-        rows = self._rows("SELECT CASE WHEN processed_at IS NULL THEN 'pending' ELSE "
-                          "COALESCE(outcome, '') END AS k, COUNT(*) AS n FROM deliveries GROUP BY k")
+        rows = self._rows("SELECT CASE WHEN processed_at IS NULL THEN 'pending' "
+                          "ELSE COALESCE(outcome, '') END AS k, COUNT(*) AS n "
+                          "FROM deliveries GROUP BY k")
         return {r["k"]: r["n"] for r in rows}
 
     # ---- runs ----------------------------------------------------------------------------
@@ -538,7 +551,8 @@ class SqliteRunStore:
 
     def mark_outbox_retry(self, item_id: int, next_attempt_at: float, error: str) -> None:
         self._outbox_update("UPDATE outbox SET next_attempt_at = ?, last_error = ?, "
-                            "attempts = attempts + 1 WHERE id = ?", (next_attempt_at, error, item_id))
+                            "attempts = attempts + 1 WHERE id = ?",
+                            (next_attempt_at, error, item_id))
 
     def _outbox_update(self, sql: str, params: tuple) -> None:
         with self._atomic() as conn:

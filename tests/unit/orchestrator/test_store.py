@@ -76,7 +76,8 @@ class DeliveryTest(StoreTestCase):
         self.assertTrue(self.store.record_delivery("d2", "issue_comment", b'{"a": 2}', 11.0))
         pending = self.store.pending_deliveries(10)
         self.assertEqual([(d.delivery_id, d.event_type, d.body, d.received_at) for d in pending],
-                         [("d1", "issues", b'{"a": 1}', 10.0), ("d2", "issue_comment", b'{"a": 2}', 11.0)])
+                         [("d1", "issues", b'{"a": 1}', 10.0),
+                          ("d2", "issue_comment", b'{"a": 2}', 11.0)])
         self.assertLess(pending[0].seq, pending[1].seq)
         self.assertEqual(len(self.store.pending_deliveries(1)), 1)
 
@@ -122,7 +123,8 @@ class DeliveryTest(StoreTestCase):
             start.wait()
             mine = results.setdefault(str(t), [])
             for i in range(per_thread):
-                mine.append(self.store.record_delivery(f"{t}-{i}", "issues", f"{t}/{i}".encode(), 1.0))
+                body = f"{t}/{i}".encode()
+                mine.append(self.store.record_delivery(f"{t}-{i}", "issues", body, 1.0))
                 # every other delivery is resent, as Gitea does after a timeout
                 if i % 2:
                     mine.append(self.store.record_delivery(f"{t}-{i}", "issues", b"resent", 1.0))
@@ -137,7 +139,8 @@ class DeliveryTest(StoreTestCase):
         flat = [r for rs in results.values() for r in rs]
         self.assertEqual((flat.count(True), flat.count(False)), (total, total // 2))
         ids = [d.delivery_id for d in self.store.pending_deliveries(total + 1)]
-        self.assertEqual(sorted(ids), sorted(f"{t}-{i}" for t in range(threads) for i in range(per_thread)))
+        self.assertEqual(sorted(ids),
+                         sorted(f"{t}-{i}" for t in range(threads) for i in range(per_thread)))
         commits = self.store.commit_count - before
         self.assertLess(commits, total + total // 2, "deliveries were not group-committed")
 
@@ -172,7 +175,8 @@ class DeliveryTest(StoreTestCase):
                 outcomes[name] = store.record_delivery(name, "issues", body, 1.0)
             except StoreError as exc:
                 outcomes[name] = exc
-        workers = [threading.Thread(target=deliver, args=(f"s{i}", str(i).encode())) for i in range(7)]
+        workers = [threading.Thread(target=deliver, args=(f"s{i}", str(i).encode()))
+                   for i in range(7)]
         workers.append(threading.Thread(target=deliver, args=("big", b"x" * (1 << 20))))
         for w in workers:
             w.start()
@@ -210,7 +214,8 @@ class RunTest(StoreTestCase):
         self.assertEqual((run.bottles, run.state, run.created_at, run.updated_at, run.run_token),
                          (("py", "node"), RunState.QUEUED, 100.0, 100.0, "tok-1"))
         [entry] = self.store.op_log(run.id)
-        self.assertEqual((entry.kind, entry.detail["state"], entry.at), ("created", "queued", 100.0))
+        self.assertEqual((entry.kind, entry.detail["state"], entry.at),
+                         ("created", "queued", 100.0))
         self.assertNotIn("tok-1", str(entry.detail))
         self.assertIsNone(self.store.get_run(run.id + 1))
 
@@ -229,17 +234,20 @@ class RunTest(StoreTestCase):
         with self.assertRaises(sqlite3.IntegrityError):
             self.raw().execute(
                 "INSERT INTO runs (owner, repo, issue_number, agent, bottles, state, created_at, "
-                "updated_at, run_token) VALUES ('acme', 'widgets', 1, 'a', '[]', 'frozen', 0, 0, 'x')")
+                "updated_at, run_token) "
+                "VALUES ('acme', 'widgets', 1, 'a', '[]', 'frozen', 0, 0, 'x')")
 
     def test_legal_transition_updates_fields_and_logs_in_the_same_write(self) -> None:
         run = self.create()
         run = self.store.transition(run.id, RunState.STARTING, now=105.0, reason="slot free",
                                     slug="acme-widgets-1", pending_prompt=None)
-        self.assertEqual((run.state, run.slug, run.updated_at), (RunState.STARTING, "acme-widgets-1", 105.0))
+        self.assertEqual((run.state, run.slug, run.updated_at),
+                         (RunState.STARTING, "acme-widgets-1", 105.0))
         self.assertEqual(self.store.get_run(run.id), run)
         last = self.store.op_log(run.id)[-1]
         self.assertEqual((last.kind, last.detail, last.at),
-                         ("transition", {"from": "queued", "to": "starting", "reason": "slot free"}, 105.0))
+                         ("transition", {"from": "queued", "to": "starting",
+                                         "reason": "slot free"}, 105.0))
 
     def test_illegal_transition_raises_and_changes_nothing(self) -> None:
         run = self.create()
@@ -286,8 +294,8 @@ class RunTest(StoreTestCase):
         self.assertEqual([r.id for r in self.store.list_runs()], live)
         self.assertEqual([r.id for r in self.store.list_runs(include_destroyed=True)],
                          sorted(r.id for r in runs.values()))
-        self.assertEqual([r.state for r in self.store.list_runs(states=(RunState.FROZEN, RunState.RUNNING))],
-                         [RunState.RUNNING, RunState.FROZEN])
+        picked = self.store.list_runs(states=(RunState.FROZEN, RunState.RUNNING))
+        self.assertEqual([r.state for r in picked], [RunState.RUNNING, RunState.FROZEN])
         self.assertEqual(self.store.list_runs(states=()), [])
         self.assertEqual(len(self.store.list_runs(include_destroyed=True, limit=3)), 3)
 
@@ -322,11 +330,13 @@ class RunTest(StoreTestCase):
 
     def test_op_log_keeps_append_order_per_run(self) -> None:
         a, b = self.create(issue=1), self.create(issue=2)
-        self.store.append_op(a.id, "sidecar.read_issue", {"path": "/issues/1", "status": 200}, 120.0)
+        self.store.append_op(a.id, "sidecar.read_issue", {"path": "/issues/1", "status": 200},
+                             120.0)
         self.store.append_op(b.id, "other", {}, 121.0)
         self.store.append_op(a.id, "sidecar.done", {"status": 202}, 122.0)
         self.assertEqual([(e.kind, e.detail) for e in self.store.op_log(a.id)],
-                         [("created", {"agent": "claude", "bottles": ["py", "node"], "state": "queued"}),
+                         [("created", {"agent": "claude", "bottles": ["py", "node"],
+                                       "state": "queued"}),
                           ("sidecar.read_issue", {"path": "/issues/1", "status": 200}),
                           ("sidecar.done", {"status": 202})])
         self.assertEqual(self.store.op_log(999), [])
@@ -350,14 +360,17 @@ class RunTest(StoreTestCase):
 class DoneEventTest(StoreTestCase):
     def test_done_event_and_cursor_are_recorded_together_and_survive_a_restart(self) -> None:
         self.assertEqual(self.store.relay_cursor("done"), "")
-        self.assertTrue(self.store.record_done_event("001.json", 7, "done", "PR opened", 5.0, "done", "001.json"))
-        self.assertTrue(self.store.record_done_event("002.json", 8, "blocked", "", 6.0, "done", "002.json"))
+        record = self.store.record_done_event
+        self.assertTrue(record("001.json", 7, "done", "PR opened", 5.0, "done", "001.json"))
+        self.assertTrue(record("002.json", 8, "blocked", "", 6.0, "done", "002.json"))
         self.reopen()
         self.assertEqual(self.store.relay_cursor("done"), "002.json")
         events = self.store.pending_done_events()
         self.assertEqual([(e.source, e.run_id, e.status, e.summary, e.at) for e in events],
-                         [("001.json", 7, "done", "PR opened", 5.0), ("002.json", 8, "blocked", "", 6.0)])
-        self.assertFalse(self.store.record_done_event("001.json", 7, "done", "again", 7.0, "done", "001.json"))
+                         [("001.json", 7, "done", "PR opened", 5.0),
+                          ("002.json", 8, "blocked", "", 6.0)])
+        self.assertFalse(self.store.record_done_event("001.json", 7, "done", "again", 7.0,
+                                                      "done", "001.json"))
         self.assertEqual(self.store.relay_cursor("done"), "002.json")
 
     def test_processed_done_events_are_no_longer_pending(self) -> None:
