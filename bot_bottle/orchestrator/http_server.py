@@ -4,8 +4,8 @@ hands them to an app with `handle(method, path, headers, body) -> Response`.
 It owns only transport decisions: HTTP/1.1 keep-alive, `TCP_NODELAY`, a listen backlog of
 128, daemon handler threads, a per-connection timeout (slow clients are dropped), and the
 body framing rules: POST without `Content-Length` → 411, an invalid one → 400, one over
-1 MiB → 413 without reading the body (and the connection is closed). The body read has one
-overall deadline, so a client trickling bytes cannot hold a thread forever. No exception
+1 MiB → 413 without reading the body (and the connection is closed). The request head and
+the body each have one overall deadline, so a client trickling bytes cannot hold a thread. No exception
 reaches the stdlib: anything unexpected is logged and answered 500 with a JSON reason.
 """
 
@@ -15,6 +15,7 @@ import json
 import logging
 import socket
 import socketserver
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +34,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.timeout = self.server.handler_timeout  # StreamRequestHandler applies it
         super().setup()
 
+    def handle_one_request(self) -> None:
+        self.server.arm(self.connection)  # request line and headers must arrive in time
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.disarm(self.connection)
+
     def log_request(self, code="-", size="-") -> None:  # we log our own access line
         pass
 
@@ -41,6 +49,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         started = time.monotonic()
+        self.server.disarm(self.connection)  # headers are in; the body has its own deadline
         try:
             status, content_type, body, extra = self._answer()
         except TimeoutError:
@@ -141,6 +150,7 @@ class WebhookServer(ThreadingHTTPServer):
         self.drain_timeout = drain_timeout
         self._workers: set[threading.Thread] = set()
         self._workers_lock = threading.Lock()
+        self._deadlines: dict[socket.socket, float] = {}
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
@@ -158,8 +168,38 @@ class WebhookServer(ThreadingHTTPServer):
             pass
         return conn, addr
 
+    def arm(self, conn: socket.socket) -> None:
+        with self._workers_lock:
+            self._deadlines[conn] = time.monotonic() + self.handler_timeout
+
+    def disarm(self, conn: socket.socket) -> None:
+        with self._workers_lock:
+            self._deadlines.pop(conn, None)
+
+    def service_actions(self) -> None:
+        """Each `serve_forever` poll: cut connections whose request line and headers did not
+        arrive within `handler_timeout` in total (a byte every few seconds resets only the
+        per-read timeout, not this one)."""
+        super().service_actions()
+        now = time.monotonic()
+        with self._workers_lock:
+            late = [conn for conn, deadline in self._deadlines.items() if deadline <= now]
+            for conn in late:
+                del self._deadlines[conn]
+        for conn in late:
+            log.info("http dropping a connection: no complete request within %.1fs",
+                     self.handler_timeout)
+            try:
+                conn.shutdown(socket.SHUT_RDWR)  # the handler's read returns EOF
+            except OSError:
+                pass
+
     def handle_error(self, request, client_address) -> None:  # not the stdlib's stderr dump
-        log.warning("http connection from %s failed", client_address[0], exc_info=True)
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):  # the client's doing
+            log.debug("http connection from %s ended: %r", client_address[0], exc)
+        else:
+            log.warning("http connection from %s failed", client_address[0], exc_info=True)
 
     def process_request(self, request, client_address) -> None:
         thread = threading.Thread(target=self._work, args=(request, client_address),

@@ -307,6 +307,32 @@ class TransportTest(ServerTest):
         resp.begin()
         self.assertEqual((resp.status, resp.will_close), (408, True))
 
+    def test_a_client_trickling_its_headers_is_cut_off(self) -> None:
+        port = self.serve(self.app(self.store), handler_timeout=0.5)
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.addCleanup(sock.close)
+        sock.sendall(b"POST /webhook HTTP/1.1\r\n")
+        stop = threading.Event()
+
+        def trickle() -> None:  # one header byte every 0.1 s: never idle for a whole timeout
+            while not stop.wait(0.1):
+                try:
+                    sock.sendall(b"X")
+                except OSError:
+                    return
+
+        thread = threading.Thread(target=trickle)
+        thread.start()
+        self.addCleanup(thread.join, 5)
+        self.addCleanup(stop.set)
+        started = time.monotonic()
+        try:
+            data = sock.recv(1024)
+        except ConnectionResetError:
+            data = b""
+        self.assertEqual(data, b"")
+        self.assertLess(time.monotonic() - started, 2.5)
+
     def test_an_app_that_raises_is_answered_500_json(self) -> None:
         class Exploding:
             def handle(self, *args):
