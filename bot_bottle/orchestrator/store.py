@@ -224,12 +224,17 @@ class SqliteRunStore:
         try:
             conn = sqlite3.connect(self._target, uri=self._uri, timeout=self._busy_timeout,
                                    isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            # the first statement is where a file that is not a database fails
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000):d}")
+                conn.execute("PRAGMA foreign_keys = ON")
+                conn.execute("PRAGMA synchronous = FULL")
+            except sqlite3.Error:
+                conn.close()
+                raise
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {self._target}: {exc}") from exc
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000):d}")
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA synchronous = FULL")
         return conn
 
     def _reader(self) -> sqlite3.Connection:
@@ -365,7 +370,7 @@ class SqliteRunStore:
     def create_run(self, owner: str, repo: str, issue_number: int, agent: str,
                    bottles: Iterable[str], state: RunState, run_token: str,
                    now: float) -> RunRecord:
-        state = RunState(state)
+        state, bottles = RunState(state), list(bottles)
         if not run_token:
             raise ValueError("a run needs a run token")
         with self._atomic() as conn:
@@ -378,10 +383,10 @@ class SqliteRunStore:
             run_id = conn.execute(
                 "INSERT INTO runs (owner, repo, issue_number, agent, bottles, state, created_at, "
                 "updated_at, run_token) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (owner, repo, issue_number, agent, json.dumps(list(bottles)), state.value, now,
+                (owner, repo, issue_number, agent, json.dumps(bottles), state.value, now,
                  now, run_token)).lastrowid
             self._op(conn, run_id, "created", {"state": state.value, "agent": agent,
-                                               "bottles": list(bottles)}, now)
+                                               "bottles": bottles}, now)
             return self._run_in(conn, run_id)
 
     def get_run(self, run_id: int) -> RunRecord | None:

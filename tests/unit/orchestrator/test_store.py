@@ -66,6 +66,12 @@ class MigrationTest(StoreTestCase):
                          len(store_schema.MIGRATIONS))
         self.assertEqual([d.delivery_id for d in self.store.pending_deliveries(10)], ["d1"])
 
+    def test_a_file_that_is_not_a_database_is_a_store_error(self) -> None:
+        junk = self.dir / "junk.db"
+        junk.write_bytes(b"not a database at all" * 100)
+        with self.assertRaises(StoreError):
+            SqliteRunStore(junk)
+
     def test_store_errors_are_orchestrator_errors(self) -> None:
         self.assertTrue(issubclass(StoreError, OrchestratorError))
 
