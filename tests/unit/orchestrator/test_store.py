@@ -4,6 +4,7 @@ relay cursor across restarts, the outbox, and health."""
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import tempfile
 import threading
@@ -361,6 +362,19 @@ class RunTest(StoreTestCase):
         t.join(10)
         self.assertEqual(seen, [RunState.QUEUED, RunState.STARTING])
         self.assertEqual(self.store.get_run(run.id).state, RunState.STARTING)
+
+
+    @unittest.skipUnless(Path("/proc/self/fd").is_dir(), "needs /proc to count open files")
+    def test_reader_connections_of_finished_threads_are_closed(self) -> None:
+        run = self.create()
+        self.store.get_run(run.id)
+        before = len(list(Path("/proc/self/fd").iterdir()))
+        for _ in range(40):  # like the sidecar's one thread per request
+            t = threading.Thread(target=self.store.get_run, args=(run.id,))
+            t.start()
+            t.join(10)
+        gc.collect()
+        self.assertLess(len(list(Path("/proc/self/fd").iterdir())), before + 5)
 
 
 class DoneEventTest(StoreTestCase):
