@@ -151,6 +151,7 @@ class WebhookServer(ThreadingHTTPServer):
         self._workers: set[threading.Thread] = set()
         self._workers_lock = threading.Lock()
         self._deadlines: dict[socket.socket, float] = {}
+        self._closing = False
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
@@ -170,7 +171,10 @@ class WebhookServer(ThreadingHTTPServer):
 
     def arm(self, conn: socket.socket) -> None:
         with self._workers_lock:
-            self._deadlines[conn] = time.monotonic() + self.handler_timeout
+            if not self._closing:
+                self._deadlines[conn] = time.monotonic() + self.handler_timeout
+                return
+        _cut(conn)  # closing: no new request on a kept-alive connection
 
     def disarm(self, conn: socket.socket) -> None:
         with self._workers_lock:
@@ -189,10 +193,7 @@ class WebhookServer(ThreadingHTTPServer):
         for conn in late:
             log.info("http dropping a connection: no complete request within %.1fs",
                      self.handler_timeout)
-            try:
-                conn.shutdown(socket.SHUT_RDWR)  # the handler's read returns EOF
-            except OSError:
-                pass
+            _cut(conn)
 
     def handle_error(self, request, client_address) -> None:  # not the stdlib's stderr dump
         exc = sys.exc_info()[1]
@@ -216,12 +217,26 @@ class WebhookServer(ThreadingHTTPServer):
                 self._workers.discard(threading.current_thread())
 
     def server_close(self) -> None:
+        """Stop listening, cut connections that are idle or still sending a request head (no
+        answer was promised on them), and wait for in-flight requests to finish."""
         super().server_close()
+        with self._workers_lock:
+            self._closing = True
+            idle, self._deadlines = list(self._deadlines), {}
+        for conn in idle:
+            _cut(conn)
         deadline = time.monotonic() + self.drain_timeout
         with self._workers_lock:
             workers = list(self._workers)
         for thread in workers:
             thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _cut(conn: socket.socket) -> None:
+    try:
+        conn.shutdown(socket.SHUT_RDWR)  # the handler's blocked read returns EOF
+    except OSError:
+        pass
 
 
 def make_server(host: str, port: int, app, *, handler_timeout: float = 10.0) -> WebhookServer:

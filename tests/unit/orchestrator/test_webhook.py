@@ -290,6 +290,21 @@ class TransportTest(ServerTest):
         conn.request("GET", "/healthz")
         self.assertEqual(conn.getresponse().status, 200)
 
+    def test_closing_the_server_cuts_idle_keep_alive_connections_at_once(self) -> None:
+        server = make_server("127.0.0.1", 0, self.app(self.store))
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        self.addCleanup(thread.join, 10)
+        conn = self.connect(server.server_address[1])
+        conn.request("GET", "/healthz")
+        resp = conn.getresponse()
+        self.assertEqual(resp.status, 200)
+        resp.read()  # the connection now idles, kept alive
+        started = time.monotonic()
+        server.shutdown()
+        server.server_close()
+        self.assertLess(time.monotonic() - started, 2.0)
+
     def test_a_stalled_client_does_not_block_another(self) -> None:
         stalled = self.raw_socket()
         stalled.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"{" * 500)
