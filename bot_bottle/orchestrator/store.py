@@ -76,7 +76,7 @@ class OpLogEntry:
 @dataclass(frozen=True)
 class OutboxItem:
     id: int
-    run_id: int
+    run_id: int | None
     owner: str
     repo: str
     number: int
@@ -536,8 +536,9 @@ class SqliteRunStore:
 
     # ---- outbox --------------------------------------------------------------------------
 
-    def enqueue_comment(self, run_id: int, owner: str, repo: str, number: int, body: str,
-                        now: float) -> int:
+    def enqueue_comment(self, run_id: int | None, owner: str, repo: str, number: int,
+                        body: str, now: float) -> int:
+        """Queue a comment to post; `run_id` None for a reply about an issue with no run."""
         with self._atomic() as conn:
             return conn.execute(
                 "INSERT INTO outbox (run_id, owner, repo, number, body, created_at, "

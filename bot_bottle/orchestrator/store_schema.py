@@ -80,9 +80,10 @@ CREATE TABLE IF NOT EXISTS relay_cursor (
     value TEXT NOT NULL
 );
 
+-- run_id is NULL for a reply about an issue that got no run (say, a refused launch)
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY,
-    run_id INTEGER NOT NULL REFERENCES runs (id),
+    run_id INTEGER REFERENCES runs (id),
     owner TEXT NOT NULL,
     repo TEXT NOT NULL,
     number INTEGER NOT NULL,

@@ -429,6 +429,11 @@ class OutboxTest(StoreTestCase):
         with self.assertRaises(StoreError):
             self.store.mark_outbox_sent(999, 1.0)
 
+    def test_a_comment_without_a_run_is_queued_too(self) -> None:
+        item = self.store.enqueue_comment(None, "acme", "widgets", 5, "no agent label", 100.0)
+        [due] = self.store.due_outbox(100.0)
+        self.assertEqual((due.id, due.run_id, due.number), (item, None, 5))
+
     def test_outbox_survives_a_restart(self) -> None:
         self.enqueue("kept")
         self.reopen()
