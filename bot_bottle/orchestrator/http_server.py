@@ -5,8 +5,8 @@ It owns only transport decisions: HTTP/1.1 keep-alive, `TCP_NODELAY`, a listen b
 128, daemon handler threads, a per-connection timeout (slow clients are dropped), and the
 body framing rules: POST without `Content-Length` → 411, an invalid one → 400, one over
 1 MiB → 413 without reading the body (and the connection is closed). The request head and
-the body each have one overall deadline, so a client trickling bytes cannot hold a thread. No exception
-reaches the stdlib: anything unexpected is logged and answered 500 with a JSON reason.
+the body each have one overall deadline, so a client trickling bytes cannot hold a thread.
+No exception reaches the stdlib: anything unexpected is logged and answered 500 (JSON).
 """
 
 from __future__ import annotations

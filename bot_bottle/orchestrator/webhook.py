@@ -5,8 +5,8 @@ every route (`POST /webhook`, `/healthz`, the dashboard, `/runs`, `/metrics`) an
 
 A delivery is answered 2xx only after `store.record_delivery` returned (it is durable then);
 the app then calls the injected `wake()`, which must only signal the dispatcher. The app never
-answers 5xx except 503, whatever the input. This module never imports `contrib.gitea`: the
-signature check is injected as `verify(body, signature_hex) -> bool`.
+answers 5xx except 503, whatever the input. The forge's signature check is injected (by
+bootstrap) as `verify(body, signature_hex) -> bool`, so this module imports no adapter.
 """
 
 from __future__ import annotations
