@@ -150,6 +150,11 @@ class FakeGitea:
         with self.lock:
             self._fail.extend([status] * n)
 
+    def clear_faults(self) -> None:
+        with self.lock:
+            self._fail.clear()
+            self._drop = 0
+
     def drop_next(self, n: int = 1) -> None:
         with self.lock:
             self._drop += n

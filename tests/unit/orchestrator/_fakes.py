@@ -4,6 +4,7 @@ helpers that put a real `SqliteRunStore` on a temp file and seed runs into it.""
 from __future__ import annotations
 
 import tempfile
+import threading
 import unittest
 from pathlib import Path
 
@@ -63,6 +64,56 @@ class FakeBottleRunner:
 
     def bottle_states(self) -> dict[str, str]:
         return dict(self.states)
+
+
+class HoldingBottleRunner(FakeBottleRunner):
+    """Like the real CLI: `start`/`resume` block until the bottle is frozen or destroyed
+    (`commit` stops its processes), then return exit code 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._held: dict[str, threading.Event] = {}
+        self._guard = threading.Lock()
+
+    def _release(self, slug: str) -> None:
+        with self._guard:
+            gate = self._held.pop(slug, None)
+        if gate is not None:
+            gate.set()
+
+    def start(self, *, agent, bottles, label, prompt, env, on_slug) -> BottleExit:
+        super().start(agent=agent, bottles=bottles, label=label, prompt=prompt, env=env,
+                      on_slug=lambda slug: None)
+        slug = label.lower()
+        with self._guard:  # held before on_slug so a freeze decided right after releases it
+            self._held[slug] = threading.Event()
+        on_slug(slug)
+        return self._wait(slug)
+
+    def _wait(self, slug: str) -> BottleExit:
+        with self._guard:
+            gate = self._held.get(slug)
+        if gate is not None:
+            gate.wait(30)
+        return BottleExit(slug, 0)
+
+    def resume(self, *, slug, prompt, env) -> BottleExit:
+        with self._guard:
+            self._held[slug] = threading.Event()
+        super().resume(slug=slug, prompt=prompt, env=env)
+        return self._wait(slug)
+
+    def freeze(self, slug) -> None:
+        super().freeze(slug)
+        self._release(slug)
+
+    def destroy(self, slug) -> None:
+        super().destroy(slug)
+        self._release(slug)
+
+    def release_all(self) -> None:
+        for slug in list(self._held):
+            self._release(slug)
 
 
 def temp_store(test: unittest.TestCase, clock=None) -> SqliteRunStore:

@@ -1,0 +1,131 @@
+"""The composition root: the one place that wires the forge layer (`contrib.gitea`) to the
+orchestrator core and owns the service's threads.
+
+`build(config)` makes a `Service` (store, Gitea forge, subprocess runner, executor,
+dispatcher, webhook server, sidecar, relay, watchdog) without starting anything; tests and
+the demo pass their own `forge_factory` or `runner`. `Service.start()` reconciles, then
+starts the threads; `Service.stop()` stops accepting, lets in-flight requests finish, and
+leaves bottles as they are.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from bot_bottle.contrib.gitea.client import GiteaClient, GiteaForge
+from bot_bottle.contrib.gitea.signature import verify_signature
+from bot_bottle.orchestrator.config import Config
+from bot_bottle.orchestrator.dispatcher import Orchestrator, agents_in
+from bot_bottle.orchestrator.executor import Executor
+from bot_bottle.orchestrator.relay import Relay
+from bot_bottle.orchestrator.runner import SubprocessBottleRunner
+from bot_bottle.orchestrator.sidecar import SidecarApp, SidecarServer
+from bot_bottle.orchestrator.store import SqliteRunStore
+from bot_bottle.orchestrator.targeting import MARKER
+from bot_bottle.orchestrator.watchdog import Watchdog
+from bot_bottle.orchestrator.webhook import WebhookApp, make_server
+
+log = logging.getLogger(__name__)
+
+
+class MarkedForge:
+    """The forge as the agent sees it: its comments carry our marker, so the trust rule
+    never mistakes them for a human's (they are posted with the orchestrator's token)."""
+
+    def __init__(self, forge) -> None:
+        self._forge = forge
+
+    def __getattr__(self, name: str):
+        return getattr(self._forge, name)
+
+    def post_comment(self, number: int, body: str):
+        return self._forge.post_comment(number, f"{body}\n\n{MARKER}")
+
+
+def gitea_forge_factory(config: Config) -> Callable[[str, str], GiteaForge]:
+    client = GiteaClient(config.gitea_url, config.token)
+    return lambda owner, repo: GiteaForge(client, owner, repo)
+
+
+@dataclass
+class Service:
+    config: Config
+    store: SqliteRunStore
+    orchestrator: Orchestrator
+    webhook: object
+    sidecar: SidecarServer
+    relay: Relay
+    watchdog: Watchdog
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        host, port = self.webhook.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> None:
+        self.relay.tick()  # done files written while we were down become done events first
+        for run_id in self.orchestrator.reconcile():
+            log.warning("reconciled run %s left working by the previous process", run_id)
+        loops = {
+            "webhook": self.webhook.serve_forever,
+            "sidecar": self.sidecar.serve_forever,
+            "dispatcher": lambda: self.orchestrator.run(self.stop_event),
+            "relay": lambda: self.relay.run(self.stop_event),
+            "watchdog": lambda: self.watchdog.run(self.stop_event, interval=self._watchdog_interval()),
+        }
+        for name, target in loops.items():
+            thread = threading.Thread(target=target, name=f"bot-bottle-{name}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        self.orchestrator.wake()
+
+    def _watchdog_interval(self) -> float:
+        return max(0.5, min(30.0, self.config.watchdog_timeout / 4))
+
+    def stop(self, grace: float = 10.0) -> None:
+        self.webhook.shutdown()  # stop accepting; handlers already running finish below
+        self.sidecar.shutdown()
+        self.stop_event.set()
+        self.orchestrator.wake()
+        deadline = time.monotonic() + grace
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.webhook.server_close()
+        self.sidecar.server_close()
+        self.store.close()
+
+
+def build(config: Config, *, forge_factory: Callable[[str, str], object] | None = None,
+          runner=None, clock: Callable[[], float] = time.time) -> Service:
+    store = SqliteRunStore(config.db_path)
+    forge_factory = forge_factory or gitea_forge_factory(config)
+    runner = runner or SubprocessBottleRunner(config.cli, config.child_env)
+    orchestrator: Orchestrator | None = None
+
+    def wake() -> None:
+        if orchestrator is not None:
+            orchestrator.wake()
+
+    executor = Executor(store, runner, sidecar_socket=str(Path(config.sidecar_socket).resolve()),
+                        marker=MARKER, clock=clock, on_slot_freed=wake)
+    orchestrator = Orchestrator(store, executor, runner, forge_factory, org=config.agent_org,
+                                known_agents=agents_in(config.home),
+                                max_concurrent=config.max_concurrent_runs, clock=clock)
+    secret = config.webhook_secret.encode()
+    app = WebhookApp(store, verify=functools.partial(verify_signature, secret), wake=wake,
+                     clock=clock)
+    webhook = make_server(config.webhook_host, config.webhook_port, app)
+    sidecar_app = SidecarApp(store, lambda owner, repo: MarkedForge(forge_factory(owner, repo)),
+                             Path(config.queue_dir), clock, time.time_ns)
+    sidecar = SidecarServer(Path(config.sidecar_socket), sidecar_app)
+    relay = Relay(store, Path(config.queue_dir), wake, clock)
+    watchdog = Watchdog(store, orchestrator.on_watchdog, config.watchdog_timeout, clock)
+    return Service(config, store, orchestrator, webhook, sidecar, relay, watchdog)

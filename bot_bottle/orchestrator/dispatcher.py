@@ -1,0 +1,239 @@
+"""The `Orchestrator`: turns what the store holds into lifecycle decisions, off the request
+thread. One dispatcher thread, woken by the webhook server and the relay, takes stored
+deliveries in arrival order (parse → target/trust → `lifecycle.decide` through the
+`Executor`), then undrained done signals, then hands free slots to queued runs, then sends
+due comments from the outbox. `reconcile()` runs once at start-up, before the thread.
+
+Decisions worth knowing:
+- a delivery is marked processed only after its decision has been applied, so a crash
+  re-reads it; replays are harmless because a launch for an issue that has a run is ignored
+  and `decide` ignores events that do not fit the run's state;
+- while the forge is unreachable (membership or permission checks fail), the delivery stays
+  pending and the pass stops, so later deliveries never overtake it;
+- a comment author in the agent org, or a comment carrying our marker, is the agent itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from pathlib import Path
+from typing import Callable, Collection
+
+from bot_bottle.contrib.forge.base import ForgeError, ForgeUnavailable
+from bot_bottle.orchestrator import events as E
+from bot_bottle.orchestrator import lifecycle as L
+from bot_bottle.orchestrator import targeting as T
+from bot_bottle.orchestrator.executor import Executor, launch_prompt
+from bot_bottle.orchestrator.model import OrchestratorError, RunState
+
+log = logging.getLogger(__name__)
+LAUNCH_ACTIONS = ("opened", "assigned", "label_updated", "labeled", "edited", "reopened")
+
+
+def agents_in(home: str | Path) -> Callable[[], list[str]]:
+    """The agents an operator has installed (read on each launch: adding one needs no restart)."""
+    agents_dir = Path(home) / "agents"
+    return lambda: sorted(p.stem for p in agents_dir.glob("*.toml"))
+
+
+class Orchestrator:
+    def __init__(self, store, executor: Executor, runner, forge_factory: Callable[[str, str], object],
+                 *, org: str, known_agents: Callable[[], Collection[str]], max_concurrent: int,
+                 clock: Callable[[], float], retry_interval: float = 2.0) -> None:
+        self._store = store
+        self._executor = executor
+        self._runner = runner
+        self._forge_factory = forge_factory
+        self._org = org
+        self._known_agents = known_agents
+        self._max = max_concurrent
+        self._clock = clock
+        self._retry = retry_interval
+        self._wake = threading.Event()
+        self._pass_lock = threading.Lock()
+
+    # ---- threads ---------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def run(self, stop_event: threading.Event) -> None:
+        while not stop_event.is_set():
+            self._wake.wait(self._retry)
+            self._wake.clear()
+            if stop_event.is_set():
+                break
+            try:
+                self.process_pending()
+            except Exception:  # the next pass retries; one bad pass must not stop dispatch
+                log.exception("dispatch pass failed")
+
+    def on_watchdog(self, run, idle: float) -> None:
+        self._executor.event(run.id, L.WatchdogExpired(idle))
+
+    # ---- one pass --------------------------------------------------------------------------
+
+    def process_pending(self) -> None:
+        with self._pass_lock:
+            self._deliveries()
+            self._done_events()
+            self._fill_slots()
+            self._executor.drain_outbox(self._forge_factory, self._clock())
+
+    def _deliveries(self) -> None:
+        for delivery in self._store.pending_deliveries(100):
+            try:
+                outcome, why = self._handle_delivery(delivery.event_type, delivery.body)
+            except ForgeUnavailable as exc:
+                log.warning("forge unavailable, delivery %s retried later: %s",
+                            delivery.delivery_id, exc)
+                return
+            except (ForgeError, OrchestratorError) as exc:
+                outcome, why = "error", str(exc)
+            # the stored outcome is a small fixed vocabulary (it labels /metrics); why is logged
+            log.log(logging.ERROR if outcome == "error" else logging.INFO, "delivery %s (%s): %s: %s",
+                    delivery.delivery_id, delivery.event_type, outcome, why)
+            self._store.mark_delivery_processed(delivery.seq, outcome)
+
+    def _handle_delivery(self, event_type: str, body: bytes) -> tuple[str, str]:
+        try:
+            event = E.parse_delivery(event_type, body)
+        except E.EventShapeError as exc:
+            return "bad_shape", str(exc)
+        if event is None:
+            return "ignored", E.explain_ignored(event_type, json.loads(body)) or "not acted on"
+        if isinstance(event, E.IssueEvent):
+            return self._issue(event)
+        if isinstance(event, E.CommentEvent):
+            return self._comment(event)
+        return self._pull_request(event)
+
+    def _issue(self, ev: E.IssueEvent) -> tuple[str, str]:
+        run = self._store.live_run_for_issue(ev.owner, ev.repo, ev.number)
+        if ev.action == "closed":
+            if run is None:
+                return "ignored", "closed issue has no live run"
+            self._executor.event(run.id, L.IssueClosed())
+            return "closed", f"run {run.id}"
+        if ev.action not in LAUNCH_ACTIONS:
+            return "ignored", f"issue action {ev.action}"
+        forge = self._forge_factory(ev.owner, ev.repo)
+        target = T.launch_target(ev, org=self._org, is_org_member=forge.is_org_member,
+                                 known_agents=self._known_agents())
+        if isinstance(target, T.LaunchRejected):
+            if target.comment and run is None:
+                self._store.enqueue_comment(None, ev.owner, ev.repo, ev.number,
+                                            f"{target.comment}\n\n{T.MARKER}", self._clock())
+            return "rejected", f"{ev.owner}/{ev.repo}#{ev.number}: {target.reason}"
+        # one run per issue, ever: a destroyed run also blocks a relaunch
+        existing = run or self._store.latest_run_for_issue(ev.owner, ev.repo, ev.number)
+        actions = L.decide(existing, L.LaunchRequested(target.agent, target.bottles,
+                                                       slot_free=self._slot_free()))
+        action = actions[0]
+        if isinstance(action, L.Ignore):
+            return "ignored", action.reason
+        created = self._executor.create(ev.owner, ev.repo, ev.number, action,
+                                        launch_prompt(ev.title, ev.body,
+                                                      f"{ev.owner}/{ev.repo}#{ev.number}"))
+        return ("launched" if created.state is RunState.STARTING else "queued"), f"run {created.id}"
+
+    def _comment(self, ev: E.CommentEvent) -> tuple[str, str]:
+        run = (self._store.run_for_pr(ev.owner, ev.repo, ev.number) if ev.is_pull else None) \
+            or self._store.live_run_for_issue(ev.owner, ev.repo, ev.number)
+        if run is None or run.state is RunState.DESTROYED:
+            return "ignored", "comment on an issue or PR without a live run"
+        forge = self._forge_factory(ev.owner, ev.repo)
+        trust = T.comment_trust(ev, agent_logins=_OrgMembers(forge, self._org),
+                                permission=forge.user_permission)
+        if trust is T.Trust.STOP:
+            self._executor.event(run.id, L.StopRequested())
+        elif trust is T.Trust.TRUSTED:
+            self._executor.event(run.id, L.TrustedComment(ev.body))
+        else:
+            return "ignored", (f"{trust.value} comment {ev.comment_id} by {ev.author} on "
+                               f"{ev.owner}/{ev.repo}#{ev.number}")
+        self._store.append_op(run.id, "comment", {"author": ev.author, "trust": trust.value,
+                                                  "comment_id": ev.comment_id}, self._clock())
+        return trust.value, f"comment {ev.comment_id} by {ev.author} for run {run.id}"
+
+    def _pull_request(self, ev: E.PullRequestEvent) -> tuple[str, str]:
+        if ev.action != "closed":
+            return "ignored", f"pull request action {ev.action}"
+        run = self._store.run_for_pr(ev.owner, ev.repo, ev.number)
+        if run is None:
+            return "ignored", f"PR {ev.owner}/{ev.repo}#{ev.number} has no run"
+        self._executor.event(run.id, L.PrClosed(ev.merged))
+        return "closed", f"run {run.id} (merged={ev.merged})"
+
+    def _done_events(self) -> None:
+        for done in self._store.pending_done_events():
+            if self._store.get_run(done.run_id) is not None:
+                self._executor.event(done.run_id, L.DoneSignal(done.status, done.summary))
+            self._store.mark_done_processed(done.id)
+
+    def _slot_free(self) -> bool:
+        return self._store.slot_holders() < self._max
+
+    def _fill_slots(self) -> None:
+        while self._slot_free():
+            run = self._store.oldest_queued_run()
+            if run is None:
+                return
+            self._executor.event(run.id, L.SlotAvailable())
+
+    # ---- start-up --------------------------------------------------------------------------
+
+    def reconcile(self) -> list[int]:
+        """Runs left working by a previous process have lost their waiter: freeze what still
+        has a bottle (so a trusted comment can resume it), fail what never got one. Queued
+        runs, pending deliveries and undrained done signals are left to the first pass."""
+        stale = self._store.list_runs(states=(RunState.STARTING, RunState.RUNNING,
+                                              RunState.RESUMING))
+        if not stale:
+            return []
+        try:
+            bottles = self._runner.bottle_states()
+        except OrchestratorError as exc:
+            log.error("reconcile: cannot list bottles: %s", exc)
+            bottles = {}
+        handled = []
+        for run in stale:
+            slug = run.slug or _expected_slug(run.label)
+            now = self._clock()
+            if slug in bottles:
+                try:
+                    self._runner.freeze(slug)
+                    self._store.transition(run.id, RunState.FROZEN, now=now, slug=slug,
+                                           reason="orchestrator restarted", last_done_status="interrupted")
+                    body = ("The orchestrator restarted while the agent worked; the bottle is "
+                            "frozen. Comment to resume it.")
+                except OrchestratorError as exc:
+                    self._store.transition(run.id, RunState.FAILED, now=now, error=str(exc),
+                                           reason=f"restart: freeze failed: {exc}")
+                    body = f"The orchestrator restarted and could not freeze the bottle: {exc}"
+            else:
+                self._store.transition(run.id, RunState.FAILED, now=now, error="no bottle after restart",
+                                       reason="orchestrator restarted before the bottle existed")
+                body = "The orchestrator restarted before the bottle started; the run failed."
+            target = run.pr_number if run.pr_number is not None else run.issue_number
+            self._store.enqueue_comment(run.id, run.owner, run.repo, target,
+                                        f"{body}\n\n{T.MARKER}", now)
+            handled.append(run.id)
+        return handled
+
+
+def _expected_slug(label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")[:63].strip("-")
+
+
+class _OrgMembers:
+    """A lazily checked `in` over the agent org, so trust asks the forge only when needed."""
+
+    def __init__(self, forge, org: str) -> None:
+        self._forge, self._org = forge, org
+
+    def __contains__(self, login: object) -> bool:
+        return isinstance(login, str) and self._forge.is_org_member(self._org, login)
