@@ -1,0 +1,79 @@
+"""The fake core CLI (`bot_bottle.testing.fake_core_cli`) speaks the CLI surface the
+subprocess runner relies on: slug line first, JSON-lines call log, list --json, commit stops a
+sleeping start, a second start of a live slug is refused like the real CLI."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+from pathlib import Path
+
+from bot_bottle.testing import fake_core_cli
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class FakeCoreCliTest(unittest.TestCase):
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.home = Path(tmp.name)
+
+    def run_cli(self, *args, sleep="0"):
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "BOT_BOTTLE_HOME": str(self.home),
+               "PYTHONPATH": str(REPO_ROOT), "FAKE_CLI_SLEEP": sleep}
+        return subprocess.run([sys.executable, "-W", "error", "-m", "bot_bottle.testing.fake_core_cli",
+                               *args], env=env, capture_output=True, text=True, timeout=30)
+
+    def test_start_prints_the_slug_line_first_and_logs_the_call(self):
+        done = self.run_cli("start", "scripted", "--headless", "--label", "acme/widgets#42",
+                            "--prompt", "do it", "--bottle", "b1")
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(done.stderr.splitlines()[0], "bot-bottle: slug=acme-widgets-42")
+        [entry] = fake_core_cli.read_log(self.home)
+        self.assertEqual((entry["cmd"], entry["slug"], entry["agent"], entry["prompt"], entry["bottles"]),
+                         ("start", "acme-widgets-42", "scripted", "do it", ["b1"]))
+
+    def test_list_json_shows_known_slugs_until_destroyed(self):
+        self.assertEqual(json.loads(self.run_cli("list", "--json").stdout), [])
+        self.run_cli("start", "scripted", "--headless", "--label", "x-1", "--prompt", "p")
+        rows = json.loads(self.run_cli("list", "--json").stdout)
+        self.assertEqual([(r["slug"], r["state"]) for r in rows], [("x-1", "exited")])
+        self.assertEqual(self.run_cli("commit", "x-1").returncode, 0)
+        self.assertEqual(json.loads(self.run_cli("list", "--json").stdout)[0]["state"], "frozen")
+        resumed = self.run_cli("resume", "x-1", "--headless", "--prompt", "again")
+        self.assertEqual(resumed.stderr.splitlines()[0], "bot-bottle: slug=x-1")
+        self.assertEqual(self.run_cli("destroy", "x-1").returncode, 0)
+        self.assertEqual(json.loads(self.run_cli("list", "--json").stdout), [])
+
+    def test_second_start_of_a_live_slug_is_a_state_conflict(self):
+        self.run_cli("start", "scripted", "--headless", "--label", "x-2", "--prompt", "p")
+        again = self.run_cli("start", "scripted", "--headless", "--label", "x-2", "--prompt", "p")
+        self.assertEqual(again.returncode, 3)
+        self.assertTrue(again.stderr.startswith("bot-bottle: error: "), again.stderr)
+
+    def test_commit_stops_a_sleeping_start(self):
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "BOT_BOTTLE_HOME": str(self.home),
+               "PYTHONPATH": str(REPO_ROOT), "FAKE_CLI_SLEEP": "30"}
+        proc = subprocess.Popen([sys.executable, "-m", "bot_bottle.testing.fake_core_cli", "start",
+                                 "scripted", "--headless", "--label", "x-3", "--prompt", "p"],
+                                env=env, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: (proc.poll() is None and proc.kill(), proc.wait(), proc.stderr.close()))
+        self.assertEqual(proc.stderr.readline().strip(), "bot-bottle: slug=x-3")
+        started = time.monotonic()
+        self.assertEqual(self.run_cli("commit", "x-3").returncode, 0)
+        self.assertEqual(proc.wait(10), 0)
+        self.assertLess(time.monotonic() - started, 10)
+
+    def test_fail_start_config_fails_before_a_slug(self):
+        (self.home / "fake-cli.json").write_text('{"fail_start": true}')
+        done = self.run_cli("start", "scripted", "--headless", "--label", "x-4", "--prompt", "p")
+        self.assertEqual(done.returncode, 3)
+        self.assertNotIn("slug=", done.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
