@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from bot_bottle.contrib.gitea import forge_state
 from bot_bottle.contrib.gitea.client import GiteaClient, GiteaForge
 from bot_bottle.contrib.gitea.signature import verify_signature
 from bot_bottle.orchestrator.config import Config
@@ -57,6 +58,7 @@ def gitea_forge_factory(config: Config) -> Callable[[str, str], GiteaForge]:
 class Service:
     config: Config
     store: SqliteRunStore
+    forge_state: forge_state.SqliteForgeStateStore
     orchestrator: Orchestrator
     webhook: object
     sidecar: SidecarServer
@@ -105,7 +107,8 @@ class Service:
 
 def build(config: Config, *, forge_factory: Callable[[str, str], object] | None = None,
           runner=None, clock: Callable[[], float] = time.time) -> Service:
-    store = SqliteRunStore(config.db_path)
+    store = SqliteRunStore(config.db_path, schema_hooks=(forge_state.apply_schema,))
+    forge_states = forge_state.SqliteForgeStateStore(store.side_connection(), migrate=False)
     forge_factory = forge_factory or gitea_forge_factory(config)
     runner = runner or SubprocessBottleRunner(config.cli, config.child_env)
     orchestrator: Orchestrator | None = None
@@ -128,4 +131,4 @@ def build(config: Config, *, forge_factory: Callable[[str, str], object] | None 
     sidecar = SidecarServer(Path(config.sidecar_socket), sidecar_app)
     relay = Relay(store, Path(config.queue_dir), wake, clock)
     watchdog = Watchdog(store, orchestrator.on_watchdog, config.watchdog_timeout, clock)
-    return Service(config, store, orchestrator, webhook, sidecar, relay, watchdog)
+    return Service(config, store, forge_states, orchestrator, webhook, sidecar, relay, watchdog)

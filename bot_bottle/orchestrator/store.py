@@ -1,6 +1,8 @@
 """The orchestrator's durable state in one SQLite file (`FORGE_DB_PATH`): webhook deliveries,
-runs, the op-log, relayed done events and their cursor, the comment outbox, and
-`forge_state` (the forge layer's own store, handed a connection to the same file).
+runs, the op-log, relayed done events and their cursor, and the comment outbox. Other
+layers' tables in the same file (the forge layer's `forge_state`) are created through
+`schema_hooks` and reached through `side_connection()`: the composition root wires them, so
+this module never imports the forge layer.
 
 Concurrency: every write goes through one writer connection guarded by a lock. Webhook
 deliveries use group commit: callers enqueue, one writer thread inserts everything queued in
@@ -26,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from bot_bottle.contrib.gitea.forge_state import SqliteForgeStateStore
 from bot_bottle.orchestrator import store_schema
 from bot_bottle.orchestrator.model import OrchestratorError, RunRecord, RunState, check_transition
 
@@ -175,10 +176,12 @@ class _Reader:
 
 class SqliteRunStore:
     def __init__(self, path: str | Path, *, clock: Callable[[], float] | None = None,
-                 busy_timeout: float = 5.0, max_pages: int | None = None) -> None:
+                 busy_timeout: float = 5.0, max_pages: int | None = None,
+                 schema_hooks: Iterable[Callable[[sqlite3.Connection], None]] = ()) -> None:
         """`path` is a file path, a `file:` URI (e.g. `?mode=ro`), or `:memory:` (one thread
         only: everything then shares the writer connection). `max_pages` caps the file size
-        (`PRAGMA max_page_count`); past it writes fail with `StoreError`."""
+        (`PRAGMA max_page_count`); past it writes fail with `StoreError`. `schema_hooks`
+        create other layers' tables (idempotently) on every open."""
         self._target = str(path)
         self._uri = self._target.startswith("file:")
         self._memory = self._target == ":memory:"
@@ -198,19 +201,23 @@ class SqliteRunStore:
                 self._wconn.execute("PRAGMA journal_mode = WAL").fetchall()
             if max_pages is not None:
                 self._wconn.execute(f"PRAGMA max_page_count = {int(max_pages):d}").fetchall()
-            self.schema_version = store_schema.migrate(self._wconn)
-            self._forge_conn = self._wconn if self._memory else self._connect()
+            self.schema_version = store_schema.migrate(self._wconn, tuple(schema_hooks))
+            self._side_conn = self._wconn if self._memory else self._connect()
         except (sqlite3.Error, StoreError) as exc:
             self._wconn.close()
             if isinstance(exc, StoreError):
                 raise
             raise StoreError(f"cannot open store {self._target}: {exc}") from exc
-        self.forge_state = SqliteForgeStateStore(self._forge_conn, migrate=False)
         self._queue: list[_Pending] = []
         self._queue_cond = threading.Condition()
         self._closing = False
         self._writer = threading.Thread(target=self._writer_loop, name="store-writer", daemon=True)
         self._writer.start()
+
+    def side_connection(self) -> sqlite3.Connection:
+        """A connection to the same file for another layer's own store (e.g. forge state),
+        apart from the writer so its transactions never interleave with ours."""
+        return self._side_conn
 
     def __enter__(self) -> "SqliteRunStore":
         return self
@@ -585,8 +592,8 @@ class SqliteRunStore:
                 return
             self._closed = True
             self._wconn.close()
-            if self._forge_conn is not self._wconn:
-                self._forge_conn.close()
+            if self._side_conn is not self._wconn:
+                self._side_conn.close()
         with self._readers_lock:
             readers = list(self._readers)
         for holder in readers:

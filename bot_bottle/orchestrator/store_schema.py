@@ -1,6 +1,7 @@
 """The orchestrator DB's schema: `MIGRATIONS`, applied in order by `migrate(conn)` and
-counted in `PRAGMA user_version` (this module owns that number for the whole file, including
-the forge layer's `forge_state` table, applied through its `apply_schema`).
+counted in `PRAGMA user_version` (this module owns that number for the whole file). Other
+layers' tables (the forge layer's `forge_state`) come in as idempotent hooks the composition
+root passes to `migrate`, applied after the migrations on every open.
 
 Append new migrations; never edit one that has shipped.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 import sqlite3
 from typing import Callable
 
-from bot_bottle.contrib.gitea import forge_state
 
 _V1 = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -102,17 +102,19 @@ def _v1(conn: sqlite3.Connection) -> None:
     for stmt in _V1.split(";"):
         if stmt.strip():
             conn.execute(stmt)
-    forge_state.apply_schema(conn)
 
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Apply the migrations the file has not seen, each in its own transaction; returns the
-    resulting version. `conn` must be in autocommit mode (`isolation_level=None`)."""
+def migrate(conn: sqlite3.Connection,
+            hooks: tuple[Callable[[sqlite3.Connection], None], ...] = ()) -> int:
+    """Apply the migrations the file has not seen, each in its own transaction, then the
+    other layers' idempotent `hooks`; returns the resulting version. `conn` must be in
+    autocommit mode (`isolation_level=None`)."""
     # checked outside a write transaction so an up-to-date file opens even when read-only
     if conn.execute("PRAGMA user_version").fetchone()[0] >= len(MIGRATIONS):
+        _apply_hooks(conn, hooks)
         return conn.execute("PRAGMA user_version").fetchone()[0]
     for version, step in enumerate(MIGRATIONS, start=1):
         # IMMEDIATE: two processes opening a fresh file must not both run the same step
@@ -127,4 +129,16 @@ def migrate(conn: sqlite3.Connection) -> int:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+    _apply_hooks(conn, hooks)
     return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def _apply_hooks(conn: sqlite3.Connection, hooks) -> None:
+    for hook in hooks:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            hook(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise

@@ -11,6 +11,7 @@ import threading
 import unittest
 from pathlib import Path
 
+from bot_bottle.contrib.gitea import forge_state
 from bot_bottle.contrib.gitea.forge_state import ForgeState
 from bot_bottle.orchestrator import store_schema
 from bot_bottle.orchestrator.model import IllegalTransition, OrchestratorError, RunState
@@ -56,7 +57,7 @@ class MigrationTest(StoreTestCase):
         self.assertEqual(conn.execute("PRAGMA journal_mode").fetchone()[0], "wal")
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         self.assertLessEqual({"deliveries", "runs", "op_log", "done_events", "relay_cursor",
-                              "outbox", "forge_state"}, tables)
+                              "outbox"}, tables)
 
     def test_migrations_apply_once_and_reopening_is_a_no_op(self) -> None:
         self.store.record_delivery("d1", "issues", b"{}", 1.0)
@@ -447,11 +448,19 @@ class HealthAndSharingTest(StoreTestCase):
         self.store.close()
         self.assertFalse(self.store.ping())
 
-    def test_forge_state_lives_in_the_same_file(self) -> None:
+    def test_forge_state_lives_in_the_same_file_through_a_schema_hook(self) -> None:
+        path = self.dir / "shared.db"
+        store = self.open(path, schema_hooks=(forge_state.apply_schema,))
         st = ForgeState("acme", "widgets", 1, None, "claude", ("py",), None, "running", "t0", "t0")
-        self.store.forge_state.put(st)
-        self.reopen()
-        self.assertEqual(self.store.forge_state.get("acme", "widgets", 1), st)
+        forge_state.SqliteForgeStateStore(store.side_connection(), migrate=False).put(st)
+        store.close()
+        again = self.open(path, schema_hooks=(forge_state.apply_schema,))
+        tables = {r[0] for r in again.side_connection().execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        self.assertIn("forge_state", tables)
+        self.assertEqual(again.schema_version, len(store_schema.MIGRATIONS))
+        states = forge_state.SqliteForgeStateStore(again.side_connection(), migrate=False)
+        self.assertEqual(states.get("acme", "widgets", 1), st)
 
     def test_memory_store_works_on_one_thread(self) -> None:
         store = self.open(":memory:")
