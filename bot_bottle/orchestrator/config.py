@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from bot_bottle.orchestrator.model import OrchestratorError
 
 # variables a child `bot-bottle` CLI may inherit; never FORGE_TOKEN / FORGE_WEBHOOK_SECRET
-CHILD_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "USER",
+CHILD_ENV_KEYS = ("PATH", "PYTHONPATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "USER",
                   "LOGNAME", "TZ", "XDG_RUNTIME_DIR", "BOT_BOTTLE_HOME")
 
 

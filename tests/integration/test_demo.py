@@ -1,0 +1,38 @@
+"""The README's main-job command: `python -m bot_bottle.orchestrator demo` walks the whole
+lifecycle with the embedded fake Gitea and a real bottle, exits 0 and leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import unittest
+from pathlib import Path
+
+from tests.integration._core_home import REPO_ROOT
+
+
+@unittest.skipUnless(shutil.which("bwrap") or os.environ.get("CI"), "needs bubblewrap")
+class DemoTest(unittest.TestCase):
+    def test_demo_walks_the_lifecycle_and_cleans_up(self) -> None:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO_ROOT),
+               "HOME": os.environ.get("HOME", "/root")}
+        done = subprocess.run([sys.executable, "-W", "error", "-m", "bot_bottle.orchestrator",
+                               "demo"], env=env, cwd=str(REPO_ROOT), capture_output=True,
+                              text=True, timeout=240)
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        out = done.stdout
+        for step in range(1, 8):
+            self.assertRegex(out, rf"(?m)^{step}\. ")
+        self.assertIn("opened PR #2 and signalled done: 'run 1'", out)
+        self.assertIn("signalled done again ('run 2')", out)
+        self.assertRegex(out, r"(?m)^1\s+acme/widgets#1\s+#2\s+scripted\s+acme-widgets-1\s+destroyed")
+        self.assertIn("demo finished", out)
+        home = re.search(r"home (/\S+)", out).group(1)
+        self.assertFalse(Path(home).parent.exists(), "the demo's temporary root is removed")
+
+
+if __name__ == "__main__":
+    unittest.main()
