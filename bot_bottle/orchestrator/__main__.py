@@ -44,8 +44,9 @@ def _fail(message: str, code: int = 2) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=os.environ.get("BOT_BOTTLE_LOG_LEVEL", "INFO").upper(),
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.command != "status":  # status prints its table and nothing else
+        logging.basicConfig(level=os.environ.get("BOT_BOTTLE_LOG_LEVEL", "INFO").upper(),
+                            format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         if args.command == "run":
             return _run(Config.from_env(os.environ))

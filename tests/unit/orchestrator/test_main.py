@@ -1,0 +1,96 @@
+"""The thin CLI `python -m bot_bottle.orchestrator`: `status` (table, JSON, --all) read
+straight from the DB, configuration problems as one stderr line and exit 2, `--help`."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import tempfile
+import unittest
+from pathlib import Path
+from unittest import mock
+
+from bot_bottle.orchestrator.__main__ import main
+from bot_bottle.orchestrator.model import RunState
+from bot_bottle.orchestrator.store import SqliteRunStore
+
+from ._fakes import seed_run
+
+
+def run_main(argv: list[str], environ: dict[str, str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.dict("os.environ", environ, clear=True), \
+            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse's --help and usage errors
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+class StatusTest(unittest.TestCase):
+    def setUp(self) -> None:
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.home = Path(tmp.name)
+        self.env = {"BOT_BOTTLE_HOME": str(self.home), "PATH": "/usr/bin"}
+
+    def seed(self) -> None:
+        with SqliteRunStore(self.home / "orchestrator.db") as store:
+            seed_run(store, 7, RunState.FROZEN, slug="acme-widgets-7", pr_number=9,
+                     last_done_status="done", run_token="secret-run-token")
+            seed_run(store, 8, RunState.DESTROYED)
+
+    def test_status_without_a_database_prints_an_empty_table_and_creates_nothing(self) -> None:
+        code, out, err = run_main(["status"], self.env)
+        self.assertEqual((code, err), (0, ""))
+        self.assertIn("STATE", out)
+        self.assertFalse((self.home / "orchestrator.db").exists())
+
+    def test_status_table_hides_destroyed_runs_unless_all(self) -> None:
+        self.seed()
+        code, out, _ = run_main(["status"], self.env)
+        self.assertEqual(code, 0)
+        self.assertRegex(out, r"acme/widgets#7\s+#9\s+claude\s+acme-widgets-7\s+frozen")
+        self.assertNotIn("destroyed", out)
+        _, out_all, _ = run_main(["status", "--all"], self.env)
+        self.assertIn("destroyed", out_all)
+
+    def test_status_json_has_the_run_fields_but_never_the_run_token(self) -> None:
+        self.seed()
+        code, out, _ = run_main(["status", "--json", "--all"], self.env)
+        self.assertEqual(code, 0)
+        runs = json.loads(out)
+        self.assertEqual([(r["issue_number"], r["state"]) for r in runs], [(7, "frozen"), (8, "destroyed")])
+        self.assertNotIn("secret-run-token", out)
+
+    def test_status_honours_forge_db_path(self) -> None:
+        self.seed()
+        (self.home / "orchestrator.db").rename(self.home / "other.db")
+        env = {**self.env, "FORGE_DB_PATH": str(self.home / "other.db")}
+        self.assertIn("acme-widgets-7", run_main(["status"], env)[1])
+
+
+class RunConfigTest(unittest.TestCase):
+    def test_run_reports_every_missing_setting_in_one_line_and_exits_2(self) -> None:
+        code, out, err = run_main(["run"], {"PATH": "/usr/bin", "FORGE_WEBHOOK_PORT": "x"})
+        self.assertEqual(code, 2)
+        self.assertEqual(out, "")
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        for name in ("FORGE_GITEA_URL", "FORGE_TOKEN", "FORGE_AGENT_ORG", "FORGE_WEBHOOK_SECRET",
+                     "FORGE_WEBHOOK_PORT"):
+            self.assertIn(name, err)
+
+    def test_help_names_every_command(self) -> None:
+        code, out, _ = run_main(["--help"], {})
+        self.assertEqual(code, 0)
+        for command in ("run", "status", "demo"):
+            self.assertIn(command, out)
+        code, out, _ = run_main(["status", "--help"], {})
+        self.assertIn("--json", out)
+        self.assertIn("--all", out)
+
+
+if __name__ == "__main__":
+    unittest.main()
