@@ -50,7 +50,7 @@ class MarkedForge:
 
 
 def gitea_forge_factory(config: Config) -> Callable[[str, str], GiteaForge]:
-    client = GiteaClient(config.gitea_url, config.token)
+    client = GiteaClient(config.gitea_url, config.token, timeout=config.gitea_timeout)
     return lambda owner, repo: GiteaForge(client, owner, repo)
 
 
@@ -121,7 +121,8 @@ def build(config: Config, *, forge_factory: Callable[[str, str], object] | None 
                         marker=MARKER, clock=clock, on_slot_freed=wake)
     orchestrator = Orchestrator(store, executor, runner, forge_factory, org=config.agent_org,
                                 known_agents=agents_in(config.home),
-                                max_concurrent=config.max_concurrent_runs, clock=clock)
+                                max_concurrent=config.max_concurrent_runs, clock=clock,
+                                outbox_backoff=config.outbox_backoff)
     secret = config.webhook_secret.encode()
     app = WebhookApp(store, verify=functools.partial(verify_signature, secret), wake=wake,
                      clock=clock)

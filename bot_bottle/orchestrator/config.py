@@ -7,6 +7,7 @@ Only `__main__` reads `os.environ`; it passes the mapping in. Secrets are kept o
 from __future__ import annotations
 
 import shlex
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -40,7 +41,9 @@ class Config:
     sidecar_socket: str = ""
     watchdog_timeout: int = 1800
     max_concurrent_runs: int = 4
-    cli: tuple[str, ...] = ("python", "-m", "bot_bottle")
+    gitea_timeout: float = 10.0
+    outbox_backoff: float = 30.0
+    cli: tuple[str, ...] = (sys.executable, "-m", "bot_bottle")
     child_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -61,8 +64,13 @@ class Config:
         port = _int(environ, "FORGE_WEBHOOK_PORT", 8477, 0, 65535, problems)
         timeout = _int(environ, "FORGE_WATCHDOG_TIMEOUT", 1800, 1, None, problems)
         max_runs = _int(environ, "FORGE_MAX_CONCURRENT_RUNS", 4, 1, None, problems)
+        gitea_timeout = _seconds(environ, "FORGE_GITEA_TIMEOUT", 10.0, problems)
+        outbox_backoff = _seconds(environ, "FORGE_OUTBOX_BACKOFF", 30.0, problems)
         try:
-            cli = tuple(shlex.split(environ.get("BOT_BOTTLE_CLI") or "python -m bot_bottle"))
+            # unset means "python -m bot_bottle" with *this* interpreter: Debian has no
+            # `python`, and a venv's packages are only importable by its own interpreter
+            raw_cli = environ.get("BOT_BOTTLE_CLI") or ""
+            cli = tuple(shlex.split(raw_cli)) if raw_cli else (sys.executable, "-m", "bot_bottle")
             if not cli:
                 problems.append("BOT_BOTTLE_CLI is empty")
         except ValueError as exc:
@@ -79,7 +87,8 @@ class Config:
             db_path=get("FORGE_DB_PATH") or _join(home, "orchestrator.db"),
             queue_dir=get("FORGE_QUEUE_DIR") or _join(home, "queue"),
             sidecar_socket=get("FORGE_SIDECAR_SOCKET") or _join(home, "forge-sidecar.sock"),
-            watchdog_timeout=timeout, max_concurrent_runs=max_runs, cli=cli, child_env=child)
+            watchdog_timeout=timeout, max_concurrent_runs=max_runs,
+            gitea_timeout=gitea_timeout, outbox_backoff=outbox_backoff, cli=cli, child_env=child)
 
 
 def _join(base: str, name: str) -> str:
@@ -98,4 +107,18 @@ def _int(environ, key, default, low, high, problems) -> int:
     if value < low or (high is not None and value > high):
         upper = f"..{high}" if high is not None else " or more"
         problems.append(f"{key} must be {low}{upper}, got {value}")
+    return value
+
+
+def _seconds(environ, key, default, problems) -> float:
+    raw = (environ.get(key) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        problems.append(f"{key} must be a number of seconds, got {raw!r}")
+        return default
+    if not 0 < value <= 3600:
+        problems.append(f"{key} must be more than 0 and at most 3600 seconds, got {raw}")
     return value

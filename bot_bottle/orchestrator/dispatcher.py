@@ -42,7 +42,8 @@ def agents_in(home: str | Path) -> Callable[[], list[str]]:
 class Orchestrator:
     def __init__(self, store, executor: Executor, runner, forge_factory: Callable[[str, str], object],
                  *, org: str, known_agents: Callable[[], Collection[str]], max_concurrent: int,
-                 clock: Callable[[], float], retry_interval: float = 2.0) -> None:
+                 clock: Callable[[], float], retry_interval: float = 2.0,
+                 outbox_backoff: float = 30.0) -> None:
         self._store = store
         self._executor = executor
         self._runner = runner
@@ -52,6 +53,7 @@ class Orchestrator:
         self._max = max_concurrent
         self._clock = clock
         self._retry = retry_interval
+        self._outbox_backoff = outbox_backoff
         self._wake = threading.Event()
         self._pass_lock = threading.Lock()
 
@@ -81,7 +83,7 @@ class Orchestrator:
             self._deliveries()
             self._done_events()
             self._fill_slots()
-            self._executor.drain_outbox(self._forge_factory, self._clock())
+            self._executor.drain_outbox(self._forge_factory, self._clock(), self._outbox_backoff)
 
     def _deliveries(self) -> None:
         for delivery in self._store.pending_deliveries(100):

@@ -1,5 +1,6 @@
 """Config.from_env: defaults, all problems reported at once, secrets kept out of repr."""
 
+import sys
 import unittest
 
 from bot_bottle.orchestrator.config import Config, ConfigError
@@ -15,7 +16,16 @@ class ConfigTests(unittest.TestCase):
         self.assertEqual(config.db_path, "/home/u/.bot-bottle/orchestrator.db")
         self.assertEqual(config.webhook_port, 8477)
         self.assertEqual(config.gitea_url, "https://git.example.com")
-        self.assertEqual(config.cli, ("python", "-m", "bot_bottle"))
+        self.assertEqual(config.cli, (sys.executable, "-m", "bot_bottle"))
+        self.assertEqual((config.gitea_timeout, config.outbox_backoff), (10.0, 30.0))
+
+    def test_timing_knobs_are_seconds_and_checked(self):
+        config = Config.from_env({**GOOD, "FORGE_GITEA_TIMEOUT": "0.5", "FORGE_OUTBOX_BACKOFF": "2"})
+        self.assertEqual((config.gitea_timeout, config.outbox_backoff), (0.5, 2.0))
+        with self.assertRaises(ConfigError) as caught:
+            Config.from_env({**GOOD, "FORGE_GITEA_TIMEOUT": "-1", "FORGE_OUTBOX_BACKOFF": "x"})
+        self.assertIn("FORGE_GITEA_TIMEOUT", str(caught.exception))
+        self.assertIn("FORGE_OUTBOX_BACKOFF", str(caught.exception))
 
     def test_every_problem_is_reported_in_one_error(self):
         env = {"FORGE_GITEA_URL": "ftp://x", "FORGE_WEBHOOK_PORT": "70000",
