@@ -16,7 +16,7 @@ from pathlib import Path
 from . import state
 from .backend import get_backend
 from .backend.base import IN_FORGE_SOCKET, IN_HOME, IN_RUN, RunPlan
-from .errors import ManifestError, StateConflictError, UsageError
+from .errors import BackendError, ManifestError, StateConflictError, UsageError
 from .manifest import load_agent, load_bottle, validate_name
 from .providers import agent_argv
 
@@ -129,7 +129,12 @@ def start_headless(home: Path, agent: str, prompt: str, *, environ: dict, bottle
     except BaseException:
         state.remove_state(home, slug)
         raise
-    return _run(home, slug, backend, plan, prompt)
+    try:
+        return _run(home, slug, backend, plan, prompt)
+    except BackendError:
+        if not state.pid_alive((state.read_metadata(home, slug) or {}).get("pid")):
+            state.remove_state(home, slug)   # the agent never started: leave nothing behind
+        raise
 
 
 def resume_headless(home: Path, slug: str, prompt: str, *, environ: dict, on_slug=None) -> int:

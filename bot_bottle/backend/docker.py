@@ -65,7 +65,11 @@ class DockerBackend:
             self._call("network", "create", "--internal", f"bot-bottle-{plan.slug}", check=False)
         argv = self.command(plan)
         argv[0] = self._docker()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True, env={"PATH": self.path})
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True,
+                                    env={"PATH": self.path})
+        except OSError as exc:
+            raise BackendError(f"cannot run docker: {exc}") from exc
         on_pid(proc.pid)
         rc = proc.wait()
         return 128 - rc if rc < 0 else rc

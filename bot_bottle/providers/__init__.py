@@ -1,23 +1,33 @@
 """Providers: turn an agent manifest and a prompt into the argv run inside the bottle.
 
-claude: `claude [--model M] -p PROMPT` (+ `--continue` on resume); codex: `codex exec [-m M] PROMPT`
-(resume: `codex exec resume --last PROMPT`); pi: `pi [--model M] -p PROMPT`; command: the manifest's
-argv unchanged, the prompt arrives in BOT_BOTTLE_PROMPT_FILE / BOT_BOTTLE_PROMPT. Skills are
-passed to every provider in BOT_BOTTLE_SKILLS (comma-separated).
+One small module per provider (`claude`, `codex`, `pi`, `command`), each with the same
+interface: `start(agent, prompt) -> list[str]` and `resume(agent, prompt) -> list[str]`.
+`REGISTRY` maps the manifest's `provider` value to its module; `agent_argv` dispatches.
+Every provider also gets the prompt in the bottle's environment (`BOT_BOTTLE_PROMPT`,
+`BOT_BOTTLE_PROMPT_FILE`) and the skills in `BOT_BOTTLE_SKILLS`; those are set by `api`.
 """
 
 from __future__ import annotations
 
+from types import ModuleType
+
+from ..errors import ManifestError
 from ..manifest import Agent
+from . import claude, codex, command, pi
+
+REGISTRY: dict[str, ModuleType] = {"claude": claude, "codex": codex, "pi": pi, "command": command}
+
+
+def get_provider(name: str) -> ModuleType:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ManifestError(f"unknown provider {name!r} (known: {', '.join(REGISTRY)})") from None
 
 
 def agent_argv(agent: Agent, prompt: str, *, resume: bool) -> list[str]:
-    m = agent.model
-    if agent.provider == "claude":
-        return ["claude", *(["--model", m] if m else []), *(["--continue"] if resume else []), "-p", prompt]
-    if agent.provider == "codex":
-        head = ["codex", "exec", "resume", "--last"] if resume else ["codex", "exec"]
-        return [*head, *(["-m", m] if m else []), prompt]
-    if agent.provider == "pi":
-        return ["pi", *(["--model", m] if m else []), *(["--continue"] if resume else []), "-p", prompt]
-    return list(agent.command)
+    provider = get_provider(agent.provider)
+    return provider.resume(agent, prompt) if resume else provider.start(agent, prompt)
+
+
+__all__ = ["REGISTRY", "agent_argv", "get_provider"]

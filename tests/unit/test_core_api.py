@@ -1,0 +1,194 @@
+"""bot_bottle.api (start_headless, resume_headless, freeze, destroy, list_bottles) against a
+fake `bwrap` on PATH that records its argv, plays the agent, and exits with a chosen code."""
+
+import io
+import json
+import os
+import stat
+import tempfile
+import unittest
+from pathlib import Path
+
+from bot_bottle import api
+from bot_bottle.errors import (BackendError, BottleError, ManifestError, StateConflictError,
+                               UsageError)
+
+# Finds the --bind for /workspace, appends "<argv after -->|<prompt>" to LOG there, exits with ./rc.
+FAKE_BWRAP = """#!/usr/bin/env python3
+import json, os, sys
+here = os.path.dirname(os.path.abspath(sys.argv[0]))
+argv = sys.argv[1:]
+with open(os.path.join(here, "log"), "a") as fh:
+    fh.write(json.dumps(argv) + "\\n")
+ws = next(argv[i + 1] for i in range(len(argv) - 2) if argv[i] == "--bind" and argv[i + 2] == "/workspace")
+env = {argv[i + 1]: argv[i + 2] for i in range(len(argv) - 2) if argv[i] == "--setenv"}
+with open(os.path.join(ws, "LOG"), "a") as fh:
+    fh.write(" ".join(argv[argv.index("--") + 1:]) + "|" + env["BOT_BOTTLE_PROMPT"] + "\\n")
+with open(os.path.join(here, "rc")) as fh:
+    sys.exit(int(fh.read()))
+"""
+
+
+class ApiTestBase(unittest.TestCase):
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        root = Path(tmp.name)
+        self.home = root / "home"
+        self.bin = root / "bin"
+        for d in (self.home / "agents", self.home / "bottles", self.bin, root / "src"):
+            d.mkdir(parents=True)
+        (root / "src" / "README").write_text("hi\n")
+        (self.home / "agents" / "ag.toml").write_text(
+            'provider = "claude"\nbottles = ["b1"]\nmodel = "m"\n')
+        (self.home / "bottles" / "b1.toml").write_text(f'dir = "{root / "src"}"\n')
+        (self.bin / "bwrap").write_text(FAKE_BWRAP)
+        os.chmod(self.bin / "bwrap", stat.S_IRWXU)
+        (self.bin / "rc").write_text("0")
+        self.environ = {"PATH": f"{self.bin}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+        self.slugs = []
+
+    def calls(self):
+        log = self.bin / "log"
+        return [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+
+    def meta(self, slug):
+        return json.loads((self.home / "state" / slug / "metadata.json").read_text())
+
+    def start(self, **kw):
+        kw.setdefault("environ", self.environ)
+        kw.setdefault("on_slug", self.slugs.append)
+        return api.start_headless(self.home, "ag", "first", **kw)
+
+
+class ApiLifecycleTest(ApiTestBase):
+    def test_start_freeze_resume_destroy_through_the_api(self):
+        (self.bin / "rc").write_text("7")
+        self.assertEqual(self.start(label="Run One"), 7)
+        self.assertEqual(self.slugs, ["run-one"])
+        ws = self.home / "state" / "run-one" / "bottle" / "workspace"
+        self.assertEqual((ws / "README").read_text(), "hi\n")
+        self.assertEqual((ws / "LOG").read_text(), "claude --model m -p first|first\n")
+        self.assertEqual((self.home / "state" / "run-one" / "prompt.txt").read_text(), "first")
+        meta = self.meta("run-one")
+        self.assertEqual((meta["state"], meta["exit_code"], meta["pid"], meta["agent"], meta["bottles"]),
+                         ("exited", 7, None, "ag", ["b1"]))
+        self.assertEqual(meta["session"], {"provider": "claude", "runs": 1})
+        self.assertEqual([r["state"] for r in api.list_bottles(self.home)], ["exited"])
+
+        api.freeze(self.home, "run-one", environ=self.environ)
+        api.freeze(self.home, "run-one", environ=self.environ)  # idempotent
+        self.assertEqual(self.meta("run-one")["state"], "frozen")
+        self.assertTrue(self.meta("run-one")["frozen_at"])
+        self.assertEqual([r["state"] for r in api.list_bottles(self.home)], ["frozen"])
+        (ws / "LOG").write_text("changed after the snapshot\n")
+
+        (self.bin / "rc").write_text("0")
+        self.assertEqual(api.resume_headless(self.home, "run-one", "second", environ=self.environ,
+                                             on_slug=self.slugs.append), 0)
+        self.assertEqual(self.slugs, ["run-one", "run-one"])
+        self.assertEqual((ws / "LOG").read_text(),
+                         "claude --model m -p first|first\nclaude --model m --continue -p second|second\n")
+        self.assertEqual(self.meta("run-one")["session"]["runs"], 2)
+
+        self.assertTrue(api.destroy(self.home, "run-one", environ=self.environ))
+        self.assertFalse((self.home / "state" / "run-one").exists())
+        self.assertFalse(api.destroy(self.home, "run-one", environ=self.environ))
+        self.assertEqual(api.list_bottles(self.home), [])
+
+    def test_agent_killed_by_a_signal_gives_128_plus_n(self):
+        (self.bin / "bwrap").write_text("#!/bin/sh\nkill -9 $$\n")
+        self.assertEqual(self.start(), 128 + 9)
+
+    def test_dry_run_prints_the_plan_and_creates_nothing(self):
+        out = io.StringIO()
+        self.assertEqual(self.start(dry_run=True, out=out), 0)
+        plan = json.loads(out.getvalue())
+        self.assertEqual(plan["slug"], "ag")
+        self.assertEqual(plan["argv"][plan["argv"].index("--") + 1:], ["claude", "--model", "m", "-p", "first"])
+        self.assertEqual(self.calls(), [])
+        self.assertFalse((self.home / "state" / "ag").exists())
+
+
+class ApiErrorTest(ApiTestBase):
+    def assert_raises(self, exc_type, code, call):
+        with self.assertRaises(exc_type) as cm:
+            call()
+        self.assertIsInstance(cm.exception, BottleError)
+        self.assertEqual(cm.exception.exit_code, code)
+        self.assertNotIn("\n", str(cm.exception))
+        return cm.exception
+
+    def assert_no_state(self):
+        root = self.home / "state"
+        self.assertEqual([p.name for p in root.iterdir() if p.is_dir()] if root.exists() else [], [])
+
+    def test_missing_agent_bottle_and_bad_label_raise_before_anything_is_created(self):
+        self.assert_raises(ManifestError, 2, lambda: api.start_headless(self.home, "ghost", "p", environ=self.environ))
+        self.assert_raises(ManifestError, 2, lambda: self.start(bottles=["nob"]))
+        self.assert_raises(UsageError, 2, lambda: self.start(label="!!!"))
+        self.assert_raises(UsageError, 2, lambda: api.start_headless(self.home, "../x", "p", environ=self.environ))
+        (self.home / "agents" / "broken.toml").write_text("provider = [\n")
+        self.assert_raises(ManifestError, 2, lambda: api.start_headless(self.home, "broken", "p", environ=self.environ))
+        self.assertEqual(self.calls(), [])
+        self.assertEqual(self.slugs, [])
+        self.assert_no_state()
+
+    def test_missing_bwrap_says_how_to_install_it(self):
+        err = self.assert_raises(BackendError, 4, lambda: self.start(environ={"PATH": str(self.home)}))
+        self.assertIn("apt-get install bubblewrap", str(err))
+        self.assert_no_state()
+
+    def test_failed_create_removes_the_state_dir(self):
+        (self.home / "bottles" / "b1.toml").write_text(f'dir = "{self.home / "missing"}"\n')
+        self.assert_raises(BackendError, 4, self.start)
+        self.assertEqual(self.slugs, [])
+        self.assert_no_state()
+
+    def test_failed_clone_removes_the_state_dir(self):
+        (self.home / "bottles" / "b1.toml").write_text(f'repo = "{self.home / "no-such-repo"}"\n')
+        err = self.assert_raises(BackendError, 4, self.start)
+        self.assertIn("git clone", str(err))
+        self.assert_no_state()
+
+    def test_bwrap_that_cannot_be_executed_removes_the_state_dir(self):
+        (self.bin / "bwrap").write_text("#!/nonexistent/interpreter\n")
+        self.assert_raises(BackendError, 4, self.start)
+        self.assert_no_state()
+
+    def test_slug_in_use_is_a_conflict_and_keeps_the_existing_bottle(self):
+        self.start()
+        self.assert_raises(StateConflictError, 3, self.start)
+        self.assertEqual(self.meta("ag")["state"], "exited")
+        self.assertEqual(len(self.calls()), 1)
+
+    def test_resume_of_unknown_never_frozen_or_running_slug_is_a_conflict(self):
+        self.assert_raises(StateConflictError, 3,
+                           lambda: api.resume_headless(self.home, "nobody", "p", environ=self.environ))
+        self.start()
+        err = self.assert_raises(StateConflictError, 3,
+                                 lambda: api.resume_headless(self.home, "ag", "p", environ=self.environ))
+        self.assertIn("never frozen", str(err))
+        api.freeze(self.home, "ag", environ=self.environ)
+        meta = self.meta("ag") | {"pid": os.getpid()}
+        (self.home / "state" / "ag" / "metadata.json").write_text(json.dumps(meta))
+        err = self.assert_raises(StateConflictError, 3,
+                                 lambda: api.resume_headless(self.home, "ag", "p", environ=self.environ))
+        self.assertIn("running", str(err))
+        self.assertEqual(len(self.calls()), 1)
+
+    def test_freeze_of_a_slug_with_no_bottle_is_a_conflict(self):
+        self.assert_raises(StateConflictError, 3, lambda: api.freeze(self.home, "nobody", environ=self.environ))
+        self.assert_no_state()
+
+    def test_bad_slugs_are_usage_errors_everywhere(self):
+        for call in (lambda s: api.resume_headless(self.home, s, "p", environ=self.environ),
+                     lambda s: api.freeze(self.home, s, environ=self.environ),
+                     lambda s: api.destroy(self.home, s, environ=self.environ)):
+            for slug in ("../etc", "", "A", "a/b"):
+                with self.subTest(slug=slug):
+                    self.assert_raises(UsageError, 2, lambda: call(slug))
+
+
+if __name__ == "__main__":
+    unittest.main()
