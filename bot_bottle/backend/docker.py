@@ -1,6 +1,7 @@
 """The docker backend: the same operations through the `docker` CLI (run, commit, rm, network).
 
-Verified only against a fake `docker` executable (tests/integration/test_core_docker_fake.py), never a real engine.
+Verified only against a fake `docker` executable (tests/integration/test_core_docker_fake.py) and
+the real client's `--help`, never a real engine (docs/core.md lists what that leaves open).
 Container name = image tag = `bot-bottle-<slug>`; network=none uses an `--internal` network.
 """
 

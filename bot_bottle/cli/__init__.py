@@ -12,13 +12,25 @@ from .. import api
 from ..errors import BottleError, UsageError
 
 
+EPILOG = """environment:
+  BOT_BOTTLE_HOME  manifests (agents/, bottles/) and state/ (default: ~/.bot-bottle)
+
+exit codes:
+  0  success (start/resume: the agent's own exit code, 128+N if killed by signal N)
+  2  usage or manifest error (missing agent/bottle, bad TOML, label giving an empty slug)
+  3  state conflict (slug in use, unknown slug, resume of a never-frozen or running bottle)
+  4  backend failure (bwrap, docker or git missing, clone failure)
+errors are one line on stderr: 'bot-bottle: error: ...'"""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         raise UsageError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="bot-bottle", description="Run coding agents in isolated bottles.")
+    p = _Parser(prog="bot-bottle", description="Run coding agents in isolated bottles.", epilog=EPILOG,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     s = sub.add_parser("start", help="create a bottle and run an agent in it",
                        description="Create a bottle and run the agent headless; exit code = the agent's.")

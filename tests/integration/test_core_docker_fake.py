@@ -2,7 +2,10 @@
 
 import json
 import os
+import re
+import shutil
 import stat
+import subprocess
 import tempfile
 import unittest
 from pathlib import Path
@@ -49,7 +52,94 @@ class DockerFakeTest(unittest.TestCase):
             r = cli(home, "start", "scripted", "--headless", "--prompt", "p", path=bindir)
         self.assertEqual(r.returncode, 4, r.stderr)
         self.assertIn("docker not found", r.stderr)
+        self.assertEqual(r.stderr.strip().splitlines(), [r.stderr.strip()])
+        self.assertTrue(r.stderr.startswith("bot-bottle: error: "), r.stderr)
         self.assertFalse((home / "state" / "scripted").exists())
+
+    def _fake_docker(self, rc="0"):
+        bindir = tempfile.TemporaryDirectory()
+        self.addCleanup(bindir.cleanup)
+        (Path(bindir.name) / "docker").write_text(FAKE)
+        os.chmod(Path(bindir.name) / "docker", stat.S_IRWXU)
+        (Path(bindir.name) / "rc").write_text(rc)
+        log = Path(bindir.name) / "log"
+        return bindir.name + ":" + os.environ["PATH"], lambda: [json.loads(x) for x in log.read_text().splitlines()]
+
+    def test_no_network_bottle_runs_on_its_internal_network_with_only_bottle_mounts(self):
+        home = make_home(self)
+        (home / "bottles" / "b1.toml").write_text(f'dir = "{home / "src"}"\nbackend = "docker"\n')
+        path, calls = self._fake_docker()
+        self.assertEqual(cli(home, "start", "scripted", "--headless", "--prompt", "p", path=path).returncode, 0)
+        create, run = calls()[:2]
+        self.assertEqual(create, ["network", "create", "--internal", "bot-bottle-scripted"])
+        self.assertEqual(run[run.index("--network") + 1], "bot-bottle-scripted")
+        self.assertIn("python:3-slim", run)  # default image
+        vols = [run[i + 1] for i, a in enumerate(run) if a == "-v"]
+        state = home / "state" / "scripted"
+        self.assertIn(f"{state / 'bottle' / 'workspace'}:/workspace", vols)
+        self.assertIn(f"{state / 'bottle' / 'home'}:/home/agent", vols)
+        self.assertIn(f"{state / 'prompt.txt'}:/run/bot-bottle/prompt.txt:ro", vols)
+        self.assertFalse(any(v.split(":")[0] == str(Path.home()) for v in vols), vols)
+        self.assertEqual(run[run.index("-w") + 1], "/workspace")
+
+    def test_host_network_bottle_creates_no_network_and_resume_and_destroy_clean_up(self):
+        home = make_home(self)
+        (home / "bottles" / "b1.toml").write_text(
+            f'dir = "{home / "src"}"\nbackend = "docker"\nnetwork = "host"\nimage = "img:2"\n')
+        path, calls = self._fake_docker("3")
+        self.assertEqual(cli(home, "start", "scripted", "--headless", "--prompt", "p", path=path).returncode, 3)
+        self.assertEqual(cli(home, "commit", "scripted", path=path).returncode, 0)
+        r = cli(home, "resume", "scripted", "--headless", "--prompt", "again", path=path)
+        self.assertEqual(r.returncode, 3, r.stderr)
+        self.assertEqual(r.stderr.splitlines()[0], "bot-bottle: slug=scripted")
+        self.assertEqual(cli(home, "destroy", "scripted", path=path).returncode, 0)
+        log = calls()
+        self.assertFalse([c for c in log if c[:2] == ["network", "create"]], log)
+        runs = [c for c in log if c[0] == "run"]
+        self.assertEqual(len(runs), 2)
+        for run in runs:
+            self.assertEqual(run[run.index("--network") + 1], "host")
+            self.assertIn("img:2", run)
+        self.assertEqual(log[-3:], [["rm", "-f", "bot-bottle-scripted"], ["network", "rm", "bot-bottle-scripted"],
+                                    ["rmi", "-f", "bot-bottle-scripted:frozen"]])
+        self.assertFalse((home / "state" / "scripted").exists())
+
+    @unittest.skipUnless(shutil.which("docker"), "no real docker client on PATH")
+    def test_every_flag_we_pass_is_known_to_the_real_docker_client(self):
+        """No engine needed: the real client's `--help` of each subcommand lists each flag we use."""
+        real = shutil.which("docker")
+        home = make_home(self)
+        (home / "bottles" / "b1.toml").write_text(f'dir = "{home / "src"}"\nbackend = "docker"\n')
+        path, calls = self._fake_docker()
+        cli(home, "start", "scripted", "--headless", "--prompt", "p", path=path)
+        cli(home, "commit", "scripted", path=path)
+        cli(home, "destroy", "scripted", path=path)
+        seen = set()
+        for call in calls():
+            sub = call[:2] if call[0] == "network" else call[:1]
+            flags = [a for a in call[len(sub):] if a.startswith("-")]
+            if call[0] == "run":
+                flags = [a for a in call[1:call.index("python:3-slim")] if a.startswith("-")]
+            with self.subTest(sub=sub):
+                out = subprocess.run([real, *sub, "--help"], capture_output=True, text=True, timeout=30,
+                                     stdin=subprocess.DEVNULL)
+                self.assertEqual(out.returncode, 0, out.stderr)
+                for flag in flags:
+                    self.assertRegex(out.stdout, rf"(^|[\s,]){re.escape(flag)}[\s,]")
+            seen.add(tuple(sub))
+        self.assertEqual(seen, {("network", "create"), ("run",), ("commit",), ("rm",), ("network", "rm"), ("rmi",)})
+
+    def test_dry_run_shows_the_docker_argv_and_calls_nothing(self):
+        home = make_home(self)
+        (home / "bottles" / "b1.toml").write_text(f'dir = "{home / "src"}"\nbackend = "docker"\n')
+        path, calls = self._fake_docker()
+        r = cli(home, "start", "scripted", "--headless", "--prompt", "p", "--dry-run", path=path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        plan = json.loads(r.stdout)
+        self.assertEqual((plan["backend"], plan["argv"][:2]), ("docker", ["docker", "run"]))
+        self.assertFalse((home / "state" / "scripted").exists())
+        with self.assertRaises(FileNotFoundError):
+            calls()
 
 
 if __name__ == "__main__":

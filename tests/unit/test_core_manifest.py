@@ -38,6 +38,14 @@ class ManifestTest(unittest.TestCase):
             ("bottles", 'repo="x"\ndir="y"\n', "exactly one"),
             ("bottles", 'dir="y"\nnetwork="lan"\n', "network"),
             ("bottles", 'dir="y"\nenv={A="b"}\n', "env"),
+            ("bottles", 'dir = [\n', "malformed TOML"),
+            ("bottles", 'dir="y"\ncolour="red"\n', "colour"),
+            ("bottles", 'dir="y"\nbackend="podman"\n', "backend"),
+            ("bottles", 'network="none"\n', "exactly one"),
+            ("agents", 'provider="claude"\nbottles=["b"]\nmodel=3\n', "model"),
+            ("agents", 'provider="claude"\nbottles=["b"]\nskills="x"\n', "skills"),
+            ("agents", 'provider="claude"\nbottles=["b"]\nenv={"1X"="v"}\n', "env"),
+            ("agents", 'provider="claude"\nbottles=["../b"]\n', "bottles"),
         ]
         for kind, text, word in cases:
             with self.subTest(text=text):
