@@ -6,10 +6,10 @@ with the fake Gitea and the fake core CLI (no bwrap), under crashes, hostile inp
 - a seeded stdlib fuzzer of bodies, headers, framing and routes: never a 5xx other than 503,
   the process stays up and leaks no threads;
 - slow-loris clients and oversized bodies do not stop the server answering others;
-- a DB that cannot be written (file size limit of the process) gives 503, never a 2xx;
-- Gitea answering 500 (and, when `Config` has the outage knobs `FORGE_OUTBOX_BACKOFF` and
-  `FORGE_GITEA_TIMEOUT`, also hanging and dropping) while the orchestrator comments: the
-  comment arrives once it recovers, exactly once;
+- a DB that cannot be written (file size limit of the process: a full disk) or is locked by
+  another writer gives 503, never a 2xx, and the refused delivery is accepted once it can be;
+- Gitea answering 500, hanging (past `FORGE_GITEA_TIMEOUT`) and dropping connections while
+  the orchestrator comments: the comment arrives once it recovers, exactly once;
 - the same trigger delivered twice, redelivered with a new id, replayed out of order and
   raced from several threads: exactly one run.
 
@@ -36,6 +36,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from bot_bottle.orchestrator.targeting import MARKER
 from bot_bottle.testing import fake_core_cli
 from bot_bottle.testing.fake_gitea import gitea_json
 from bot_bottle.testing.fake_gitea_payloads import comment_event, issue_event
@@ -48,7 +49,6 @@ except ImportError:  # pragma: no cover - not POSIX
 
 OWNER, REPO = "acme", "widgets"
 SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "gitea"
-MARKER = "<!-- bot-bottle -->"
 FUZZ_CASES = 5000 if os.environ.get("CI") else 1000
 SAMPLE_HEADERS = {  # file stem -> (X-Gitea-Event, X-Gitea-Event-Type) where they differ
     "issues-assigned": ("issues", "issue_assign"), "issues-unassigned": ("issues", "issue_assign"),
@@ -583,6 +583,31 @@ class UnwritableStoreTest(_Base):
         self.assertEqual(orch.stop(), 0, orch.log())
 
 
+class LockedStoreTest(_Base):
+    def test_a_store_locked_by_another_writer_answers_503_and_reads_go_on(self) -> None:
+        orch = self.orchestrator().start()
+        other = sqlite3.connect(orch.db_path, isolation_level=None, timeout=1)
+        self.addCleanup(other.close)
+        other.execute("BEGIN IMMEDIATE")  # say, an operator's sqlite3 shell mid-UPDATE
+        result = []
+        sender = threading.Thread(target=lambda: result.append(orch.deliver(
+            "issues", "issues", gitea_json({"action": "opened", "locked": True}),
+            delivery_id="locked-1", timeout=30)[0]))
+        sender.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        self.assertEqual(orch.healthz(), 200)  # WAL: readers are not blocked by the writer
+        self.assertEqual(orch.request("GET", "/runs")[0], 200)
+        self.assertLess(time.monotonic() - started, 1.0)
+        sender.join(30)
+        self.assertEqual(result, [503])
+        other.execute("ROLLBACK")
+        status, _ = orch.deliver("issues", "issues", gitea_json({"action": "opened", "locked": True}),
+                                 delivery_id="locked-1")
+        self.assertEqual(status, 202)  # the refused delivery was not half-stored
+        self.assertEqual(orch.stop(), 0, orch.log())
+
+
 # ---------------------------------------------------------------------------------------
 class _FaultyProxy:
     """A loopback HTTP proxy in front of the fake Gitea that applies `faults` ("500", "hang",
@@ -659,34 +684,15 @@ class _FaultyProxy:
         self.thread.join()
 
 
-def _outage_knobs() -> dict[str, str]:
-    """The timing knobs that make a forge outage quick to test, if `Config` reads them: the
-    outbox retry delay and the Gitea client timeout (defaults 30 s and 10 s)."""
-    from bot_bottle.orchestrator.config import Config
-    env = {"FORGE_GITEA_URL": "http://127.0.0.1:1", "FORGE_TOKEN": "t", "FORGE_AGENT_ORG": "o",
-           "FORGE_WEBHOOK_SECRET": "s", **OUTAGE_KNOBS}
-    try:
-        config = Config.from_env(env)
-    except Exception:
-        return {}
-    values = {getattr(config, name, None) for name in ("outbox_backoff", "gitea_timeout")}
-    return OUTAGE_KNOBS if values == {0.5} else {}
-
-
-OUTAGE_KNOBS = {"FORGE_OUTBOX_BACKOFF": "0.5", "FORGE_GITEA_TIMEOUT": "0.5"}
-
-
 class ForgeOutageTest(_Base):
     def test_comments_arrive_once_gitea_recovers_from_500s_hangs_and_drops(self) -> None:
         g = self.gitea
         port = int(g.url.rsplit(":", 1)[1])
         proxy = _FaultyProxy(port, lambda m, p: m == "POST" and p.endswith("/comments"))
         self.addCleanup(proxy.stop)
-        knobs = _outage_knobs()
-        # Without the knobs every failed pass costs the 30 s outbox backoff (a hang also the
-        # 10 s client timeout), so only one fault fits the time budget.
-        proxy.faults = ["500", "hang", "drop", "500"] if knobs else ["500"]
-        orch = self.orchestrator(proxy.url, **knobs).start()
+        proxy.faults = ["500", "hang", "drop", "500"]
+        # short outbox retry delay and Gitea client timeout (defaults 30 s and 10 s)
+        orch = self.orchestrator(proxy.url, FORGE_OUTBOX_BACKOFF=0.5, FORGE_GITEA_TIMEOUT=1).start()
         n = self.launch_issue("the agent exits without done: the orchestrator comments")
         unknown = g.add_issue(OWNER, REPO, "unknown agent", "x", user="alice",
                               labels=("bot-bottle:nosuch",), assignees=(H.AGENT_USER,))
@@ -696,7 +702,7 @@ class ForgeOutageTest(_Base):
             self.assertEqual(status, 202)
         ours = lambda number: [c for c in g.comments(OWNER, REPO, number)  # noqa: E731
                                if MARKER in c["body"]]
-        orch.wait_for(lambda: ours(n) and ours(unknown), timeout=20 if knobs else 45, interval=0.2,
+        orch.wait_for(lambda: ours(n) and ours(unknown), timeout=30, interval=0.2,
                       what="both comments after the outage")
         self.assertEqual(proxy.faults, [], "every fault was hit")
         time.sleep(1.0)  # a retry that was not needed would show up now
@@ -758,6 +764,9 @@ class ReplayTest(_Base):
         self.wait_processed(orch, accepted)
         runs = orch.runs(include_destroyed=True)
         self.assertEqual(sorted(r["issue_number"] for r in runs), [n, m], runs)
+        # each bottle ran (the fake exits at once) and was frozen: its start is in the log
+        orch.wait_for(lambda: {r["state"] for r in orch.runs(include_destroyed=True)} == {"frozen"},
+                      what="both runs frozen")
         starts = self.starts_per_slug()
         self.assertEqual(sorted(starts.values()), [1, 1], starts)
         self.assertEqual(orch.stop(), 0, orch.log())
