@@ -14,8 +14,6 @@ The schema and its migrations live in `store_schema`.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import hashlib
 import json
 import logging
@@ -24,129 +22,16 @@ import threading
 import time
 import weakref
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from bot_bottle.orchestrator import store_schema
-from bot_bottle.orchestrator.model import OrchestratorError, RunRecord, RunState, check_transition
+from bot_bottle.orchestrator.store_rows import (  # noqa: F401 (the store's public values)
+    MUTABLE_RUN_FIELDS, RUN_SELECT, SLOT_STATES, DoneEvent, LiveRunExists, OpLogEntry, OutboxItem,
+    RunNotFound, StoredDelivery, StoreError, list_runs_query, read_runs, run_from_row)
+from bot_bottle.orchestrator.model import RunRecord, RunState, check_transition
 
 log = logging.getLogger(__name__)
-
-
-class StoreError(OrchestratorError):
-    """The store could not read or write (wraps the sqlite3 error as `__cause__`)."""
-
-
-class RunNotFound(StoreError):
-    pass
-
-
-class LiveRunExists(StoreError):
-    """The issue already has a run that is not destroyed."""
-
-
-@dataclass(frozen=True)
-class StoredDelivery:
-    seq: int
-    delivery_id: str | None
-    event_type: str
-    body: bytes
-    received_at: float
-
-
-@dataclass(frozen=True)
-class DoneEvent:
-    id: int
-    source: str
-    run_id: int
-    status: str
-    summary: str
-    at: float
-
-
-@dataclass(frozen=True)
-class OpLogEntry:
-    id: int
-    run_id: int
-    at: float
-    kind: str
-    detail: dict
-
-
-@dataclass(frozen=True)
-class OutboxItem:
-    id: int
-    run_id: int | None
-    owner: str
-    repo: str
-    number: int
-    body: str
-    attempts: int
-
-
-# the model's field order, so rows build RunRecords positionally (a new field needs a migration)
-_RUN_COLS = tuple(f.name for f in dataclasses.fields(RunRecord))
-_RUN_SELECT = f"SELECT {', '.join(_RUN_COLS)} FROM runs"
-_MUTABLE_RUN_FIELDS = frozenset({"agent", "bottles", "slug", "pr_number", "last_progress_at",
-                                 "last_done_status", "last_done_summary", "pending_prompt",
-                                 "error"})
-_SLOT_STATES = tuple(s.value for s in RunState if s.has_process)
-
-
-_STATES = {s.value: s for s in RunState}
-_BOTTLES_AT, _STATE_AT = _RUN_COLS.index("bottles"), _RUN_COLS.index("state")
-
-
-@functools.lru_cache(maxsize=256)
-def _bottles(text: str) -> tuple[str, ...]:
-    # `status` decodes up to 100k rows that share a handful of bottle lists
-    return tuple(json.loads(text))
-
-
-def _run(row: Iterable) -> RunRecord:
-    values = list(row)
-    values[_BOTTLES_AT] = _bottles(values[_BOTTLES_AT])
-    values[_STATE_AT] = _STATES[values[_STATE_AT]]
-    return RunRecord(*values)
-
-
-def _list_runs_query(include_destroyed: bool, states: Iterable[RunState] | None,
-                     limit: int | None) -> tuple[str, list] | None:
-    """None when `states` is empty (nothing can match)."""
-    sql, params = _RUN_SELECT, []
-    if states is not None:
-        params = [RunState(s).value for s in states]
-        if not params:
-            return None
-        sql += f" WHERE state IN ({', '.join('?' * len(params))})"
-    elif not include_destroyed:
-        sql += " WHERE state != 'destroyed'"
-    sql += " ORDER BY id"
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(limit)
-    return sql, params
-
-
-def read_runs(path: str | Path, *, include_destroyed: bool = False,
-              states: Iterable[RunState] | None = None,
-              limit: int | None = None) -> list[RunRecord]:
-    """`list_runs` for `status`: opens the file read-only for one query, with no writer
-    thread and no migration, so it is safe beside a serving orchestrator."""
-    query = _list_runs_query(include_destroyed, states, limit)
-    if query is None:
-        return []
-    uri = Path(path).resolve().as_uri() + "?mode=ro"
-    try:
-        conn = sqlite3.connect(uri, uri=True, timeout=5.0)
-        try:
-            rows = conn.execute(*query).fetchall()
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot read runs from {path}: {exc}") from exc
-    return [_run(r) for r in rows]
 
 
 def _is_busy(exc: BaseException | None) -> bool:
@@ -397,38 +282,38 @@ class SqliteRunStore:
             return self._run_in(conn, run_id)
 
     def get_run(self, run_id: int) -> RunRecord | None:
-        rows = self._rows(f"{_RUN_SELECT} WHERE id = ?", (run_id,))
-        return _run(rows[0]) if rows else None
+        rows = self._rows(f"{RUN_SELECT} WHERE id = ?", (run_id,))
+        return run_from_row(rows[0]) if rows else None
 
     def get_run_by_token(self, token: str) -> RunRecord | None:
         """Only a live run answers to its token: a destroyed run's bottle has no business."""
         if not token:
             return None
-        rows = self._rows(f"{_RUN_SELECT} WHERE run_token = ? AND state != 'destroyed'", (token,))
-        return _run(rows[0]) if rows else None
+        rows = self._rows(f"{RUN_SELECT} WHERE run_token = ? AND state != 'destroyed'", (token,))
+        return run_from_row(rows[0]) if rows else None
 
     def live_run_for_issue(self, owner: str, repo: str, issue_number: int) -> RunRecord | None:
-        rows = self._rows(f"{_RUN_SELECT} WHERE owner = ? AND repo = ? AND issue_number = ? "
+        rows = self._rows(f"{RUN_SELECT} WHERE owner = ? AND repo = ? AND issue_number = ? "
                           "AND state != 'destroyed'", (owner, repo, issue_number))
-        return _run(rows[0]) if rows else None
+        return run_from_row(rows[0]) if rows else None
 
     def run_for_pr(self, owner: str, repo: str, pr_number: int) -> RunRecord | None:
         """The run that opened the PR: a live one if any, else the latest."""
-        rows = self._rows(f"{_RUN_SELECT} WHERE owner = ? AND repo = ? AND pr_number = ? "
+        rows = self._rows(f"{RUN_SELECT} WHERE owner = ? AND repo = ? AND pr_number = ? "
                           "ORDER BY state = 'destroyed', id DESC LIMIT 1", (owner, repo, pr_number))
-        return _run(rows[0]) if rows else None
+        return run_from_row(rows[0]) if rows else None
 
     def latest_run_for_issue(self, owner: str, repo: str, issue_number: int) -> RunRecord | None:
         """The issue's newest run in any state (one run per issue, ever, counts destroyed ones)."""
-        rows = self._rows(f"{_RUN_SELECT} WHERE owner = ? AND repo = ? AND issue_number = ? "
+        rows = self._rows(f"{RUN_SELECT} WHERE owner = ? AND repo = ? AND issue_number = ? "
                           "ORDER BY id DESC LIMIT 1", (owner, repo, issue_number))
-        return _run(rows[0]) if rows else None
+        return run_from_row(rows[0]) if rows else None
 
     def list_runs(self, include_destroyed: bool = False, states: Iterable[RunState] | None = None,
                   limit: int | None = None) -> list[RunRecord]:
         """Runs in id order; `states`, when given, overrides `include_destroyed`."""
-        query = _list_runs_query(include_destroyed, states, limit)
-        return [] if query is None else [_run(r) for r in self._rows(*query)]
+        query = list_runs_query(include_destroyed, states, limit)
+        return [] if query is None else [run_from_row(r) for r in self._rows(*query)]
 
     def count_runs_by_state(self) -> dict[str, int]:
         counts = {s.value: 0 for s in RunState}
@@ -437,13 +322,13 @@ class SqliteRunStore:
         return counts
 
     def oldest_queued_run(self) -> RunRecord | None:
-        rows = self._rows(f"{_RUN_SELECT} WHERE state = 'queued' ORDER BY id LIMIT 1")
-        return _run(rows[0]) if rows else None
+        rows = self._rows(f"{RUN_SELECT} WHERE state = 'queued' ORDER BY id LIMIT 1")
+        return run_from_row(rows[0]) if rows else None
 
     def slot_holders(self) -> int:
         """Runs that hold a running slot (a bottle process may be up)."""
         rows = self._rows(f"SELECT COUNT(*) FROM runs WHERE state IN "
-                          f"({', '.join('?' * len(_SLOT_STATES))})", _SLOT_STATES)
+                          f"({', '.join('?' * len(SLOT_STATES))})", SLOT_STATES)
         return rows[0][0]
 
     def transition(self, run_id: int, new_state: RunState, *, now: float, reason: str,
@@ -470,7 +355,7 @@ class SqliteRunStore:
 
     @staticmethod
     def _checked_fields(fields: dict) -> dict:
-        unknown = set(fields) - _MUTABLE_RUN_FIELDS
+        unknown = set(fields) - MUTABLE_RUN_FIELDS
         if unknown:
             raise ValueError(f"cannot set run fields {sorted(unknown)} here")
         if "bottles" in fields:
@@ -480,16 +365,16 @@ class SqliteRunStore:
     @staticmethod
     def _set(conn: sqlite3.Connection, run_id: int, now: float, values: dict) -> None:
         values = {**values, "updated_at": now}
-        # column names come from _MUTABLE_RUN_FIELDS (checked above), never from callers' data
+        # column names come from MUTABLE_RUN_FIELDS (checked above), never from callers' data
         conn.execute(f"UPDATE runs SET {', '.join(f'{k} = ?' for k in values)} WHERE id = ?",
                      (*values.values(), run_id))
 
     @staticmethod
     def _run_in(conn: sqlite3.Connection, run_id: int) -> RunRecord:
-        rows = conn.execute(f"{_RUN_SELECT} WHERE id = ?", (run_id,)).fetchall()
+        rows = conn.execute(f"{RUN_SELECT} WHERE id = ?", (run_id,)).fetchall()
         if not rows:
             raise RunNotFound(f"no run {run_id}")
-        return _run(rows[0])
+        return run_from_row(rows[0])
 
     # ---- op-log --------------------------------------------------------------------------
 

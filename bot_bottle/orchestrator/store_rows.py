@@ -1,0 +1,130 @@
+"""The store's values and row mapping: its errors, the frozen records it returns, how a
+`runs` row becomes a `RunRecord`, and `read_runs`, the read-only one-query path `status` uses
+beside a serving orchestrator (no writer thread, no migration)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from bot_bottle.orchestrator.model import OrchestratorError, RunRecord, RunState
+
+
+class StoreError(OrchestratorError):
+    """The store could not read or write (wraps the sqlite3 error as `__cause__`)."""
+
+
+class RunNotFound(StoreError):
+    pass
+
+
+class LiveRunExists(StoreError):
+    """The issue already has a run that is not destroyed."""
+
+
+@dataclass(frozen=True)
+class StoredDelivery:
+    seq: int
+    delivery_id: str | None
+    event_type: str
+    body: bytes
+    received_at: float
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    id: int
+    source: str
+    run_id: int
+    status: str
+    summary: str
+    at: float
+
+
+@dataclass(frozen=True)
+class OpLogEntry:
+    id: int
+    run_id: int
+    at: float
+    kind: str
+    detail: dict
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    run_id: int | None
+    owner: str
+    repo: str
+    number: int
+    body: str
+    attempts: int
+
+
+# the model's field order, so rows build RunRecords positionally (a new field needs a migration)
+_RUN_COLS = tuple(f.name for f in dataclasses.fields(RunRecord))
+RUN_SELECT = f"SELECT {', '.join(_RUN_COLS)} FROM runs"
+MUTABLE_RUN_FIELDS = frozenset({"agent", "bottles", "slug", "pr_number", "last_progress_at",
+                                 "last_done_status", "last_done_summary", "pending_prompt",
+                                 "error"})
+SLOT_STATES = tuple(s.value for s in RunState if s.has_process)
+
+
+_STATES = {s.value: s for s in RunState}
+_BOTTLES_AT, _STATE_AT = _RUN_COLS.index("bottles"), _RUN_COLS.index("state")
+
+
+@functools.lru_cache(maxsize=256)
+def _bottles(text: str) -> tuple[str, ...]:
+    # `status` decodes up to 100k rows that share a handful of bottle lists
+    return tuple(json.loads(text))
+
+
+def run_from_row(row: Iterable) -> RunRecord:
+    values = list(row)
+    values[_BOTTLES_AT] = _bottles(values[_BOTTLES_AT])
+    values[_STATE_AT] = _STATES[values[_STATE_AT]]
+    return RunRecord(*values)
+
+
+def list_runs_query(include_destroyed: bool, states: Iterable[RunState] | None,
+                     limit: int | None) -> tuple[str, list] | None:
+    """None when `states` is empty (nothing can match)."""
+    sql, params = RUN_SELECT, []
+    if states is not None:
+        params = [RunState(s).value for s in states]
+        if not params:
+            return None
+        sql += f" WHERE state IN ({', '.join('?' * len(params))})"
+    elif not include_destroyed:
+        sql += " WHERE state != 'destroyed'"
+    sql += " ORDER BY id"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return sql, params
+
+
+def read_runs(path: str | Path, *, include_destroyed: bool = False,
+              states: Iterable[RunState] | None = None,
+              limit: int | None = None) -> list[RunRecord]:
+    """`list_runs` for `status`: opens the file read-only for one query, with no writer
+    thread and no migration, so it is safe beside a serving orchestrator."""
+    query = list_runs_query(include_destroyed, states, limit)
+    if query is None:
+        return []
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=5.0)
+        try:
+            rows = conn.execute(*query).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read runs from {path}: {exc}") from exc
+    return [run_from_row(r) for r in rows]
