@@ -34,5 +34,17 @@ class LayeringTest(unittest.TestCase):
                             imported_modules(package_dir / "bootstrap.py")))
 
 
+
+
+class PackageExportsTest(unittest.TestCase):
+    def test_every_exported_name_imports_from_the_package(self) -> None:
+        import importlib
+        package = importlib.import_module("bot_bottle.orchestrator")
+        for name in package.__all__:
+            self.assertIsNotNone(getattr(package, name), name)
+        with self.assertRaises(AttributeError):
+            package.NoSuchThing  # noqa: B018
+
+
 if __name__ == "__main__":
     unittest.main()
