@@ -256,5 +256,22 @@ class ReconcileTest(DispatcherTest):
         self.assertTrue(any("restarted" in c for c in self.issue_comments(1)))
 
 
+    def test_a_done_signal_relayed_before_the_crash_is_applied_once_after_reconcile(self) -> None:
+        self.gitea.add_issue(OWNER, REPO, "one")
+        run = seed_run(self.store, 1, RunState.RUNNING, slug="acme-widgets-1")
+        self.runner.states["acme-widgets-1"] = "running"
+        self.store.record_done_event("f1", run.id, "done", "finished before the crash",
+                                     self.clock.now(), "done", "f1")
+        self.orch.reconcile()
+        self.orch.process_pending()
+        self.orch.process_pending()
+        after = self.store.get_run(run.id)
+        self.assertEqual((after.state, after.last_done_status, after.last_done_summary),
+                         (RunState.FROZEN, "done", "finished before the crash"))
+        self.assertEqual([c for c in self.runner.calls if c[0] == "freeze"],
+                         [("freeze", "acme-widgets-1")])
+        self.assertEqual(self.store.pending_done_events(), [])
+        self.assertEqual(sum("finished before the crash" in c for c in self.issue_comments(1)), 1)
+
 if __name__ == "__main__":
     unittest.main()
