@@ -50,7 +50,9 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         path = self.path.split("?", 1)[0]
         with g.lock:
-            g.requests.append({"method": method, "path": path, "body": raw.decode("utf-8", "replace"),
+            g.requests.append({"method": method, "path": path,
+                               "query": self.path.split("?", 1)[1] if "?" in self.path else "",
+                               "body": raw.decode("utf-8", "replace"),
                                "headers": {k: v for k, v in self.headers.items()
                                            if k.lower() not in SECRET_HEADERS}})
             fail = g._fail.pop(0) if g._fail else None

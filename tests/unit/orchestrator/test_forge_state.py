@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import tempfile
 import threading
 import unittest
 from pathlib import Path
 
-from bot_bottle.contrib.gitea.forge_state import ForgeState, SqliteForgeStateStore, apply_schema
+from bot_bottle.contrib.gitea.forge_state import (SCHEMA_VERSION, ForgeState, SqliteForgeStateStore,
+                                                  apply_schema)
 
 
 def st(n: int, **kw) -> ForgeState:
@@ -65,3 +67,51 @@ class ForgeStateTests(unittest.TestCase):
         s.put(st(3))
         self.assertEqual(s.get("acme", "widgets", 3), st(3))
         self.assertEqual(conn.execute("PRAGMA user_version").fetchone()[0], 0)
+
+    def test_migrations_set_user_version_and_reopen_keeps_data(self):
+        conn = sqlite3.connect(self.path)
+        self.addCleanup(conn.close)
+        self.assertEqual(conn.execute("PRAGMA user_version").fetchone()[0], SCHEMA_VERSION)
+        self.store.put(st(1))
+        for _ in range(2):
+            again = SqliteForgeStateStore(self.path)
+            self.addCleanup(again.close)
+            self.assertEqual(again.get("acme", "widgets", 1), st(1))
+
+    def test_a_db_at_version_zero_is_migrated(self):
+        path = self.path.with_name("old.sqlite")
+        sqlite3.connect(path).close()
+        s = SqliteForgeStateStore(path)
+        self.addCleanup(s.close)
+        s.put(st(4))
+        self.assertEqual(s.all(), [st(4)])
+
+    def test_key_is_owner_repo_and_issue(self):
+        self.store.put(st(1))
+        self.store.put(st(1, repo="gadgets", slug="g1"))
+        self.store.put(st(1, owner="other", slug="o1"))
+        self.assertEqual(len(self.store.all()), 3)
+        self.assertEqual(self.store.get("acme", "gadgets", 1).slug, "g1")
+        self.assertTrue(self.store.delete("acme", "gadgets", 1))
+        self.assertEqual({(s.owner, s.repo) for s in self.store.all()}, {("acme", "widgets"), ("other", "widgets")})
+
+    def test_state_is_a_frozen_dataclass_with_every_field(self):
+        self.assertEqual([f.name for f in dataclasses.fields(ForgeState)],
+                         ["owner", "repo", "issue_number", "pr_number", "agent", "bottles", "slug", "state",
+                          "created_at", "updated_at", "last_done_status", "last_done_summary"])
+        with self.assertRaises(dataclasses.FrozenInstanceError):
+            st(1).state = "x"
+
+    def test_concurrent_writers_on_two_stores_of_one_file(self):
+        other = SqliteForgeStateStore(self.path)
+        self.addCleanup(other.close)
+
+        def work(store, base):
+            for i in range(25):
+                store.put(st(base + i))
+        ts = [threading.Thread(target=work, args=(s, b)) for s, b in ((self.store, 0), (other, 100))]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual(len(self.store.all()), 50)
