@@ -65,8 +65,9 @@ def median(values) -> float:
 
 
 def machine() -> str:
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return (f"{platform.node()} · {os.cpu_count()} CPUs · Python {platform.python_version()} "
-            f"· {platform.system()} {platform.release()}")
+            f"· {platform.system()} {platform.release()} · load average {load}")
 
 
 def make_home(fake_cli_sleep: float = 0.2) -> Path:

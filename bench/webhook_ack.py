@@ -9,14 +9,15 @@ Owns one measurement, run by hand (not in CI):
 2. `python -m bot_bottle.orchestrator run` (a subprocess; fake Gitea, fake core CLI), whose
    202 means the delivery is in SQLite (WAL, synchronous=FULL);
 3. each at 1 and 16 concurrent senders (threads, one keep-alive `http.client` connection
-   each), with distinct `issue_comment` bodies (~8 KB, all new, none a duplicate) signed
+   each; `--reps` blocks alternating between baseline and ours, pooled), with distinct `issue_comment` bodies (~8 KB, all new, none a duplicate) signed
    like Gitea signs them; reported as req/s, p50, p99 and our/baseline ratios;
 4. how many stored deliveries the dispatcher still has to process after those bursts, and
    how fast it works them off once the senders stop (acknowledged is not yet acted on);
 5. a second, fresh orchestrator with FORGE_MAX_CONCURRENT_RUNS=50 whose fake bottles sleep for
    `--bottle-sleep` seconds: 50 launch-triggering `issues`/`issue_assign` deliveries, then the
-   16-sender measurement while they start ("storm") and again once all 50 run ("steady");
-   their p99 is compared with the first orchestrator's p99 at 16 senders from step 3.
+   16-sender measurement while they start ("storm", compared with one block on the first
+   orchestrator right after it) and, once all 50 run, `--reps` blocks alternating between
+   the first orchestrator (no bottles) and the second (50 bottles running), compared pooled.
 
 Targets printed PASS/FAIL: our p99 ≤ 25 ms at 16 senders; our throughput ≥ 0.5× baseline at
 16 senders; p99 with launches in flight within ±20% of p99 without.
@@ -169,7 +170,10 @@ def blast(port: int, senders: int, work: list[tuple[bytes, dict]]) -> dict:
 def measure(port: int, senders: int, total: int, reps: int, deliveries: Deliveries) -> dict:
     """`reps` runs of `total` requests; latencies pooled, throughput = total / summed wall."""
     blast(port, senders, deliveries.make(min(200, total)))  # warm-up: connections, imports
-    runs = [blast(port, senders, deliveries.make(total)) for _ in range(reps)]
+    return pooled([blast(port, senders, deliveries.make(total)) for _ in range(reps)])
+
+
+def pooled(runs: list[dict]) -> dict:
     flat = [x for r in runs for x in r["lat"]]
     wall = sum(r["wall"] for r in runs)
     return {"n": len(flat), "errors": sum(r["errors"] for r in runs), "rps": len(flat) / wall,
@@ -250,18 +254,25 @@ def main(argv: list[str] | None = None) -> int:
         orch.start()
         deliveries = Deliveries(gitea)
         for senders, total in ((1, args.requests), (16, 16 * args.per_sender)):
-            results[f"base{senders}"] = measure(base_port, senders, total, args.reps, deliveries)
+            for port in (base_port, orch.port):  # warm-up: connections, lazy imports
+                blast(port, senders, deliveries.make(min(200, total)))
+            base_runs, our_runs = [], []
+            for _ in range(args.reps):  # alternating blocks: outside load hits both alike
+                base_runs.append(blast(base_port, senders, deliveries.make(total)))
+                our_runs.append(blast(orch.port, senders, deliveries.make(total)))
+            results[f"base{senders}"] = pooled(base_runs)
+            results[f"ours{senders}"] = pooled(our_runs)
             print(line(f"baseline, {senders} sender(s)", results[f"base{senders}"]), flush=True)
-            results[f"ours{senders}"] = measure(orch.port, senders, total, args.reps, deliveries)
             print(line(f"orchestrator, {senders} sender(s)", results[f"ours{senders}"]), flush=True)
         backlog, rate = drain_rate(orch, 10.0)
         print(f"  dispatcher after the bursts: {backlog} stored deliveries not yet processed, "
               f"worked off at {rate:.0f}/s when idle")
-        orch.stop()
 
         if not args.skip_launches:
-            # launches go to a second, fresh orchestrator (FORGE_MAX_CONCURRENT_RUNS = launches):
-            # the first one's backlog would keep them waiting behind thousands of comments
+            # launches go to a second, fresh orchestrator B (FORGE_MAX_CONCURRENT_RUNS =
+            # launches): A's backlog would keep them waiting behind thousands of comments.
+            # A stays up, and A and B are then measured in alternating blocks, so that load
+            # from elsewhere on the machine hits both alike.
             total16 = 16 * args.per_sender
             orch_b.start()
             measure(orch_b.port, 16, 200, 1, deliveries)  # warm-up, then let it drain
@@ -269,13 +280,21 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.2)
             launch(gitea, orch_b.port, args.launches)
             results["storm"] = blast(orch_b.port, 16, deliveries.make(total16))
-            print(line(f"orch., 16, {args.launches} launches starting", results["storm"]), flush=True)
+            print(line(f"B, 16, {args.launches} launches starting", results["storm"]), flush=True)
+            results["storm_ref"] = blast(orch.port, 16, deliveries.make(total16))
+            print(line("A, 16, right after", results["storm_ref"]), flush=True)
             took = wait_running(orch_b, args.launches, timeout=120)
-            print(f"  ({args.launches} runs in state running {took:.1f}s after the storm measurement)")
-            results["steady"] = measure(orch_b.port, 16, total16, args.reps, deliveries)
-            print(line(f"orch., 16, {args.launches} bottles running", results["steady"]), flush=True)
+            print(f"  ({args.launches} runs in state running {took:.1f}s after the storm)")
+            a_runs, b_runs = [], []
+            for _ in range(args.reps):
+                a_runs.append(blast(orch.port, 16, deliveries.make(total16)))
+                b_runs.append(blast(orch_b.port, 16, deliveries.make(total16)))
+            results["steady_ref"] = pooled(a_runs)
+            results["steady"] = pooled(b_runs)
+            print(line("A, 16, no bottles (alternating)", results["steady_ref"]), flush=True)
+            print(line(f"B, 16, {args.launches} bottles running (alt.)", results["steady"]), flush=True)
             still = sum(1 for r in orch_b.runs() if r["state"] == "running")
-            print(f"  ({still} runs still running after the measurement)")
+            print(f"  ({still} runs still running on B after the measurement)")
     finally:
         orch.stop()
         orch_b.stop()
@@ -292,10 +311,10 @@ def main(argv: list[str] | None = None) -> int:
               f"   p99 {o['p99'] / b['p99']:.2f}x")
     have_launches = "steady" in results
     if have_launches:
-        storm_ratio = results["storm"]["p99"] / o16["p99"]
-        steady_ratio = results["steady"]["p99"] / o16["p99"]
-        print(f"  p99 with launches / without: starting {storm_ratio:.2f}x, running "
-              f"{steady_ratio:.2f}x (without = the first orchestrator at 16 senders)")
+        storm_ratio = results["storm"]["p99"] / results["storm_ref"]["p99"]
+        steady_ratio = results["steady"]["p99"] / results["steady_ref"]["p99"]
+        print(f"  p99 with launches (B) / without (A, measured next to it): starting "
+              f"{storm_ratio:.2f}x, running {steady_ratio:.2f}x")
     print("\ntargets:")
     print(f"  {C.verdict(o16['p99'] <= 25.0)}  durable ack p99 at 16 senders ≤ 25 ms: {o16['p99']:.2f} ms")
     ratio = o16["rps"] / b16["rps"]
