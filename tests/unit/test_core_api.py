@@ -1,6 +1,7 @@
 """bot_bottle.api (start_headless, resume_headless, freeze, destroy, list_bottles) against a
 fake `bwrap` on PATH that records its argv, plays the agent, and exits with a chosen code."""
 
+import contextlib
 import io
 import json
 import os
@@ -110,6 +111,36 @@ class ApiLifecycleTest(ApiTestBase):
         self.assertFalse((self.home / "state" / "ag").exists())
 
 
+class CliOverApiTest(ApiTestBase):
+    def run_cli(self, *argv):
+        from unittest import mock
+        from bot_bottle.cli import main
+        out, err = io.StringIO(), io.StringIO()
+        env = dict(self.environ, BOT_BOTTLE_HOME=str(self.home))
+        with mock.patch.dict(os.environ, env, clear=True), \
+                contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main(list(argv))
+        return rc, out.getvalue(), err.getvalue()
+
+    def test_list_table_and_json(self):
+        self.assertEqual(self.run_cli("list"), (0, "", ""))
+        self.assertEqual(self.run_cli("list", "--json")[:2], (0, "[]\n"))
+        rc, _, err = self.run_cli("start", "ag", "--headless", "--prompt", "p", "--label", "one")
+        self.assertEqual((rc, err.splitlines()[0]), (0, "bot-bottle: slug=one"))
+        rc, out, _ = self.run_cli("list")
+        self.assertEqual(out.split()[:3], ["one", "ag", "exited"])
+        rows = json.loads(self.run_cli("list", "--json")[1])
+        self.assertEqual(set(rows[0]), {"slug", "agent", "label", "backend", "state", "started_at", "frozen_at"})
+        self.assertEqual((rows[0]["label"], rows[0]["backend"]), ("one", "bwrap"))
+
+    def test_commit_and_destroy_messages(self):
+        self.run_cli("start", "ag", "--headless", "--prompt", "p")
+        self.assertEqual(self.run_cli("commit", "ag"), (0, "", "bot-bottle: frozen ag\n"))
+        self.assertEqual(self.run_cli("destroy", "ag"), (0, "", ""))
+        rc, _, err = self.run_cli("destroy", "ag")
+        self.assertEqual((rc, err), (0, "bot-bottle: note: no bottle ag, nothing to destroy\n"))
+
+
 class ApiErrorTest(ApiTestBase):
     def assert_raises(self, exc_type, code, call):
         with self.assertRaises(exc_type) as cm:
@@ -132,6 +163,15 @@ class ApiErrorTest(ApiTestBase):
         self.assert_raises(ManifestError, 2, lambda: api.start_headless(self.home, "broken", "p", environ=self.environ))
         self.assertEqual(self.calls(), [])
         self.assertEqual(self.slugs, [])
+        self.assert_no_state()
+
+    def test_bottles_come_only_from_home_never_from_the_repository(self):
+        src = self.home.parent / "src"
+        for d in (src / "bottles", src / ".bot-bottle" / "bottles"):
+            d.mkdir(parents=True)
+            (d / "evil.toml").write_text(f'dir = "{src}"\nnetwork = "host"\n')
+        err = self.assert_raises(ManifestError, 2, lambda: self.start(bottles=["evil"]))
+        self.assertIn(str(self.home / "bottles" / "evil.toml"), str(err))
         self.assert_no_state()
 
     def test_missing_bwrap_says_how_to_install_it(self):
