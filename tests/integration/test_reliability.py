@@ -5,7 +5,8 @@ with the fake Gitea and the fake core CLI (no bwrap), under crashes, hostile inp
   delivery is stored and processed, none twice, and each launch trigger gives one run;
 - a seeded stdlib fuzzer of bodies, headers, framing and routes: never a 5xx other than 503,
   the process stays up and leaks no threads;
-- slow-loris clients and oversized bodies do not stop the server answering others;
+- slow-loris clients and oversized bodies do not stop the server answering others, and the
+  slow ones are cut at their deadline (threads reclaimed);
 - a DB that cannot be written (file size limit of the process: a full disk) or is locked by
   another writer gives 503, never a 2xx, and the refused delivery is accepted once it can be;
 - Gitea answering 500, hanging (past `FORGE_GITEA_TIMEOUT`) and dropping connections while
@@ -470,8 +471,15 @@ class FuzzTest(_Base):
 
 # ---------------------------------------------------------------------------------------
 class SlowClientsTest(_Base):
+    HANDLER_TIMEOUT = 10.0  # the webhook server's overall deadline for headers, and for a body
+
     def test_slow_loris_and_oversized_bodies_do_not_stop_the_server_answering_others(self) -> None:
         orch = self.orchestrator().start()
+        for _ in range(10):
+            orch.healthz()
+        time.sleep(0.2)
+        threads_before = thread_count(orch.pid)
+        opened = time.monotonic()
         stop = threading.Event()
         self.addCleanup(stop.set)
         socks: list[socket.socket] = []
@@ -538,9 +546,25 @@ class SlowClientsTest(_Base):
         self.assertTrue(streamed and streamed[0] in (413, "ConnectionResetError", "BrokenPipeError"),
                         streamed)
         orch.wait_for(lambda: len(orch.runs()) == 1, what="the run of the served delivery")
+        # and the slow ones do not hold their threads for ever: each is cut at its deadline
+        held = {s for s in socks if s not in oversized}
+        deadline = opened + self.HANDLER_TIMEOUT + 5
+        while held and time.monotonic() < deadline:
+            readable, _, _ = select.select(list(held), [], [], 0.2)
+            for s in readable:
+                try:
+                    if s.recv(65536):
+                        continue  # a 408 first, then the close
+                except OSError:
+                    pass
+                held.discard(s)
+        self.assertEqual(len(held), 0, f"{len(held)} slow connections still open after "
+                         f"{time.monotonic() - opened:.1f}s")
         stop.set()
         for s in socks:
             s.close()
+        orch.wait_for(lambda: thread_count(orch.pid) <= threads_before + 2, timeout=5,
+                      what=f"threads back to {threads_before} (+2)")
         self.assertEqual(orch.stop(), 0, orch.log())
 
 
