@@ -59,6 +59,22 @@ class ForgeContract:
         self.assertEqual(self.forge.user_permission("alice"), "write")
         self.assertEqual(self.forge.user_permission("stranger"), "none")
 
+    def test_read_pr_of_a_plain_issue_and_writes_to_missing_numbers_are_not_found(self):
+        n = self.seed_issue("t")
+        for name, call in (("read_pr", lambda: self.forge.read_pr(n)),
+                           ("read_comments", lambda: self.forge.read_comments(999)),
+                           ("post_comment", lambda: self.forge.post_comment(999, "x")),
+                           ("update_description", lambda: self.forge.update_description(999, "x"))):
+            with self.subTest(name), self.assertRaises(ForgeNotFound):
+                call()
+
+    def test_open_pr_without_head_is_a_validation_error(self):
+        with self.assertRaises(ForgeValidationError):
+            self.forge.open_pr(title="p", body="b", head="", base="main")
+
+    def test_unknown_org_has_no_members(self):
+        self.assertFalse(self.forge.is_org_member("no-such-org", "claude-bot"))
+
 
 class FakeForgeContractTests(ForgeContract, unittest.TestCase):
     def setUp(self):

@@ -61,3 +61,59 @@ class SwaggerContractTests(unittest.TestCase):
                 keys = required or list(json.loads((api / sample).read_text()))
                 self.assertEqual([k for k in keys if k not in obj], [])
                 self.assertEqual(set(obj["user"]), set(json.loads((api / sample).read_text())["user"]))
+
+
+@unittest.skipUnless(SHARED.is_dir(), "shared/gitea reference data not present")
+class SwaggerStatusAndShapeTests(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.spec = json.loads((SHARED / "swagger.v1.json").read_text())
+
+    def test_every_status_the_fake_answers_on_success_is_declared_in_swagger(self):
+        from bot_bottle.contrib.forge.base import ForgeError
+        g = start_fake(self)
+        c = forge_for(g).client
+        n = g.add_issue("acme", "widgets", "t")
+        g.add_org_member("bots", "claude-bot")
+        g.add_org_member("outsiders", "alice")
+        r = "/repos/acme/widgets"
+        calls = [("GET", f"{r}/issues/{n}", None), ("PATCH", f"{r}/issues/{n}", {"body": "b"}),
+                 ("GET", f"{r}/issues/{n}/comments", None), ("POST", f"{r}/issues/{n}/comments", {"body": "x"}),
+                 ("POST", f"{r}/pulls", {"title": "t", "head": "h", "base": "main"}),
+                 ("GET", f"{r}/pulls/{n + 1}", None), ("GET", "/orgs/bots/members/claude-bot", None),
+                 ("GET", "/orgs/bots/members/mallory", None), ("GET", "/orgs/outsiders/members/alice", None),
+                 ("GET", f"{r}/collaborators/claude-bot/permission", None)]
+        seen = set()
+        for method, path, body in calls:
+            with self.subTest(method=method, path=path):
+                try:
+                    status = (c.get(path) if method == "GET" else
+                              getattr(c, method.lower())(path, body)).status
+                except ForgeError as exc:
+                    status = exc.status
+                tpl = _template(path, self.spec["paths"])
+                self.assertIn(str(status), self.spec["paths"][tpl][method.lower()]["responses"])
+                seen.add((method, tpl, status))
+        self.assertIn(("PATCH", "/repos/{owner}/{repo}/issues/{index}", 201), seen)
+        self.assertIn(("GET", "/orgs/{org}/members/{username}", 303), seen)
+        self.assertIn(("GET", "/orgs/{org}/members/{username}", 204), seen)
+        self.assertIn(("GET", "/orgs/{org}/members/{username}", 404), seen)
+
+    def test_fake_objects_use_only_keys_swagger_defines(self):
+        g = start_fake(self)
+        n = g.add_issue("acme", "widgets", "t", assignees=("claude-bot",), labels=("bug",))
+        p = g.add_pr("acme", "widgets", "p")
+        g.add_comment("acme", "widgets", n, "c", "alice")
+        with g.lock:
+            items = g.repos[("acme", "widgets")]["items"]
+            objs = [("Issue", g.issue_json("acme", "widgets", items[n])),
+                    ("PullRequest", g.pull_json("acme", "widgets", items[p])),
+                    ("Comment", g.comment_json("acme", "widgets", n, g.repos[("acme", "widgets")]["comments"][n][0])),
+                    ("User", g.user_json("alice"))]
+        for name, obj in objs:
+            with self.subTest(name):
+                extra = set(obj) - set(self.spec["definitions"][name]["properties"])
+                # README: every user object ends with a duplicate `username` key (not in swagger)
+                self.assertEqual(extra, {"username"} if name == "User" else set())
+        perm = forge_for(g).client.get("/repos/acme/widgets/collaborators/claude-bot/permission").data
+        self.assertEqual(set(perm), set(self.spec["definitions"]["RepoCollaboratorPermission"]["properties"]))
