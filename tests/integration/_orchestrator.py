@@ -170,8 +170,15 @@ class OrchestratorProcess:
             self._reap()
 
     def cleanup(self) -> None:
-        """Kill whatever is left of every process group this object started (for addCleanup)."""
+        """Kill the orchestrator, its descendants (even those in a session of their own) and
+        whatever is left of every process group this object started (for addCleanup)."""
+        strays = _descendants(self.proc.pid) if self.alive() else []
         self.kill()
+        for pid in strays:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         for pgid in self._pgids:
             try:
                 os.killpg(pgid, signal.SIGKILL)
@@ -239,6 +246,31 @@ class OrchestratorProcess:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{self.log()}")
             time.sleep(interval)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of `pid`, from /proc (empty where there is no /proc)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])  # after "pid (comm) state"
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def start_orchestrator(testcase, home: Path, gitea_url: str, **kwargs) -> OrchestratorProcess:
