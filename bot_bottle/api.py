@@ -174,7 +174,10 @@ def destroy(home: Path, slug: str, *, environ: dict) -> bool:
     """Remove the bottle; returns False when there was nothing to remove (still success)."""
     state.check_slug(slug)
     with _lock(home, slug):
-        meta = state.read_metadata(home, slug)
+        try:
+            meta = state.read_metadata(home, slug)
+        except StateConflictError:
+            meta = None   # corrupt metadata: still remove what is there
         d = state.state_dir(home, slug)
         if meta is None and not d.exists():
             return False
@@ -186,7 +189,12 @@ def destroy(home: Path, slug: str, *, environ: dict) -> bool:
 def list_bottles(home: Path) -> list[dict]:
     rows = []
     for slug in state.list_slugs(home):
-        meta = state.read_metadata(home, slug) or {}
+        try:
+            meta = state.read_metadata(home, slug) or {}
+        except StateConflictError:
+            rows.append(dict.fromkeys(("agent", "label", "backend", "started_at", "frozen_at"))
+                        | {"slug": slug, "state": "corrupt"})
+            continue
         st = meta.get("state")
         if st != "frozen":
             st = "running" if state.pid_alive(meta.get("pid")) else "exited"

@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import StateConflictError, UsageError
 
 MAX_SLUG = 63
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -33,11 +33,18 @@ def state_dir(home: Path, slug: str) -> Path:
 
 
 def read_metadata(home: Path, slug: str) -> dict | None:
+    """The bottle's metadata, None when there is none; StateConflictError when it is unreadable."""
+    path = state_dir(home, slug) / "metadata.json"
     try:
-        with open(state_dir(home, slug) / "metadata.json", encoding="utf-8") as fh:
-            return json.load(fh)
+        with open(path, encoding="utf-8") as fh:
+            meta = json.load(fh)
     except FileNotFoundError:
         return None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StateConflictError(f"{path}: corrupt metadata ({exc}); destroy the bottle") from exc
+    if not isinstance(meta, dict):
+        raise StateConflictError(f"{path}: corrupt metadata (not a JSON object); destroy the bottle")
+    return meta
 
 
 def write_metadata(home: Path, slug: str, meta: dict) -> None:

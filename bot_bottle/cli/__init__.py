@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .. import api
-from ..errors import BottleError, UsageError
+from ..errors import BackendError, BottleError, UsageError
 
 
 EPILOG = """environment:
@@ -19,7 +19,7 @@ exit codes:
   0  success (start/resume: the agent's own exit code, 128+N if killed by signal N)
   2  usage or manifest error (missing agent/bottle, bad TOML, label giving an empty slug)
   3  state conflict (slug in use, unknown slug, resume of a never-frozen or running bottle)
-  4  backend failure (bwrap, docker or git missing, clone failure)
+  4  backend failure (bwrap, docker or git missing, clone failure, an OS error on the host)
 errors are one line on stderr: 'bot-bottle: error: ...'"""
 
 
@@ -90,5 +90,8 @@ def main(argv=None) -> int:
     except BottleError as exc:
         print(f"bot-bottle: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # the host refused: unwritable home, disk full, ...
+        print(f"bot-bottle: error: {exc}", file=sys.stderr)
+        return BackendError.exit_code
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0

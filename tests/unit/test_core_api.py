@@ -141,6 +141,30 @@ class CliOverApiTest(ApiTestBase):
         self.assertEqual((rc, err), (0, "bot-bottle: note: no bottle ag, nothing to destroy\n"))
 
 
+    def test_host_os_errors_are_one_line_exit_4(self):
+        (self.home / "state").write_text("not a directory\n")
+        rc, out, err = self.run_cli("start", "ag", "--headless", "--prompt", "p")
+        self.assertEqual((rc, out), (4, ""))
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertTrue(err.startswith("bot-bottle: error: "), err)
+
+    def test_corrupt_metadata_is_a_conflict_listed_as_corrupt_and_destroyable(self):
+        self.run_cli("start", "ag", "--headless", "--prompt", "p")
+        self.run_cli("commit", "ag")
+        (self.home / "state" / "ag" / "metadata.json").write_text("{not json")
+        for argv in (("resume", "ag", "--headless", "--prompt", "p"), ("commit", "ag")):
+            with self.subTest(argv=argv):
+                rc, _, err = self.run_cli(*argv)
+                self.assertEqual(rc, 3)
+                self.assertEqual(len(err.strip().splitlines()), 1, err)
+                self.assertIn("corrupt metadata", err)
+        self.assertEqual([(r["slug"], r["state"]) for r in json.loads(self.run_cli("list", "--json")[1])],
+                         [("ag", "corrupt")])
+        self.assertEqual(self.run_cli("list")[0], 0)
+        self.assertEqual(self.run_cli("destroy", "ag")[:2], (0, ""))
+        self.assertFalse((self.home / "state" / "ag").exists())
+
+
 class ApiErrorTest(ApiTestBase):
     def assert_raises(self, exc_type, code, call):
         with self.assertRaises(exc_type) as cm:
@@ -172,6 +196,32 @@ class ApiErrorTest(ApiTestBase):
             (d / "evil.toml").write_text(f'dir = "{src}"\nnetwork = "host"\n')
         err = self.assert_raises(ManifestError, 2, lambda: self.start(bottles=["evil"]))
         self.assertIn(str(self.home / "bottles" / "evil.toml"), str(err))
+        self.assert_no_state()
+
+    def test_agent_without_bottles_is_a_manifest_error(self):
+        (self.home / "agents" / "lonely.toml").write_text('provider = "claude"\nbottles = []\n')
+        err = self.assert_raises(ManifestError, 2,
+                                 lambda: api.start_headless(self.home, "lonely", "p", environ=self.environ))
+        self.assertIn("no bottles", str(err))
+        self.assert_no_state()
+
+    def test_destroy_stops_a_running_bottle_and_removes_everything(self):
+        import threading
+        import time
+        (self.bin / "bwrap").write_text("#!/bin/sh\nexec sleep 30\n")
+        result = []
+        t = threading.Thread(target=lambda: result.append(self.start()))
+        t.start()
+        self.addCleanup(t.join, 10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            meta_file = self.home / "state" / "ag" / "metadata.json"
+            if meta_file.exists() and json.loads(meta_file.read_text()).get("pid"):
+                break
+            time.sleep(0.02)
+        self.assertTrue(api.destroy(self.home, "ag", environ=self.environ))
+        t.join(10)
+        self.assertEqual(result, [128 + 15])
         self.assert_no_state()
 
     def test_missing_bwrap_says_how_to_install_it(self):
