@@ -80,25 +80,32 @@ class Orchestrator:
 
     def process_pending(self) -> None:
         with self._pass_lock:
-            self._deliveries()
+            while self._deliveries():  # a backlog drains now, not one batch per wake-up
+                pass
             self._done_events()
             self._fill_slots()
             self._executor.drain_outbox(self._forge_factory, self._clock(), self._outbox_backoff)
 
-    def _deliveries(self) -> None:
-        for delivery in self._store.pending_deliveries(100):
+    def _deliveries(self, batch: int = 100) -> bool:
+        """One batch in arrival order; True when a full batch was done (more may wait)."""
+        pending = self._store.pending_deliveries(batch)
+        for delivery in pending:
             try:
                 outcome, why = self._handle_delivery(delivery.event_type, delivery.body)
             except ForgeUnavailable as exc:
                 log.warning("forge unavailable, delivery %s retried later: %s",
                             delivery.delivery_id, exc)
-                return
+                return False
             except (ForgeError, OrchestratorError) as exc:
                 outcome, why = "error", str(exc)
+            except Exception as exc:  # a poison delivery must not block every later one
+                log.exception("delivery %s could not be handled", delivery.delivery_id)
+                outcome, why = "error", f"{type(exc).__name__}: {exc}"
             # the stored outcome is a small fixed vocabulary (it labels /metrics); why is logged
             log.log(logging.ERROR if outcome == "error" else logging.INFO, "delivery %s (%s): %s: %s",
                     delivery.delivery_id, delivery.event_type, outcome, why)
             self._store.mark_delivery_processed(delivery.seq, outcome)
+        return len(pending) == batch
 
     def _handle_delivery(self, event_type: str, body: bytes) -> tuple[str, str]:
         try:

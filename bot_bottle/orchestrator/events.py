@@ -214,11 +214,23 @@ def _optional_obj(parent: dict, key: str, where: str) -> dict | None:
     return value
 
 
+def _clean(value: str) -> str:
+    """JSON may carry what neither an argv nor SQLite takes: a NUL, a lone surrogate escape.
+    Both become U+FFFD here, at the boundary, so nothing downstream meets them."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in value)
+    return value
+
+
 def _str(parent: dict, key: str, where: str) -> str:
     value = parent.get(key)
     if not isinstance(value, str):
         raise EventShapeError(f"{where}.{key} is {_kind(value)}, not a string")
-    return value
+    return _clean(value)
 
 
 def _text(parent: dict, key: str, where: str) -> str:
@@ -228,7 +240,7 @@ def _text(parent: dict, key: str, where: str) -> str:
         return ""
     if not isinstance(value, str):
         raise EventShapeError(f"{where}.{key} is {_kind(value)}, not a string")
-    return value
+    return _clean(value)
 
 
 def _int(parent: dict, key: str, where: str) -> int:

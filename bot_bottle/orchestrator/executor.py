@@ -126,8 +126,8 @@ class Executor:
             try:
                 result = self._runner.start(agent=run.agent, bottles=run.bottles, label=run.label,
                                             prompt=prompt, env=self._env(run), on_slug=on_slug)
-            except OrchestratorError as exc:
-                self.event(run.id, L.RunnerFailed(str(exc)))
+            except Exception as exc:  # whatever went wrong, the run must not stay `starting`
+                self._failed(run.id, exc)
                 return
             self.event(run.id, L.BottleExited(result.exit_code))
         self._spawn(work)
@@ -136,10 +136,18 @@ class Executor:
         try:
             self._store.transition(run.id, RunState.RUNNING, now=self._clock(), reason="resumed")
             result = self._runner.resume(slug=run.slug, prompt=prompt, env=self._env(run))
-        except OrchestratorError as exc:
-            self.event(run.id, L.RunnerFailed(str(exc)))
+        except Exception as exc:  # whatever went wrong, the run must not stay `resuming`
+            self._failed(run.id, exc)
             return
         self.event(run.id, L.BottleExited(result.exit_code))
+
+    def _failed(self, run_id: int, exc: Exception) -> None:
+        if not isinstance(exc, OrchestratorError):
+            log.exception("bottle worker for run %s failed", run_id)
+        try:
+            self.event(run_id, L.RunnerFailed(str(exc) or type(exc).__name__))
+        except Exception:  # the store itself is failing: reconcile picks the run up on restart
+            log.exception("could not record the failure of run %s", run_id)
 
     def event(self, run_id: int, event) -> RunRecord:
         with self._lock(run_id):

@@ -56,6 +56,19 @@ def _check(kind: str, value: str, pattern: re.Pattern[str]) -> str:
     return value
 
 
+# Linux refuses one argv string over 32 pages (MAX_ARG_STRLEN, 128 KiB); say so plainly
+MAX_PROMPT_BYTES = 128 * 1024 - 1
+
+
+def _check_prompt(prompt: str) -> None:
+    size = len(prompt.encode("utf-8", "replace"))
+    if size > MAX_PROMPT_BYTES:
+        raise RunnerError(f"the prompt is {size} bytes; a prompt may have at most "
+                          f"{MAX_PROMPT_BYTES} (shorten the issue or comment)")
+    if "\x00" in prompt:
+        raise RunnerError("the prompt contains a NUL character")
+
+
 def sanitized_env(base: Mapping[str, str], extra: Mapping[str, str] = {}) -> dict[str, str]:
     """`base` without forge secrets, plus the run variables of `extra` (others refused)."""
     unknown = set(extra) - RUN_ENV_VARS
@@ -77,9 +90,12 @@ class SubprocessBottleRunner:
 
     def _blocking(self, args: list[str], env: Mapping[str, str],
                   on_slug: Callable[[str], None] | None) -> BottleExit:
-        proc = subprocess.Popen(self._cli + args, env=sanitized_env(self._env, env),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, errors="replace")
+        try:
+            proc = subprocess.Popen(self._cli + args, env=sanitized_env(self._env, env),
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True, errors="replace")
+        except (OSError, ValueError) as exc:  # missing CLI, argv too long, NUL in argv
+            raise RunnerError(f"cannot run bot-bottle {args[0]}: {exc}") from exc
         slug: str | None = None
         error: str | None = None
         assert proc.stderr is not None
@@ -100,6 +116,7 @@ class SubprocessBottleRunner:
         return BottleExit(slug, code)
 
     def start(self, *, agent, bottles, label, prompt, env, on_slug) -> BottleExit:
+        _check_prompt(prompt)
         args = ["start", _check("agent", agent, _NAME_RE), "--headless", "--label", label,
                 "--prompt", prompt]
         for bottle in bottles:
@@ -107,6 +124,7 @@ class SubprocessBottleRunner:
         return self._blocking(args, env, on_slug)
 
     def resume(self, *, slug, prompt, env) -> BottleExit:
+        _check_prompt(prompt)
         args = ["resume", _check("slug", slug, _SLUG_RE), "--headless", "--prompt", prompt]
         return self._blocking(args, env, None)
 
@@ -117,6 +135,8 @@ class SubprocessBottleRunner:
                                   timeout=self._timeout)
         except subprocess.TimeoutExpired as exc:
             raise RunnerError(f"bot-bottle {args[0]} timed out after {self._timeout}s") from exc
+        except (OSError, ValueError) as exc:
+            raise RunnerError(f"cannot run bot-bottle {args[0]}: {exc}") from exc
         if done.returncode != 0:
             lines = [ln for ln in done.stderr.splitlines() if ln.startswith(ERROR_PREFIX)]
             reason = lines[0][len(ERROR_PREFIX):] if lines else f"exit {done.returncode}"

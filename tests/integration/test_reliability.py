@@ -14,7 +14,7 @@ with the fake Gitea and the fake core CLI (no bwrap), under crashes, hostile inp
 - the same trigger delivered twice, redelivered with a new id, replayed out of order and
   raced from several threads: exactly one run;
 - issue text that cannot go into an argv or SQLite as is (NUL, lone surrogate, 200 KB) never
-  leaves a run stuck in `starting` (a known failure for now, marked expectedFailure).
+  leaves a run stuck in `starting`.
 
 Bounded: the whole file runs in well under 90 s on 2 cores. `CI` set → 5,000 fuzz cases.
 """
@@ -805,12 +805,6 @@ class HostileIssueTextTest(_Base):
     (over Linux's 128 KiB limit for one argument). Each run must end somewhere (running,
     frozen, or failed with a comment saying why), never hang in `starting` holding a slot."""
 
-    # Known failure, to be removed with the fix (an unexpected success then fails the suite):
-    # `SubprocessBottleRunner` lets Popen's ValueError (NUL) and OSError (E2BIG) escape, so the
-    # executor's worker thread dies and the run stays `starting` for good; and a lone surrogate
-    # makes `update_run(pending_prompt=...)` raise UnicodeEncodeError (not a StoreError) after
-    # `create_run`, failing the dispatch pass and leaving a run without its prompt.
-    @unittest.expectedFailure
     def test_issue_text_that_cannot_be_passed_on_never_leaves_a_run_stuck(self) -> None:
         g = self.gitea
         orch = self.orchestrator(FORGE_MAX_CONCURRENT_RUNS=1).start()

@@ -160,6 +160,25 @@ class LaunchTest(DispatcherTest):
         self.wait_state(n, RunState.RUNNING)
 
 
+class FailureTest(DispatcherTest):
+    def test_a_bottle_that_cannot_start_fails_the_run_with_a_comment_and_frees_the_slot(self) -> None:
+        self.runner.fail_with = RuntimeError("exec format error")
+        n = self.new_issue()
+        run = self.wait_state(n, RunState.FAILED)
+        self.assertIn("exec format error", run.error)
+        self.wait(lambda: any("exec format error" in c for c in self.issue_comments(n)))
+        self.assertEqual(self.store.slot_holders(), 0)
+
+    def test_a_backlog_drains_in_one_pass_and_a_poison_delivery_blocks_nothing(self) -> None:
+        for i in range(250):
+            self.store.record_delivery(f"b{i}", "issues", b'{"action": "edited"}' + b" " * i, 0.0)
+        self.store.record_delivery("poison", "issues", b'{"action": "assigned", "issue": 7}', 0.0)
+        n = self.new_issue()
+        self.assertEqual(self.store.pending_deliveries(10), [])
+        self.wait_state(n, RunState.RUNNING)
+        self.assertEqual(self.store.delivery_counts().get("bad_shape"), 1)
+
+
 class ConcurrencyTest(DispatcherTest):
     max_concurrent = 2
 

@@ -101,6 +101,15 @@ class IssueEventTests(unittest.TestCase):
             title="Widgets crash on empty input", body=payload["issue"]["body"], labels=(),
             assignees=(), sender="alice", state="open", is_pull=False))
 
+    def test_nul_and_lone_surrogates_become_replacement_characters(self):
+        payload = load("issues-opened.json")
+        payload["issue"]["title"] = "nul \x00 here"
+        payload["issue"]["body"] = "lone SURROGATE here"
+        raw = json.dumps(payload).replace("SURROGATE", "\\ud800").encode()
+        event = E.parse_delivery("issues", raw)
+        self.assertEqual((event.title, event.body), ("nul \ufffd here", "lone \ufffd here"))
+        (event.title + event.body).encode("utf-8")  # encodable: SQLite and an argv take it
+
     def test_assigned_issue_lists_assignees_from_the_issue(self):
         event = E.parse_event("issue_assign", load("issues-assigned.json"))
         self.assertEqual(event.action, "assigned")

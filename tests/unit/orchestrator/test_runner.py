@@ -67,6 +67,23 @@ class SubprocessBottleRunnerTest(unittest.TestCase):
         self.assertNotIn("FORGE_WEBHOOK_SECRET", call["env"])
         self.assertEqual(call["env"]["BOT_BOTTLE_FORGE_RUN_TOKEN"], "run-tok")
 
+    def test_a_cli_that_cannot_be_started_is_a_runner_error(self) -> None:
+        missing = SubprocessBottleRunner([str(self.dir / "no-such-cli")], self.base_env)
+        with self.assertRaisesRegex(RunnerError, "cannot run bot-bottle start"):
+            self.start(missing, [])
+        with self.assertRaisesRegex(RunnerError, "cannot run bot-bottle commit"):
+            missing.freeze("acme-widgets-42")
+
+    def test_prompts_no_argv_can_carry_are_refused_before_spawning(self) -> None:
+        runner = self.runner()
+        env = {"BOT_BOTTLE_FORGE_SOCKET": "/s", "BOT_BOTTLE_FORGE_RUN_TOKEN": "t"}
+        with self.assertRaisesRegex(RunnerError, "at most"):
+            runner.start(agent="claude", bottles=[], label="l", prompt="x" * 200_000, env=env,
+                         on_slug=lambda s: None)
+        with self.assertRaisesRegex(RunnerError, "NUL"):
+            runner.resume(slug="acme-widgets-42", prompt="a\x00b", env=env)
+        self.assertFalse(self.record.exists(), "nothing was spawned")
+
     def test_cli_error_line_becomes_runner_error_with_its_message(self) -> None:
         with self.assertRaisesRegex(RunnerError, "agent 'nope' not found"):
             self.start(self.runner(FAKE_MODE="error"), [])
