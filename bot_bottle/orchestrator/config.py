@@ -14,9 +14,13 @@ from urllib.parse import urlsplit
 
 from bot_bottle.orchestrator.model import OrchestratorError
 
-# variables a child `bot-bottle` CLI may inherit; never FORGE_TOKEN / FORGE_WEBHOOK_SECRET
-CHILD_ENV_KEYS = ("PATH", "PYTHONPATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "USER",
-                  "LOGNAME", "TZ", "XDG_RUNTIME_DIR", "BOT_BOTTLE_HOME")
+# The core CLI inherits the orchestrator's environment except these: the orchestrator's own
+# settings (FORGE_*: the Gitea token and webhook secret among them) and systemd's service
+# variables. The CLI is host code we trust; a bottle sees only what its manifests name, so a
+# provider key such as ANTHROPIC_API_KEY can live in the service's EnvironmentFile.
+CHILD_ENV_EXCLUDED_PREFIXES = ("FORGE_",)
+CHILD_ENV_EXCLUDED = frozenset({"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
+                                "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "INVOCATION_ID"})
 
 
 class ConfigError(OrchestratorError):
@@ -78,7 +82,8 @@ class Config:
             cli = ()
         if problems:
             raise ConfigError(problems)
-        child = {k: environ[k] for k in CHILD_ENV_KEYS if k in environ}
+        child = {k: v for k, v in environ.items()
+                 if k not in CHILD_ENV_EXCLUDED and not k.startswith(CHILD_ENV_EXCLUDED_PREFIXES)}
         child["BOT_BOTTLE_HOME"] = home
         return cls(
             home=home, gitea_url=url, agent_org=required["FORGE_AGENT_ORG"],

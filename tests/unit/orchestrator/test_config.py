@@ -50,6 +50,16 @@ class ConfigTests(unittest.TestCase):
         self.assertEqual(config.child_env["PATH"], "/usr/bin")
         self.assertEqual(config.cli, ("bb", "--x", "a b"))
 
+    def test_child_env_is_ours_minus_forge_settings_and_systemd_variables(self):
+        env = {**GOOD, "ANTHROPIC_API_KEY": "sk-1", "NOTIFY_SOCKET": "/run/n",
+               "WATCHDOG_USEC": "1", "FORGE_SOMETHING_NEW": "x"}
+        child = Config.from_env(env).child_env
+        self.assertEqual(child["ANTHROPIC_API_KEY"], "sk-1")
+        self.assertEqual(child["BOT_BOTTLE_HOME"], "/home/u/.bot-bottle")
+        self.assertFalse([k for k in child if k.startswith("FORGE_")])
+        self.assertNotIn("NOTIFY_SOCKET", child)
+        self.assertNotIn("WATCHDOG_USEC", child)
+
 
 if __name__ == "__main__":
     unittest.main()
