@@ -128,6 +128,8 @@ def metrics_text(run_counts: Mapping[str, int], delivery_counts: Mapping[str, in
 
 def _printable(text: str) -> str:
     """One terminal cell: control characters (newlines, escapes) would break the table."""
+    if text.isprintable():  # nearly every cell: checked in C, no per-character loop
+        return text
     return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
