@@ -11,10 +11,12 @@ import secrets
 import threading
 from typing import Callable
 
+from bot_bottle.contrib.forge.base import ForgeNotFound, ForgeScopeError, ForgeValidationError
 from bot_bottle.orchestrator import lifecycle as L
 from bot_bottle.orchestrator.model import OrchestratorError, RunRecord, RunState
 
 log = logging.getLogger(__name__)
+PERMANENT_FORGE_ERRORS = (ForgeNotFound, ForgeValidationError, ForgeScopeError)
 
 SIDECAR_HELP = (
     "\n\n---\nYou reach the forge only through the bot-bottle sidecar: HTTP over the Unix socket "
@@ -155,17 +157,26 @@ class Executor:
             return self.apply(run, L.decide(run, event))
 
     def drain_outbox(self, forge_factory, now: float, backoff: float = 30.0) -> int:
+        """Send due comments in order. A refusal that cannot change (404, 422, out of scope)
+        drops the comment; any other failure retries it later, waiting twice as long each
+        time up to 32 × `backoff`, and defers the rest of this pass (the forge is likely down)."""
         sent = 0
         failure: str | None = None
         for item in self._store.due_outbox(now):
-            if failure is not None:  # the forge is most likely down: don't wait on every item
+            delay = backoff * 2 ** min(item.attempts, 5)
+            if failure is not None:
                 self._store.mark_outbox_retry(item.id, now + backoff, failure)
                 continue
             try:
                 forge_factory(item.owner, item.repo).post_comment(item.number, item.body)
+            except PERMANENT_FORGE_ERRORS as exc:
+                log.error("dropping comment %s on %s/%s#%s: %s", item.id, item.owner, item.repo,
+                          item.number, exc)
+                self._store.mark_outbox_dropped(item.id, now, str(exc))
+                continue
             except Exception as exc:  # ForgeError or I/O: retry later, never lose it
                 failure = str(exc)
-                self._store.mark_outbox_retry(item.id, now + backoff, failure)
+                self._store.mark_outbox_retry(item.id, now + delay, failure)
                 continue
             self._store.mark_outbox_sent(item.id, now)
             sent += 1

@@ -440,7 +440,8 @@ class SqliteRunStore:
     def due_outbox(self, now: float) -> list[OutboxItem]:
         """Unsent comments whose next attempt is due, oldest first (comments keep their order)."""
         rows = self._rows("SELECT id, run_id, owner, repo, number, body, attempts FROM outbox "
-                          "WHERE sent_at IS NULL AND next_attempt_at <= ? ORDER BY id", (now,))
+                          "WHERE sent_at IS NULL AND dropped_at IS NULL AND next_attempt_at <= ? "
+                          "ORDER BY id", (now,))
         return [OutboxItem(*r) for r in rows]
 
     def mark_outbox_sent(self, item_id: int, now: float) -> None:
@@ -451,6 +452,12 @@ class SqliteRunStore:
         self._outbox_update("UPDATE outbox SET next_attempt_at = ?, last_error = ?, "
                             "attempts = attempts + 1 WHERE id = ?",
                             (next_attempt_at, error, item_id))
+
+    def mark_outbox_dropped(self, item_id: int, now: float, error: str) -> None:
+        """A comment the forge will never take (the issue is gone, the body refused): kept
+        for the record, never retried."""
+        self._outbox_update("UPDATE outbox SET dropped_at = ?, last_error = ?, "
+                            "attempts = attempts + 1 WHERE id = ?", (now, error, item_id))
 
     def _outbox_update(self, sql: str, params: tuple) -> None:
         with self._atomic() as conn:

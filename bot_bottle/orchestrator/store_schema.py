@@ -92,9 +92,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     next_attempt_at REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
-    sent_at REAL
+    sent_at REAL,
+    dropped_at REAL
 );
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at) WHERE sent_at IS NULL;
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at)
+    WHERE sent_at IS NULL AND dropped_at IS NULL;
 """
 
 

@@ -73,6 +73,24 @@ class ExecutorTest(unittest.TestCase):
         self.assertEqual(self.ex.drain_outbox(lambda o, r: self.forge, now), 0)  # backing off
         self.assertEqual(self.ex.drain_outbox(lambda o, r: self.forge, now + 31), 2)
 
+    def test_outbox_backs_off_exponentially_and_drops_what_the_forge_will_never_take(self) -> None:
+        run = self.launch()
+        now = self.clock.now()
+        self.ex.drain_outbox(lambda o, r: self.forge, now)  # what the launch itself said
+        self.ex.apply(self.store.get_run(run.id), [L.Comment(self.issue, "hello")])
+
+        class Down:
+            def post_comment(self, number, body):
+                raise ForgeUnavailable("502")
+        self.ex.drain_outbox(lambda o, r: Down(), now, backoff=10)  # 1st failure: +10 s
+        self.ex.drain_outbox(lambda o, r: Down(), now + 10, backoff=10)  # 2nd: +20 s
+        self.assertEqual(self.ex.drain_outbox(lambda o, r: self.forge, now + 29, backoff=10), 0)
+        self.assertEqual(self.ex.drain_outbox(lambda o, r: self.forge, now + 30, backoff=10), 1)
+
+        self.ex.apply(self.store.get_run(run.id), [L.Comment(999, "on an issue that is gone")])
+        self.assertEqual(self.ex.drain_outbox(lambda o, r: self.forge, now + 31), 0)
+        self.assertEqual(self.store.due_outbox(now + 10_000), [], "dropped, never retried")
+
 
 if __name__ == "__main__":
     unittest.main()
