@@ -6,6 +6,7 @@ Standard library only (`urllib.request`). The token is never logged.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import socket
@@ -88,7 +89,8 @@ class GiteaClient:
                 if not isinstance(err, ForgeUnavailable):
                     raise err from exc
                 last = err
-            except (urllib.error.URLError, OSError, socket.timeout, ValueError) as exc:
+            except (urllib.error.URLError, OSError, socket.timeout, http.client.HTTPException,
+                    ValueError) as exc:
                 if isinstance(exc, ValueError) and not isinstance(exc, json.JSONDecodeError):
                     raise
                 reason = getattr(exc, "reason", exc)

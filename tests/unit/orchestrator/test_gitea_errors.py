@@ -4,6 +4,7 @@ token kept out of logs and errors."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import unittest
 from urllib.parse import parse_qs
@@ -224,6 +225,48 @@ class TokenHygieneTests(_Base):
         f = GiteaForge(GiteaClient(self.g.url + "/", TOKEN, timeout=0.5), "acme", "widgets")
         self.assertEqual(f.read_issue(self.n).number, self.n)
         self.assertEqual(self.g.requests[-1]["path"], f"/api/v1/repos/acme/widgets/issues/{self.n}")
+
+
+
+class BrokenServerTests(unittest.TestCase):
+    """A server that breaks HTTP itself (truncated body, garbage status line, non-JSON) still
+    gives a ForgeUnavailable, never a raw http.client/json error; reads are retried."""
+
+    def serve(self, answer: bytes):
+        import socket
+        import threading
+        srv = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(srv.close)
+        hits = []
+
+        def loop():
+            try:
+                while True:
+                    conn, _ = srv.accept()
+                    with conn:
+                        conn.recv(65536)
+                        hits.append(1)
+                        conn.sendall(answer)
+            except OSError:
+                pass
+        threading.Thread(target=loop, daemon=True).start()
+        client = GiteaClient(f"http://127.0.0.1:{srv.getsockname()[1]}", TOKEN, timeout=2, retries=2,
+                             sleep=lambda s: None)
+        return GiteaForge(client, "acme", "widgets"), hits
+
+    def test_broken_answers_are_unavailable_and_retried(self):
+        log = logging.getLogger("bot_bottle.contrib.gitea.client")
+        for name, answer in (
+                ("truncated body", b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"number\": 1"),
+                ("garbage status line", b"SPEAKING NO HTTP\r\n\r\n"),
+                ("not json", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n<html")):
+            with self.subTest(name):
+                forge, hits = self.serve(answer)
+                with self.assertLogs(log, level="WARNING") if name != "not json" else contextlib.nullcontext():
+                    with self.assertRaises(ForgeUnavailable) as cm:
+                        forge.read_issue(1)
+                self.assertNotIn(TOKEN, str(cm.exception))
+                self.assertEqual(len(hits), 1 if name == "not json" else 3)
 
 
 if __name__ == "__main__":
