@@ -148,8 +148,12 @@ class _Handler(BaseHTTPRequestHandler):
         log.info("sidecar %s", format % args)
 
     def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
+        raw_length = (self.headers.get("Content-Length") or "0").strip()
+        length = int(raw_length) if raw_length.isdigit() else -1
+        if length < 0:
+            status, payload = _err(400, "Content-Length must be a non-negative integer")
+            self.close_connection = True
+        elif length > MAX_BODY:
             status, payload = _err(413, "body over 1 MiB")
             self.close_connection = True
         else:

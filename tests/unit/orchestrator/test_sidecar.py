@@ -100,5 +100,16 @@ class SidecarTest(unittest.TestCase):
                          {"run_id": 7, "status": "done", "summary": "opened PR"})
 
 
+    def test_bad_content_length_is_400_not_a_hang(self) -> None:
+        for value in ("-5", "abc"):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+                raw.settimeout(5)
+                raw.connect(self.sock)
+                raw.sendall(f"POST /done HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-7\r\n"
+                            f"Content-Length: {value}\r\n\r\n".encode())
+                self.assertTrue(raw.recv(4096).startswith(b"HTTP/1.1 400"), value)
+        self.assertFalse((self.dir / "queue").exists())
+
+
 if __name__ == "__main__":
     unittest.main()
