@@ -144,5 +144,35 @@ class GiteaForgeTests(unittest.TestCase):
                          + repr(self.f.client))
 
 
+
+class ParseSamplesTests(unittest.TestCase):
+    """The adapter's parsers read Gitea's real-shaped API answers in shared/gitea/api."""
+
+    def load(self, name):
+        import json
+        from ._gitea_helpers import SHARED
+        path = SHARED / "api" / name
+        if not path.exists():
+            self.skipTest("shared/gitea reference data not present")
+        return json.loads(path.read_text())
+
+    def test_issue_pull_and_comments_samples_parse(self):
+        from bot_bottle.contrib.gitea.client import parse_comment, parse_issue, parse_pr
+        i = parse_issue(self.load("GET-issue-42.json"))
+        self.assertEqual((i.number, i.title, i.state, i.labels, i.assignees, i.is_pull, i.user.login),
+                         (42, "Widgets crash on empty input", "open", ("agent", "bug"), ("claude-bot",),
+                          False, "alice"))
+        self.assertTrue(parse_issue(self.load("GET-issue-43-is-a-pull.json")).is_pull)
+        self.assertEqual(parse_issue(self.load("PATCH-issue-42-201.json")).number, 42)
+        pr = parse_pr(self.load("GET-pull-43.json"))
+        self.assertEqual((pr.number, pr.head_ref, pr.base_ref, pr.merged, pr.state, pr.user.login),
+                         (43, "fix/empty-input", "main", False, "open", "bob"))
+        self.assertTrue(pr.body.startswith("Fixes #42."))
+        cs = [parse_comment(c) for c in self.load("GET-issue-42-comments.json")]
+        self.assertEqual([(c.id, c.user.login) for c in cs], [(1001, "alice"), (1003, "claude-bot")])
+        c = parse_comment(self.load("POST-issue-42-comment-201.json"))
+        self.assertEqual((c.id, c.user.login, c.user.id), (1003, "claude-bot", 9))
+
+
 if __name__ == "__main__":
     unittest.main()
