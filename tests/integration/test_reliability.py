@@ -4,7 +4,8 @@ with the fake Gitea and the fake core CLI (no bwrap), under crashes, hostile inp
 - kill -9 during bursts of signed deliveries (10 cycles on one DB): every acknowledged
   delivery is stored and processed, none twice, and each launch trigger gives one run;
 - a seeded stdlib fuzzer of bodies, headers, framing and routes: never a 5xx other than 503,
-  the process stays up and leaks no threads;
+  the process stays up and leaks no threads; a non-ASCII signature header is a plain 401
+  (known failure for now: it logs a TypeError traceback; marked expectedFailure);
 - slow-loris clients and oversized bodies do not stop the server answering others, and the
   slow ones are cut at their deadline (threads reclaimed);
 - a DB that cannot be written (file size limit of the process: a full disk) or is locked by
@@ -407,6 +408,28 @@ class FuzzTest(_Base):
         for crash in ("dispatch pass failed", "handler failed", "Logging error"):
             self.assertNotIn(crash, log)
         self.assertEqual(orch.stop(), 0, orch.log())
+
+    # Known failure, to be removed with the fix (an unexpected success then fails the suite):
+    # `contrib.gitea.signature.verify_signature` hands a non-ASCII header to
+    # `hmac.compare_digest`, which raises TypeError; the app still answers 401 but logs an
+    # ERROR with a traceback, so any client can flood the log with them.
+    @unittest.expectedFailure
+    def test_a_non_ascii_signature_is_a_plain_401_without_a_logged_crash(self) -> None:
+        orch = self.orchestrator().start()
+        body = b'{"action": "opened"}'
+        for sig in ("\u00e9" * 64, "sha256=\u00fc", "\u00ff" + sign(orch.secret, body)[1:]):
+            conn = http.client.HTTPConnection("127.0.0.1", orch.port, timeout=5)
+            conn.putrequest("POST", "/webhook", skip_accept_encoding=True)
+            conn.putheader("X-Gitea-Event-Type", "issues")
+            conn.putheader("X-Gitea-Signature", sig.encode("latin-1"))
+            conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body)
+            self.assertEqual(conn.getresponse().status, 401)
+            conn.close()
+        self.assertEqual(orch.stop(), 0, orch.log())
+        log = orch.log_path.read_text(errors="replace")
+        self.assertNotIn("Traceback", log)
+        self.assertNotIn("ERROR", log)
 
     @staticmethod
     def _keepalive(conn, port, method, path, headers, body):
