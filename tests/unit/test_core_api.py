@@ -77,8 +77,12 @@ class ApiLifecycleTest(ApiTestBase):
         self.assertEqual(meta["session"], {"provider": "claude", "runs": 1})
         self.assertEqual([r["state"] for r in api.list_bottles(self.home)], ["exited"])
 
+        session = self.home / "state" / "run-one" / "bottle" / "home" / ".claude" / "session"
+        session.parent.mkdir()
+        session.write_text("provider session")  # what `--continue` needs back on resume
         api.freeze(self.home, "run-one", environ=self.environ)
         api.freeze(self.home, "run-one", environ=self.environ)  # idempotent
+        session.unlink()
         self.assertEqual(self.meta("run-one")["state"], "frozen")
         self.assertTrue(self.meta("run-one")["frozen_at"])
         self.assertEqual([r["state"] for r in api.list_bottles(self.home)], ["frozen"])
@@ -91,6 +95,7 @@ class ApiLifecycleTest(ApiTestBase):
         self.assertEqual((ws / "LOG").read_text(),
                          "claude --model m -p first|first\nclaude --model m --continue -p second|second\n")
         self.assertEqual(self.meta("run-one")["session"]["runs"], 2)
+        self.assertEqual(session.read_text(), "provider session")
 
         self.assertTrue(api.destroy(self.home, "run-one", environ=self.environ))
         self.assertFalse((self.home / "state" / "run-one").exists())
