@@ -69,12 +69,17 @@ def make_forge(testcase, *, owner="acme", repo="widgets") -> fake_gitea.FakeGite
     return g
 
 
+class _PortTaken(Exception):
+    pass
+
+
 class OrchestratorProcess:
     def __init__(self, home: Path, gitea_url: str, *, secret: str = SECRET, org: str = ORG,
                  extra_env: dict[str, str] | None = None, cli: str | None = None,
                  token: str = TOKEN, port: int | None = None) -> None:
         self.home = Path(home)
         self.secret = secret
+        self._auto_port = port is None
         self.port = port or free_port()
         self.db_path = str(self.home / "orchestrator.db")
         self.log_path = self.home / "orchestrator.log"
@@ -111,10 +116,24 @@ class OrchestratorProcess:
 
     # ---- lifecycle
     def start(self, timeout: float = 15.0) -> "OrchestratorProcess":
+        """Spawn `run` and wait for /healthz. If the port picked for us was taken in the
+        meantime (another process won the race), pick another one and try again."""
+        for attempt in range(3):
+            try:
+                return self._start_once(timeout)
+            except _PortTaken:
+                if not self._auto_port or attempt == 2:
+                    raise AssertionError(f"port {self.port} is taken:\n{self.log()}") from None
+                self.port = free_port()
+                self.env["FORGE_WEBHOOK_PORT"] = str(self.port)
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> "OrchestratorProcess":
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.returncode = None
         with open(self.log_path, "ab") as log:
-            log.write(f"--- start {time.strftime('%H:%M:%S')}\n".encode())
+            log.write(f"--- start {time.strftime('%H:%M:%S')} port {self.port}\n".encode())
+            log_start = log.tell()
         # output goes through a pipe, not a file: a test may cap the child's file size
         self.proc = subprocess.Popen(
             [sys.executable, "-W", "error", "-m", "bot_bottle.orchestrator", "run"],
@@ -128,6 +147,10 @@ class OrchestratorProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self._reap()
+                with open(self.log_path, "rb") as log:
+                    log.seek(log_start)
+                    if b"Address already in use" in log.read():
+                        raise _PortTaken()
                 raise AssertionError(f"orchestrator exited {self.returncode} at start:\n{self.log()}")
             if self.healthz() == 200:
                 return self
