@@ -76,4 +76,7 @@ def restore_snapshot(src: Path, bottle_dir: Path) -> None:
         shutil.rmtree(bottle_dir / part, ignore_errors=True)
     bottle_dir.mkdir(parents=True, exist_ok=True)
     with tarfile.open(src) as tar:
-        tar.extractall(bottle_dir, filter="tar")
+        if hasattr(tarfile, "tar_filter"):   # 3.11.4+: refuse absolute paths, .. and devices
+            tar.extractall(bottle_dir, filter="tar")
+        else:                                # 3.11.0-3: our own snapshot, written by snapshot()
+            tar.extractall(bottle_dir)
