@@ -33,6 +33,12 @@ class SampleSignatureTests(unittest.TestCase):
                 self.assertFalse(verify_signature(b"wrong", body, sigs[f.name]))
                 self.assertFalse(verify_signature(SECRET, body + b" ", sigs[f.name]))
 
+    def test_secret_used_is_the_one_the_readme_names(self):
+        text = (SHARED / "README.md").read_text()
+        named = re.search(r"\| webhook secret used for the signatures below \| `([^`]+)` \|", text)
+        self.assertIsNotNone(named)
+        self.assertEqual(named.group(1).encode(), SECRET)
+
     def test_empty_signature_or_secret_never_verifies(self):
         self.assertFalse(verify_signature(SECRET, b"{}", ""))
         self.assertFalse(verify_signature(b"", b"{}", sign(b"", b"{}")))
