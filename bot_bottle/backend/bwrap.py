@@ -50,7 +50,8 @@ class BwrapBackend:
                 r = subprocess.run([git, "clone", "--quiet", "--", loc, str(target)],
                                    capture_output=True, text=True, stdin=subprocess.DEVNULL)
                 if r.returncode != 0:
-                    raise BackendError(f"git clone {loc} failed: {r.stderr.strip().splitlines()[-1:]}")
+                    last = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+                    raise BackendError(f"git clone {loc} failed: {last}")
             else:
                 if not os.path.isdir(loc):
                     raise BackendError(f"bottle {name}: dir {loc} is not a directory")

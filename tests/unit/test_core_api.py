@@ -244,6 +244,7 @@ class ApiErrorTest(ApiTestBase):
         (self.home / "bottles" / "b1.toml").write_text(f'repo = "{self.home / "no-such-repo"}"\n')
         err = self.assert_raises(BackendError, 4, self.start)
         self.assertIn("git clone", str(err))
+        self.assertRegex(str(err), r"failed: fatal: ")  # git's own last line, not a list repr
         self.assert_no_state()
 
     def test_bwrap_that_cannot_be_executed_removes_the_state_dir(self):
