@@ -100,6 +100,10 @@ class OrchestratorProcess:
             "BOT_BOTTLE_CLI": cli or REAL_CLI,
             **(extra_env or {}),
         }
+        # an explicit FORGE_DB_PATH / FORGE_WEBHOOK_PORT in extra_env wins over our choice
+        self.db_path = self.env["FORGE_DB_PATH"]
+        if (extra_env or {}).get("FORGE_WEBHOOK_PORT"):
+            self.port, self._auto_port = int(self.env["FORGE_WEBHOOK_PORT"]), False
         self.proc: subprocess.Popen | None = None
         self.returncode: int | None = None
         self._pgids: list[int] = []
