@@ -13,6 +13,7 @@ def sign(secret: bytes, body: bytes) -> str:
 
 def verify_signature(secret: bytes, body: bytes, signature_hex: str) -> bool:
     """True when `signature_hex` is the HMAC-SHA256 of `body` under `secret`."""
-    if not secret or not signature_hex:
+    # a non-ASCII header can never be our hex digest (and compare_digest refuses it)
+    if not secret or not signature_hex or not signature_hex.isascii():
         return False
     return hmac.compare_digest(sign(secret, body), signature_hex.strip().lower())

@@ -43,6 +43,9 @@ class SampleSignatureTests(unittest.TestCase):
         self.assertFalse(verify_signature(SECRET, b"{}", ""))
         self.assertFalse(verify_signature(b"", b"{}", sign(b"", b"{}")))
 
+    def test_a_non_ascii_signature_is_false_not_an_exception(self):
+        self.assertFalse(verify_signature(b"k", b"body", "\u00e9" * 64))
+
     def test_sample_delivered_verbatim_with_gitea_headers(self):
         got = {}
 
