@@ -75,12 +75,10 @@ SAFE_ENV = {"PATH", "HOME", "LANG", "BOT_BOTTLE_PROMPT_FILE", "BOT_BOTTLE_SKILLS
 
 def plan_json(backend, plan) -> str:
     """The resolved plan as JSON; values of env vars other than SAFE_ENV are redacted."""
-    argv = backend.command(plan)
-    for i in range(len(argv) - 2):
-        if argv[i] == "--setenv" and argv[i + 1] not in SAFE_ENV:
-            argv[i + 2] = "<redacted>"
-    return json.dumps({"slug": plan.slug, "backend": backend.name, "argv": argv,
-                       "mounts": backend.mounts(plan), "env": sorted(plan.env)}, indent=2)
+    environment = {k: v if k in SAFE_ENV else "<redacted>" for k, v in sorted(plan.env.items())}
+    return json.dumps({"slug": plan.slug, "backend": backend.name, "argv": backend.command(plan),
+                       "mounts": backend.mounts(plan), "env": sorted(plan.env),
+                       "environment": environment}, indent=2)
 
 
 def _run(home, slug, backend, plan, prompt) -> int:

@@ -77,9 +77,9 @@ class BwrapBackend:
                  "--tmpfs", "/tmp", "--dir", IN_RUN]
         for m in self.mounts(plan):
             argv += ["--ro-bind" if m["mode"] == "ro" else "--bind", m["src"], m["dst"]]
-        argv += ["--chdir", IN_WORKSPACE, "--clearenv"]
-        for k, v in sorted(plan.env.items()):
-            argv += ["--setenv", k, v]
+        # the environment is bwrap's own (set in `run`), never `--setenv` arguments: argv is
+        # world-readable in /proc, and the run token and API keys must not be
+        argv += ["--chdir", IN_WORKSPACE]
         return argv + ["--", *plan.agent_argv]
 
     def run(self, plan: RunPlan, on_pid) -> int:
@@ -87,7 +87,7 @@ class BwrapBackend:
         argv[0] = self._bwrap()
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True,
-                                    env={"PATH": self.path})
+                                    env=dict(plan.env))
         except OSError as exc:
             raise BackendError(f"cannot run bwrap: {exc}") from exc
         on_pid(proc.pid)

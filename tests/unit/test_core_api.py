@@ -22,7 +22,7 @@ argv = sys.argv[1:]
 with open(os.path.join(here, "log"), "a") as fh:
     fh.write(json.dumps(argv) + "\\n")
 ws = next(argv[i + 1] for i in range(len(argv) - 2) if argv[i] == "--bind" and argv[i + 2] == "/workspace")
-env = {argv[i + 1]: argv[i + 2] for i in range(len(argv) - 2) if argv[i] == "--setenv"}
+env = os.environ  # bwrap hands its own environment to the agent
 with open(os.path.join(ws, "LOG"), "a") as fh:
     fh.write(" ".join(argv[argv.index("--") + 1:]) + "|" + env["BOT_BOTTLE_PROMPT"] + "\\n")
 with open(os.path.join(here, "rc")) as fh:

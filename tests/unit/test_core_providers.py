@@ -86,12 +86,13 @@ class PromptHandOverTest(unittest.TestCase):
         self.assertFalse((self.home / "state" / "a").exists())
         return json.loads(out.getvalue())
 
-    def setenv(self, argv):
-        return {argv[i + 1]: argv[i + 2] for i in range(len(argv) - 2) if argv[i] == "--setenv"}
+    def setenv(self, plan):
+        self.assertNotIn("--setenv", plan["argv"], "values stay out of the world-readable argv")
+        return plan["environment"]
 
     def test_command_provider_gets_prompt_in_a_file_and_an_env_var(self):
         plan = self.plan('provider = "command"\nbottles = ["b"]\ncommand = ["python3", "agent.py"]\n')
-        env = self.setenv(plan["argv"])
+        env = self.setenv(plan)
         self.assertEqual(env["BOT_BOTTLE_PROMPT_FILE"], "/run/bot-bottle/prompt.txt")
         self.assertIn("BOT_BOTTLE_PROMPT", plan["env"])
         self.assertIn({"src": str(self.home / "state" / "a" / "prompt.txt"),
@@ -101,7 +102,7 @@ class PromptHandOverTest(unittest.TestCase):
     def test_model_and_skills_from_the_manifest_reach_the_argv_and_env(self):
         plan = self.plan('provider = "claude"\nbottles = ["b"]\nmodel = "opus"\nskills = ["review", "tests"]\n')
         self.assertEqual(plan["argv"][plan["argv"].index("--") + 1:], ["claude", "--model", "opus", "-p", "do it"])
-        self.assertEqual(self.setenv(plan["argv"])["BOT_BOTTLE_SKILLS"], "review,tests")
+        self.assertEqual(self.setenv(plan)["BOT_BOTTLE_SKILLS"], "review,tests")
 
 
 if __name__ == "__main__":
