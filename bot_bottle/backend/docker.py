@@ -17,11 +17,16 @@ from .base import IN_FORGE_SOCKET, IN_HOME, IN_PKG, IN_RUN, IN_WORKSPACE, RunPla
 from .bwrap import PKG_DIR, BwrapBackend
 
 
+CLIENT_VARS = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH",
+               "DOCKER_TLS_VERIFY")
+
 class DockerBackend:
     name = "docker"
 
     def __init__(self, environ: dict):
         self.path = environ.get("PATH", os.defpath)
+        # how the docker client finds its engine; the rest of the caller's env stays out
+        self._client = {k: environ[k] for k in CLIENT_VARS if k in environ}
         self._files = BwrapBackend(environ)   # workspace/home preparation is shared
 
     def _docker(self) -> str:
@@ -29,6 +34,9 @@ class DockerBackend:
         if not exe:
             raise BackendError("docker not found on PATH; install Docker or use backend = \"bwrap\"")
         return exe
+
+    def _client_env(self) -> dict:
+        return dict(self._client)
 
     def _call(self, *args, check=True):
         r = subprocess.run([self._docker(), *args], capture_output=True, text=True, stdin=subprocess.DEVNULL)
@@ -57,8 +65,8 @@ class DockerBackend:
                 "--network", "host" if plan.network == "host" else f"bot-bottle-{plan.slug}"]
         for m in self.mounts(plan):
             argv += ["-v", f"{m['src']}:{m['dst']}" + (":ro" if m["mode"] == "ro" else "")]
-        for k, v in sorted(plan.env.items()):
-            argv += ["-e", f"{k}={v}"]
+        for k in sorted(plan.env):  # `-e NAME` takes the value from docker's own environment,
+            argv += ["-e", k]       # so secrets stay out of the world-readable argv
         return argv + [plan.image or "python:3-slim", *plan.agent_argv]
 
     def run(self, plan: RunPlan, on_pid) -> int:
@@ -68,7 +76,7 @@ class DockerBackend:
         argv[0] = self._docker()
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True,
-                                    env={"PATH": self.path})
+                                    env={**plan.env, **self._client_env()})
         except OSError as exc:
             raise BackendError(f"cannot run docker: {exc}") from exc
         on_pid(proc.pid)

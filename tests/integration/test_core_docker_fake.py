@@ -45,6 +45,27 @@ class DockerFakeTest(unittest.TestCase):
         self.assertEqual(calls[2], ["commit", "bot-bottle-scripted", "bot-bottle-scripted:frozen"])
         self.assertIn(["rm", "-f", "bot-bottle-scripted"], calls[3:])
 
+    def test_values_reach_docker_through_its_environment_never_its_argv(self):
+        home = make_home(self)
+        (home / "bottles" / "b1.toml").write_text(
+            f'dir = "{home / "src"}"\nbackend = "docker"\nenv = ["SECRET_KEY"]\n')
+        path, calls = self._fake_docker()
+        seen = Path(path.split(":")[0]) / "env.json"
+        fake = (Path(path.split(":")[0]) / "docker")
+        fake.write_text(FAKE.replace("with open(os.path.join(here, \"rc\"))",
+                                     "json.dump(dict(os.environ), open(os.path.join(here, 'env.json'), 'w')) "
+                                     "if sys.argv[1] == 'run' else None\nwith open(os.path.join(here, \"rc\"))"))
+        r = cli(home, "start", "scripted", "--headless", "--prompt", "p", path=path,
+                extra_env={"SECRET_KEY": "s3cr3t-value"})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        run = next(c for c in calls() if c[0] == "run")
+        names = [run[i + 1] for i, a in enumerate(run) if a == "-e"]
+        self.assertIn("SECRET_KEY", names)
+        self.assertIn("BOT_BOTTLE_PROMPT", names)
+        self.assertFalse([a for a in run if "s3cr3t-value" in a or "=" in a and a.split("=")[0] in names])
+        env = json.loads(seen.read_text())
+        self.assertEqual((env["SECRET_KEY"], env["BOT_BOTTLE_PROMPT"]), ("s3cr3t-value", "p"))
+
     def test_missing_docker_exits_4(self):
         home = make_home(self)
         (home / "bottles" / "b1.toml").write_text(f'dir = "{home / "src"}"\nbackend = "docker"\n')
