@@ -30,6 +30,8 @@ from bot_bottle.orchestrator.executor import Executor, launch_prompt
 from bot_bottle.orchestrator.model import OrchestratorError, RunState
 
 log = logging.getLogger(__name__)
+# outcomes that changed nothing (no run, no comment): safe to repeat after a crash
+INERT_OUTCOMES = frozenset({"ignored", "bad_shape"})
 LAUNCH_ACTIONS = ("opened", "assigned", "label_updated", "labeled", "edited", "reopened")
 
 
@@ -89,23 +91,37 @@ class Orchestrator:
     def _deliveries(self, batch: int = 100) -> bool:
         """One batch in arrival order; True when a full batch was done (more may wait)."""
         pending = self._store.pending_deliveries(batch)
-        for delivery in pending:
-            try:
-                outcome, why = self._handle_delivery(delivery.event_type, delivery.body)
-            except ForgeUnavailable as exc:
-                log.warning("forge unavailable, delivery %s retried later: %s",
-                            delivery.delivery_id, exc)
-                return False
-            except (ForgeError, OrchestratorError) as exc:
-                outcome, why = "error", str(exc)
-            except Exception as exc:  # a poison delivery must not block every later one
-                log.exception("delivery %s could not be handled", delivery.delivery_id)
-                outcome, why = "error", f"{type(exc).__name__}: {exc}"
-            # the stored outcome is a small fixed vocabulary (it labels /metrics); why is logged
-            log.log(logging.ERROR if outcome == "error" else logging.INFO, "delivery %s (%s): %s: %s",
-                    delivery.delivery_id, delivery.event_type, outcome, why)
-            self._store.mark_delivery_processed(delivery.seq, outcome)
+        inert: list[tuple[int, str]] = []  # handled without effects: marked together
+        try:
+            for delivery in pending:
+                if not self._one_delivery(delivery, inert):
+                    return False
+        finally:
+            if inert:
+                self._store.mark_deliveries_processed(inert)
         return len(pending) == batch
+
+    def _one_delivery(self, delivery, inert: list[tuple[int, str]]) -> bool:
+        """Handle one delivery; False when the forge is down and the pass must stop."""
+        try:
+            outcome, why = self._handle_delivery(delivery.event_type, delivery.body)
+        except ForgeUnavailable as exc:
+            log.warning("forge unavailable, delivery %s retried later: %s",
+                        delivery.delivery_id, exc)
+            return False
+        except (ForgeError, OrchestratorError) as exc:
+            outcome, why = "error", str(exc)
+        except Exception as exc:  # a poison delivery must not block every later one
+            log.exception("delivery %s could not be handled", delivery.delivery_id)
+            outcome, why = "error", f"{type(exc).__name__}: {exc}"
+        # the stored outcome is a small fixed vocabulary (it labels /metrics); why is logged
+        log.log(logging.ERROR if outcome == "error" else logging.INFO, "delivery %s (%s): %s: %s",
+                delivery.delivery_id, delivery.event_type, outcome, why)
+        if outcome in INERT_OUTCOMES:
+            inert.append((delivery.seq, outcome))
+        else:  # it changed something: record that at once, so a crash never repeats it
+            self._store.mark_delivery_processed(delivery.seq, outcome)
+        return True
 
     def _handle_delivery(self, event_type: str, body: bytes) -> tuple[str, str]:
         try:

@@ -77,8 +77,9 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError as exc:  # the client went away; nothing left to tell it
             log.debug("http %s %s: write failed: %s", self.command, self.path, exc)
             self.close_connection = True
-        log.info("http %s %s %d %dB %.1fms", self.command, self.path, status, len(body),
-                 (time.monotonic() - started) * 1000)
+        # success is logged by the app (one line per delivery); the access line is for debugging
+        log.log(logging.DEBUG if status < 400 else logging.INFO, "http %s %s %d %dB %.1fms",
+                self.command, self.path, status, len(body), (time.monotonic() - started) * 1000)
 
     def _answer(self) -> tuple[int, str, bytes, tuple]:
         if self.headers.get("Transfer-Encoding"):

@@ -245,11 +245,18 @@ class SqliteRunStore:
                                r["received_at"]) for r in rows]
 
     def mark_delivery_processed(self, seq: int, outcome: str) -> None:
+        self.mark_deliveries_processed([(seq, outcome)])
+
+    def mark_deliveries_processed(self, outcomes: Iterable[tuple[int, str]]) -> None:
+        """Several in one transaction (one fsync): for deliveries whose handling changed
+        nothing, so a crash before this commit only repeats harmless work."""
+        now = self._clock()
         with self._atomic() as conn:
-            cur = conn.execute("UPDATE deliveries SET processed_at = ?, outcome = ? WHERE seq = ?",
-                               (self._clock(), outcome, seq))
-            if cur.rowcount == 0:
-                raise StoreError(f"no delivery {seq}")
+            for seq, outcome in outcomes:
+                cur = conn.execute("UPDATE deliveries SET processed_at = ?, outcome = ? "
+                                   "WHERE seq = ?", (now, outcome, seq))
+                if cur.rowcount == 0:
+                    raise StoreError(f"no delivery {seq}")
 
     def delivery_counts(self) -> dict[str, int]:
         rows = self._rows("SELECT CASE WHEN processed_at IS NULL THEN 'pending' "

@@ -122,6 +122,18 @@ class DeliveryTest(StoreTestCase):
         with self.assertRaises(StoreError):
             self.store.mark_delivery_processed(999, "x")
 
+    def test_several_deliveries_are_marked_in_one_commit_or_none(self) -> None:
+        for i in range(3):
+            self.store.record_delivery(f"d{i}", "issues", str(i).encode(), 1.0)
+        seqs = [d.seq for d in self.store.pending_deliveries(3)]
+        before = self.store.commit_count
+        self.store.mark_deliveries_processed([(seqs[0], "ignored"), (seqs[1], "bad_shape")])
+        self.assertEqual(self.store.commit_count - before, 1)
+        self.assertEqual([d.seq for d in self.store.pending_deliveries(10)], [seqs[2]])
+        with self.assertRaises(StoreError):  # one unknown seq rolls the whole batch back
+            self.store.mark_deliveries_processed([(seqs[2], "ignored"), (999, "ignored")])
+        self.assertEqual([d.seq for d in self.store.pending_deliveries(10)], [seqs[2]])
+
     def test_concurrent_deliveries_are_each_recorded_once_in_fewer_commits(self) -> None:
         threads, per_thread = 16, 20
         results: dict[str, list[bool]] = {}
