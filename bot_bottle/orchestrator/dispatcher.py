@@ -64,9 +64,12 @@ class Orchestrator:
     def wake(self) -> None:
         self._wake.set()
 
-    def run(self, stop_event: threading.Event) -> None:
+    def run(self, stop_event: threading.Event, coalesce: float = 0.05) -> None:
         while not stop_event.is_set():
-            self._wake.wait(self._retry)
+            if self._wake.wait(self._retry):
+                # a burst wakes us per delivery: gather it into one pass (a few queries for
+                # many deliveries) at the cost of `coalesce` seconds of launch latency
+                stop_event.wait(coalesce)
             self._wake.clear()
             if stop_event.is_set():
                 break

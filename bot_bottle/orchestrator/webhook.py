@@ -191,7 +191,9 @@ def _first(headers: Mapping[str, str], *names: str) -> str:
 
 def _clip(text: str, limit: int = 80) -> str:
     """A header value made safe for one log line."""
-    text = "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+    text = text[:limit]
+    if not text.isprintable():  # rare: checked in C first, the per-character pass only then
+        text = "".join(ch if ch.isprintable() else "?" for ch in text)
     return text.replace(" ", "_") or "-"
 
 
