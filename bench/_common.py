@@ -71,8 +71,8 @@ def machine() -> str:
 
 
 def make_home(fake_cli_sleep: float = 0.2) -> Path:
-    """A temporary BOT_BOTTLE_HOME with agent `bench` and the fake CLI's sleep setting (the
-    orchestrator passes its children only a few variables, so FAKE_CLI_SLEEP goes in a file)."""
+    """A temporary BOT_BOTTLE_HOME with agent `bench` and the fake CLI's sleep setting (in a
+    file in the home, so each orchestrator's fake bottles follow their own home)."""
     home = Path(tempfile.mkdtemp(prefix="bot-bottle-bench-"))
     (home / "agents").mkdir()
     (home / "agents" / f"{AGENT}.toml").write_text(

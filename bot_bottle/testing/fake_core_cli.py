@@ -10,7 +10,7 @@ the real `commit`), `destroy <slug>` and `list --json`. Every call is appended a
 line to `$BOT_BOTTLE_HOME/fake-cli.log` (fields: cmd, argv, slug, pid, t, and per command
 agent/label/prompt/bottles), which is also the fake's only state.
 
-Tuning (the orchestrator passes its children only a few variables, so a file works too):
+Tuning (a file in the home, so each orchestrator's fake bottles follow their own home):
 `FAKE_CLI_SLEEP` (seconds, default 0.2) or `{"sleep": s}` in `$BOT_BOTTLE_HOME/fake-cli.json`;
 `{"fail_start": true}` there makes `start` fail like the real CLI (`bot-bottle: error: ...`,
 exit 3) before printing a slug.
