@@ -41,6 +41,23 @@ class Backend(Protocol):
     def destroy(self, plan_dir: Path, slug: str) -> None: ...
 
 
+PKG_DIR = Path(__file__).resolve().parent.parent  # the installed bot_bottle package
+
+
+def bottle_mounts(plan) -> list[dict]:
+    """What every backend binds into a bottle: its workspace and home (writable), the
+    package (for the scripted agent), the prompt file, and the forge socket if any."""
+    bottle = plan.state_dir / "bottle"
+    mounts = [{"src": str(bottle / "workspace"), "dst": IN_WORKSPACE, "mode": "rw"},
+              {"src": str(bottle / "home"), "dst": IN_HOME, "mode": "rw"},
+              {"src": str(PKG_DIR), "dst": IN_PKG, "mode": "ro"},
+              {"src": str(plan.state_dir / "prompt.txt"), "dst": IN_RUN + "/prompt.txt",
+               "mode": "ro"}]
+    if plan.forge_socket:
+        mounts.append({"src": plan.forge_socket, "dst": IN_FORGE_SOCKET, "mode": "rw"})
+    return mounts
+
+
 def stop_process_group(pid, grace: float = 5.0) -> None:
     """SIGTERM the process group led by pid, then SIGKILL after `grace` seconds."""
     if not isinstance(pid, int) or pid <= 0:

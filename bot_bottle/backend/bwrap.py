@@ -13,11 +13,10 @@ import subprocess
 from pathlib import Path
 
 from ..errors import BackendError
-from .base import (IN_FORGE_SOCKET, IN_HOME, IN_PKG, IN_RUN, IN_WORKSPACE, RunPlan,
-                   restore_snapshot, snapshot, stop_process_group)
+from .base import (IN_RUN, IN_WORKSPACE, RunPlan, bottle_mounts, restore_snapshot, snapshot,
+                   stop_process_group)
 
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/etc")
-PKG_DIR = Path(__file__).resolve().parent.parent
 
 
 class BwrapBackend:
@@ -59,15 +58,8 @@ class BwrapBackend:
         ws.mkdir(parents=True, exist_ok=True)
 
     def mounts(self, plan: RunPlan) -> list[dict]:
-        bottle = plan.state_dir / "bottle"
-        m = [{"src": d, "dst": d, "mode": "ro"} for d in SYSTEM_DIRS if os.path.exists(d)]
-        m += [{"src": str(bottle / "workspace"), "dst": IN_WORKSPACE, "mode": "rw"},
-              {"src": str(bottle / "home"), "dst": IN_HOME, "mode": "rw"},
-              {"src": str(PKG_DIR), "dst": IN_PKG, "mode": "ro"},
-              {"src": str(plan.state_dir / "prompt.txt"), "dst": IN_RUN + "/prompt.txt", "mode": "ro"}]
-        if plan.forge_socket:
-            m.append({"src": plan.forge_socket, "dst": IN_FORGE_SOCKET, "mode": "rw"})
-        return m
+        system = [{"src": d, "dst": d, "mode": "ro"} for d in SYSTEM_DIRS if os.path.exists(d)]
+        return system + bottle_mounts(plan)
 
     def command(self, plan: RunPlan) -> list[str]:
         argv = ["bwrap", "--unshare-all"]

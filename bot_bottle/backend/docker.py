@@ -13,8 +13,8 @@ import subprocess
 from pathlib import Path
 
 from ..errors import BackendError
-from .base import IN_FORGE_SOCKET, IN_HOME, IN_PKG, IN_RUN, IN_WORKSPACE, RunPlan
-from .bwrap import PKG_DIR, BwrapBackend
+from .base import IN_WORKSPACE, RunPlan, bottle_mounts
+from .bwrap import BwrapBackend
 
 
 CLIENT_VARS = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH",
@@ -51,14 +51,7 @@ class DockerBackend:
         self._files.create(plan, sources)
 
     def mounts(self, plan: RunPlan) -> list[dict]:
-        bottle = plan.state_dir / "bottle"
-        m = [{"src": str(bottle / "workspace"), "dst": IN_WORKSPACE, "mode": "rw"},
-             {"src": str(bottle / "home"), "dst": IN_HOME, "mode": "rw"},
-             {"src": str(PKG_DIR), "dst": IN_PKG, "mode": "ro"},
-             {"src": str(plan.state_dir / "prompt.txt"), "dst": IN_RUN + "/prompt.txt", "mode": "ro"}]
-        if plan.forge_socket:
-            m.append({"src": plan.forge_socket, "dst": IN_FORGE_SOCKET, "mode": "rw"})
-        return m
+        return bottle_mounts(plan)  # the image brings its own system, so no host dirs
 
     def command(self, plan: RunPlan) -> list[str]:
         argv = ["docker", "run", "--rm", "--name", f"bot-bottle-{plan.slug}", "-w", IN_WORKSPACE,

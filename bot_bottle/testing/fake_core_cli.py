@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from bot_bottle.state import slugify
+from bot_bottle.state import pid_alive, slugify
 
 LOG_NAME = "fake-cli.log"
 CONFIG_NAME = "fake-cli.json"
@@ -66,16 +66,6 @@ def _record(home: Path, entry: dict) -> None:
         os.close(fd)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def bottles(home: Path) -> dict[str, dict]:
     """slug -> {slug, agent, label, state, pid} from the log; destroyed slugs are gone."""
     known: dict[str, dict] = {}
@@ -94,7 +84,7 @@ def bottles(home: Path) -> dict[str, dict]:
         elif e["cmd"] == "destroy":
             known.pop(slug, None)
     for b in known.values():
-        if b["state"] == "running" and not _alive(b["pid"]):
+        if b["state"] == "running" and not pid_alive(b["pid"]):
             b["state"] = "exited"
     return known
 

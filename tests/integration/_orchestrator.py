@@ -265,14 +265,10 @@ class OrchestratorProcess:
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0,
                  interval: float = 0.05, what: str = "condition") -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{self.log()}")
-            time.sleep(interval)
+        try:
+            return wait_for(predicate, timeout, interval, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.log()}") from None
 
 
 def _descendants(pid: int) -> list[int]:
