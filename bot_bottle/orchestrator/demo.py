@@ -79,8 +79,9 @@ class Demo:
             time.sleep(0.1)
         raise DemoFailed(f"timed out after {STEP_TIMEOUT:.0f}s waiting for {what}")
 
-    def comments(self, number: int) -> list[dict]:
-        return self.gitea.comments(OWNER, REPO, number)
+    def show_comments(self, number: int, what: str) -> None:
+        for c in self.gitea.comments(OWNER, REPO, number):
+            self.out(f"      comment on {what} #{number} by {c['user']}: {c['body'].splitlines()[0]}")
 
     # ---- the story ------------------------------------------------------------------------
 
@@ -96,8 +97,7 @@ class Demo:
                         lambda r: r.state is RunState.FROZEN and r.last_done_status == "done", issue)
         out(f"3. run {run.id} ran the scripted agent in bottle {run.slug}; it opened PR "
             f"#{run.pr_number} and signalled done: {run.last_done_summary!r}; bottle frozen")
-        for c in self.comments(issue):
-            out(f"      comment on #{issue} by {c['user']}: {c['body'].splitlines()[0]}")
+        self.show_comments(issue, "issue")
         pr = run.pr_number
         if pr is None:
             raise DemoFailed("the agent did not open a pull request")
@@ -110,8 +110,7 @@ class Demo:
                         lambda r: r.state is RunState.FROZEN and r.last_done_summary == "run 2", issue)
         out(f"5. the bottle resumed from its snapshot with the comment as prompt, signalled "
             f"done again ({run.last_done_summary!r}) and was frozen")
-        for c in self.comments(pr):
-            out(f"      comment on PR #{pr} by {c['user']}: {c['body'].splitlines()[0]}")
+        self.show_comments(pr, "PR")
         close_issue(g, OWNER, REPO, pr, merged=True)
         out(f"6. {MAINTAINER} merges PR #{pr}")
         self.send("pull_request", "pull_request", pull_request_event(g, OWNER, REPO, pr, "closed",
