@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from bot_bottle.contrib.gitea.client import GiteaClient, GiteaForge
@@ -24,3 +25,12 @@ def forge_for(g: FakeGitea, token: str = TOKEN, **kw) -> GiteaForge:
     kw.setdefault("timeout", 0.5)
     kw.setdefault("sleep", lambda s: None)
     return GiteaForge(GiteaClient(g.url, token, **kw), "acme", "widgets")
+
+
+def quiet_client_log(test) -> None:
+    """Silence the client's retry warnings for one test (restored by cleanup)."""
+    log = logging.getLogger("bot_bottle.contrib.gitea.client")
+    quiet = logging.NullHandler()
+    log.addHandler(quiet)
+    old, log.propagate = log.propagate, False
+    test.addCleanup(lambda: (log.removeHandler(quiet), setattr(log, "propagate", old)))

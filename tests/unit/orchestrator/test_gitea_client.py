@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 import unittest
 
 from bot_bottle.contrib.forge.base import (
     ForgeAuthError, ForgeNotFound, ForgeUnavailable, ForgeValidationError,
 )
-from ._gitea_helpers import TOKEN, forge_for, start_fake
+from ._gitea_helpers import quiet_client_log, TOKEN, forge_for, start_fake
 
 
 class GiteaForgeTests(unittest.TestCase):
     def setUp(self):
-        log = logging.getLogger("bot_bottle.contrib.gitea.client")
-        quiet = logging.NullHandler()
-        log.addHandler(quiet)
-        old, log.propagate = log.propagate, False
-        self.addCleanup(lambda: (log.removeHandler(quiet), setattr(log, "propagate", old)))
+        quiet_client_log(self)
         self.g = start_fake(self)
         self.n = self.g.add_issue("acme", "widgets", "Crash", "on empty", labels=("bug",),
                                   assignees=("claude-bot",))

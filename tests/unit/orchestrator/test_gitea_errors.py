@@ -13,7 +13,7 @@ from bot_bottle.contrib.forge.base import (
     ForgeAuthError, ForgeError, ForgeNotFound, ForgeUnavailable, ForgeValidationError,
 )
 from bot_bottle.contrib.gitea.client import GiteaClient, GiteaForge
-from ._gitea_helpers import TOKEN, forge_for, start_fake
+from ._gitea_helpers import quiet_client_log, TOKEN, forge_for, start_fake
 
 STATUS_TABLE = [  # status, error class, retried on GET
     (400, ForgeValidationError, False), (401, ForgeAuthError, False), (403, ForgeAuthError, False),
@@ -25,11 +25,7 @@ STATUS_TABLE = [  # status, error class, retried on GET
 
 class _Base(unittest.TestCase):
     def setUp(self):
-        log = logging.getLogger("bot_bottle.contrib.gitea.client")
-        quiet = logging.NullHandler()
-        log.addHandler(quiet)
-        old, log.propagate = log.propagate, False
-        self.addCleanup(lambda: (log.removeHandler(quiet), setattr(log, "propagate", old)))
+        quiet_client_log(self)
         self.g = start_fake(self)
         self.n = self.g.add_issue("acme", "widgets", "Crash", "on empty")
         self.f = forge_for(self.g, retries=2)
