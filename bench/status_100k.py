@@ -57,7 +57,7 @@ def fill(db: Path, total: int, live_fraction: float, ops_per_run: int) -> dict[s
         states += [name] * int(live * share)
     states += ["destroyed"] * (total - 3 - len(states))
     rng.shuffle(states)
-    rows, ops = [], []
+    rows = []
     for k, state in enumerate(states):
         number = 1000 + k
         created = now - rng.uniform(0, 180 * 86400)

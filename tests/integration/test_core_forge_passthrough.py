@@ -4,7 +4,6 @@ Also checks that no other variable of the CLI's environment (e.g. FORGE_TOKEN) e
 """
 
 import json
-import os
 import socketserver
 import threading
 import unittest

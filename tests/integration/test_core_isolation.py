@@ -3,7 +3,6 @@ read-only, only workspace and home writable, the real $HOME and the state dir in
 clean environment, and no network unless the bottle says `host`."""
 
 import json
-import os
 import socket
 import threading
 import unittest

@@ -18,7 +18,7 @@ from pathlib import Path
 from bot_bottle.contrib.gitea.signature import sign, verify_signature
 from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.store import SqliteRunStore
-from bot_bottle.orchestrator.webhook import StoreViews, WebhookApp, make_server
+from bot_bottle.orchestrator.webhook import WebhookApp, make_server
 
 SECRET = b"test-webhook-secret"
 SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "gitea"
