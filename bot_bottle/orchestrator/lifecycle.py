@@ -229,3 +229,12 @@ def decide(run: RunRecord | None, event: Event) -> list[Action]:
         return [Ignore(f"runner failure for a {state.value} run: {event.reason}")]
 
     raise TypeError(f"unknown event {event!r}")
+
+
+def __getattr__(name: str):
+    # The spec places the `Orchestrator` with `decide`; it lives in `dispatcher` (it needs the
+    # executor, which needs this module), so it is offered here lazily.
+    if name == "Orchestrator":
+        from bot_bottle.orchestrator.dispatcher import Orchestrator
+        return Orchestrator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -44,6 +44,9 @@ class PackageExportsTest(unittest.TestCase):
             self.assertIsNotNone(getattr(package, name), name)
         with self.assertRaises(AttributeError):
             package.NoSuchThing  # noqa: B018
+        from bot_bottle.orchestrator.dispatcher import Orchestrator
+        from bot_bottle.orchestrator.lifecycle import Orchestrator as FromLifecycle
+        self.assertIs(FromLifecycle, Orchestrator)
 
 
 if __name__ == "__main__":

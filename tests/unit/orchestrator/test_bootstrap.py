@@ -1,0 +1,80 @@
+"""The composition root: `bootstrap.build(config)` wires a real store, the Gitea forge (the
+fake Gitea over HTTP), the webhook server on port 0 and the sidecar socket; `start()` serves,
+`stop()` stops every thread it started. The bottle runner is the holding fake."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+import unittest
+from pathlib import Path
+
+from bot_bottle.orchestrator import bootstrap
+from bot_bottle.orchestrator.config import Config
+from bot_bottle.orchestrator.model import RunState
+from bot_bottle.orchestrator.targeting import MARKER
+from bot_bottle.testing.fake_gitea import FakeGitea, deliver, gitea_json
+from bot_bottle.testing.fake_gitea_payloads import issue_event
+from bot_bottle.testing.scripted_agent import comment as sidecar_comment
+
+from ._fakes import HoldingBottleRunner
+
+SECRET = "bootstrap-secret"
+
+
+class BootstrapTest(unittest.TestCase):
+    def setUp(self) -> None:
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        home = Path(tmp.name)
+        (home / "agents").mkdir()
+        (home / "agents" / "claude.toml").write_text('provider = "claude"\nbottles = ["b"]\n')
+        self.gitea = FakeGitea().start()
+        self.addCleanup(self.gitea.stop)
+        g = self.gitea
+        g.add_repo("acme", "widgets")
+        g.add_token("tok", "claude-bot")
+        g.add_org_member("agents", "claude-bot")
+        self.config = Config.from_env({
+            "HOME": str(home), "BOT_BOTTLE_HOME": str(home), "FORGE_GITEA_URL": g.url,
+            "FORGE_TOKEN": "tok", "FORGE_AGENT_ORG": "agents", "FORGE_WEBHOOK_SECRET": SECRET,
+            "FORGE_WEBHOOK_PORT": "0", "FORGE_SIDECAR_SOCKET": str(home / "s.sock")})
+        self.runner = HoldingBottleRunner()
+        self.threads_before = set(threading.enumerate())
+
+    def test_a_built_service_launches_serves_the_sidecar_and_stops_cleanly(self) -> None:
+        service = bootstrap.build(self.config, runner=self.runner)
+        service.start()
+        try:
+            g = self.gitea
+            n = g.add_issue("acme", "widgets", "Fix", "it", labels=("bot-bottle:claude",),
+                            assignees=("claude-bot",))
+            status, _ = deliver(f"{service.url}/webhook", "issues", "issue_assign",
+                                gitea_json(issue_event(g, "acme", "widgets", n, "assigned", "alice")),
+                                SECRET)
+            self.assertEqual(status, 202)
+            deadline = time.monotonic() + 10
+            while (run := service.store.latest_run_for_issue("acme", "widgets", n)) is None \
+                    or run.state is not RunState.RUNNING:
+                self.assertLess(time.monotonic(), deadline, "the run never reached running")
+                time.sleep(0.02)
+            env = self.runner.calls[0][5]
+            self.assertEqual(env["BOT_BOTTLE_FORGE_SOCKET"], str(Path(self.config.sidecar_socket)))
+            code, _ = sidecar_comment(env["BOT_BOTTLE_FORGE_SOCKET"],
+                                      env["BOT_BOTTLE_FORGE_RUN_TOKEN"], n, "hello from the agent")
+            self.assertEqual(code, 201)
+            bodies = [c["body"] for c in g.comments("acme", "widgets", n)]
+            self.assertIn(f"hello from the agent\n\n{MARKER}", bodies)  # never read as a prompt
+            self.assertNotIn("tok", env.values())
+        finally:
+            self.runner.release_all()
+            service.stop()
+        time.sleep(0.1)
+        left = [t for t in set(threading.enumerate()) - self.threads_before
+                if t.name.startswith("bot-bottle-") and t.is_alive()]
+        self.assertEqual(left, [])
+
+
+if __name__ == "__main__":
+    unittest.main()
