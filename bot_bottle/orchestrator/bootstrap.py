@@ -24,6 +24,7 @@ from bot_bottle.contrib.gitea.signature import verify_signature
 from bot_bottle.orchestrator.config import Config
 from bot_bottle.orchestrator.dispatcher import Orchestrator, agents_in
 from bot_bottle.orchestrator.executor import Executor
+from bot_bottle.orchestrator.model import OrchestratorError
 from bot_bottle.orchestrator.relay import Relay
 from bot_bottle.orchestrator.runner import SubprocessBottleRunner
 from bot_bottle.orchestrator.sidecar import SidecarApp, SidecarServer
@@ -126,10 +127,21 @@ def build(config: Config, *, forge_factory: Callable[[str, str], object] | None 
     secret = config.webhook_secret.encode()
     app = WebhookApp(store, verify=functools.partial(verify_signature, secret), wake=wake,
                      clock=clock)
-    webhook = make_server(config.webhook_host, config.webhook_port, app)
     sidecar_app = SidecarApp(store, lambda owner, repo: MarkedForge(forge_factory(owner, repo)),
                              Path(config.queue_dir), clock, time.time_ns)
-    sidecar = SidecarServer(Path(config.sidecar_socket), sidecar_app)
+    try:
+        webhook = make_server(config.webhook_host, config.webhook_port, app)
+    except OSError as exc:
+        store.close()
+        raise OrchestratorError(f"cannot listen on {config.webhook_host}:{config.webhook_port}: "
+                                f"{exc.strerror or exc}") from exc
+    try:
+        sidecar = SidecarServer(Path(config.sidecar_socket), sidecar_app)
+    except OSError as exc:
+        webhook.server_close()
+        store.close()
+        raise OrchestratorError(f"cannot create the sidecar socket {config.sidecar_socket}: "
+                                f"{exc.strerror or exc}") from exc
     relay = Relay(store, Path(config.queue_dir), wake, clock)
     watchdog = Watchdog(store, orchestrator.on_watchdog, config.watchdog_timeout, clock)
     return Service(config, store, forge_states, orchestrator, webhook, sidecar, relay, watchdog)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bot_bottle.orchestrator import bootstrap
 from bot_bottle.orchestrator.config import Config
-from bot_bottle.orchestrator.model import RunState
+from bot_bottle.orchestrator.model import OrchestratorError, RunState
 from bot_bottle.orchestrator.targeting import MARKER
 from bot_bottle.testing.fake_gitea import FakeGitea, deliver, gitea_json
 from bot_bottle.testing.fake_gitea_payloads import issue_event
@@ -74,6 +74,20 @@ class BootstrapTest(unittest.TestCase):
         left = [t for t in set(threading.enumerate()) - self.threads_before
                 if t.name.startswith("bot-bottle-") and t.is_alive()]
         self.assertEqual(left, [])
+
+
+    def test_a_busy_port_is_one_clear_error_and_leaves_nothing_open(self) -> None:
+        import dataclasses
+        import socket
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+            config = dataclasses.replace(self.config, webhook_port=port)
+            with self.assertRaisesRegex(OrchestratorError, f"cannot listen on 127.0.0.1:{port}"):
+                bootstrap.build(config, runner=self.runner)
+        self.assertFalse([t for t in threading.enumerate() if t.name == "store-writer"
+                          and t not in self.threads_before])
 
 
 if __name__ == "__main__":
