@@ -4,17 +4,15 @@ layers' tables in the same file (the forge layer's `forge_state`) are created th
 `schema_hooks` and reached through `side_connection()`: the composition root wires them, so
 this module never imports the forge layer.
 
-Concurrency: every write goes through one writer connection guarded by a lock. Webhook
-deliveries use group commit: callers enqueue, one writer thread inserts everything queued in
-one transaction and commits once (one fsync for many deliveries), then wakes each caller with
-its own answer. Reads use one connection per thread; WAL lets them run beside the writer.
+Concurrency: every write goes through one writer connection guarded by a lock; webhook
+deliveries use group commit (`store_deliveries`). Reads use one connection per thread; WAL
+lets them run beside the writer. Done events and the outbox are in `store_queues`.
 Every sqlite3 failure (read-only file, disk full, lock timeout) surfaces as `StoreError`.
 The schema and its migrations live in `store_schema`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import sqlite3
@@ -26,28 +24,14 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from bot_bottle.orchestrator import store_schema
+from bot_bottle.orchestrator.store_deliveries import DeliveriesMixin, _Pending
+from bot_bottle.orchestrator.store_queues import QueuesMixin
 from bot_bottle.orchestrator.store_rows import (  # noqa: F401 (the store's public values)
     MUTABLE_RUN_FIELDS, RUN_SELECT, SLOT_STATES, DoneEvent, LiveRunExists, OpLogEntry, OutboxItem,
     RunNotFound, StoredDelivery, StoreError, list_runs_query, read_runs, run_from_row)
 from bot_bottle.orchestrator.model import RunRecord, RunState, check_transition
 
 log = logging.getLogger(__name__)
-
-
-def _is_busy(exc: BaseException | None) -> bool:
-    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-
-
-class _Pending:
-    """One caller's delivery waiting for the writer thread."""
-
-    __slots__ = ("args", "done", "result", "error")
-
-    def __init__(self, args: tuple) -> None:
-        self.args = args
-        self.done = threading.Event()
-        self.result = False
-        self.error: BaseException | None = None
 
 
 class _Reader:
@@ -59,7 +43,7 @@ class _Reader:
         self.close = weakref.finalize(self, conn.close)
 
 
-class SqliteRunStore:
+class SqliteRunStore(DeliveriesMixin, QueuesMixin):
     def __init__(self, path: str | Path, *, clock: Callable[[], float] | None = None,
                  busy_timeout: float = 5.0, max_pages: int | None = None,
                  schema_hooks: Iterable[Callable[[sqlite3.Connection], None]] = ()) -> None:
@@ -176,93 +160,6 @@ class SqliteRunStore:
                     raise StoreError(f"write failed: {exc}") from exc
                 raise
             self.commit_count += 1
-
-    # ---- deliveries ----------------------------------------------------------------------
-
-    def record_delivery(self, delivery_id: str | None, event_type: str, body: bytes,
-                        received_at: float) -> bool:
-        """Store a webhook delivery durably; False if it is a duplicate (same delivery id, or
-        same event type and body). An empty delivery id is stored as NULL (dedup by body)."""
-        if not isinstance(event_type, str) or not event_type:
-            raise ValueError("event_type must be a non-empty string")
-        body = bytes(body)
-        item = _Pending((delivery_id or None, event_type, body,
-                         hashlib.sha256(body).hexdigest(), float(received_at)))
-        with self._queue_cond:
-            if self._closing:
-                raise StoreError("store is closed")
-            self._queue.append(item)
-            self._queue_cond.notify()
-        item.done.wait()
-        if item.error is not None:
-            raise item.error
-        return item.result
-
-    def _writer_loop(self) -> None:
-        while True:
-            with self._queue_cond:
-                while not self._queue and not self._closing:
-                    self._queue_cond.wait()
-                if not self._queue:  # closing, and everything queued is written
-                    return
-                batch, self._queue = self._queue, []
-            try:
-                self._write_batch(batch)
-            except Exception:  # a bug here must not stop the writer; callers get an error
-                log.exception("store: delivery batch failed")
-            finally:
-                for item in batch:
-                    if not item.done.is_set():
-                        item.error = StoreError("delivery was not recorded")
-                        item.done.set()
-
-    def _write_batch(self, batch: list[_Pending]) -> None:
-        try:
-            with self._atomic() as conn:
-                results = [conn.execute(
-                    "INSERT OR IGNORE INTO deliveries "
-                    "(delivery_id, event_type, body, body_sha256, received_at) "
-                    "VALUES (?, ?, ?, ?, ?)", item.args).rowcount == 1 for item in batch]
-        except StoreError as exc:
-            if len(batch) > 1 and not _is_busy(exc.__cause__):
-                # one bad row (say, too big for the disk) must not fail its neighbours
-                for item in batch:
-                    self._write_batch([item])
-                return
-            for item in batch:
-                item.error = StoreError(str(exc))
-                item.error.__cause__ = exc.__cause__
-                item.done.set()
-            return
-        for item, result in zip(batch, results):
-            item.result = result
-            item.done.set()
-
-    def pending_deliveries(self, limit: int) -> list[StoredDelivery]:
-        rows = self._rows("SELECT seq, delivery_id, event_type, body, received_at FROM deliveries "
-                          "WHERE processed_at IS NULL ORDER BY seq LIMIT ?", (limit,))
-        return [StoredDelivery(r["seq"], r["delivery_id"], r["event_type"], bytes(r["body"]),
-                               r["received_at"]) for r in rows]
-
-    def mark_delivery_processed(self, seq: int, outcome: str) -> None:
-        self.mark_deliveries_processed([(seq, outcome)])
-
-    def mark_deliveries_processed(self, outcomes: Iterable[tuple[int, str]]) -> None:
-        """Several in one transaction (one fsync): for deliveries whose handling changed
-        nothing, so a crash before this commit only repeats harmless work."""
-        now = self._clock()
-        with self._atomic() as conn:
-            for seq, outcome in outcomes:
-                cur = conn.execute("UPDATE deliveries SET processed_at = ?, outcome = ? "
-                                   "WHERE seq = ?", (now, outcome, seq))
-                if cur.rowcount == 0:
-                    raise StoreError(f"no delivery {seq}")
-
-    def delivery_counts(self) -> dict[str, int]:
-        rows = self._rows("SELECT CASE WHEN processed_at IS NULL THEN 'pending' "
-                          "ELSE COALESCE(outcome, '') END AS k, COUNT(*) AS n "
-                          "FROM deliveries GROUP BY k")
-        return {r["k"]: r["n"] for r in rows}
 
     # ---- runs ----------------------------------------------------------------------------
 
@@ -399,77 +296,6 @@ class SqliteRunStore:
                           "ORDER BY id", (run_id,))
         return [OpLogEntry(r["id"], r["run_id"], r["at"], r["kind"], json.loads(r["detail"]))
                 for r in rows]
-
-    # ---- done events ---------------------------------------------------------------------
-
-    def record_done_event(self, source: str, run_id: int, status: str, summary: str, now: float,
-                          cursor_name: str, cursor_value: str) -> bool:
-        """Record a relayed done signal and advance the relay cursor atomically; False (and
-        nothing changed) if `source` was recorded before."""
-        with self._atomic() as conn:
-            cur = conn.execute("INSERT OR IGNORE INTO done_events (source, run_id, status, "
-                               "summary, at) VALUES (?, ?, ?, ?, ?)",
-                               (source, run_id, status, summary, now))
-            if cur.rowcount == 0:
-                return False
-            conn.execute("INSERT INTO relay_cursor (name, value) VALUES (?, ?) "
-                         "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                         (cursor_name, cursor_value))
-            return True
-
-    def pending_done_events(self) -> list[DoneEvent]:
-        rows = self._rows("SELECT id, source, run_id, status, summary, at FROM done_events "
-                          "WHERE processed_at IS NULL ORDER BY id")
-        return [DoneEvent(*r) for r in rows]
-
-    def mark_done_processed(self, event_id: int) -> None:
-        with self._atomic() as conn:
-            cur = conn.execute("UPDATE done_events SET processed_at = ? WHERE id = ?",
-                               (self._clock(), event_id))
-            if cur.rowcount == 0:
-                raise StoreError(f"no done event {event_id}")
-
-    def relay_cursor(self, name: str) -> str:
-        rows = self._rows("SELECT value FROM relay_cursor WHERE name = ?", (name,))
-        return rows[0]["value"] if rows else ""
-
-    # ---- outbox --------------------------------------------------------------------------
-
-    def enqueue_comment(self, run_id: int | None, owner: str, repo: str, number: int,
-                        body: str, now: float) -> int:
-        """Queue a comment to post; `run_id` None for a reply about an issue with no run."""
-        with self._atomic() as conn:
-            return conn.execute(
-                "INSERT INTO outbox (run_id, owner, repo, number, body, created_at, "
-                "next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (run_id, owner, repo, number, body, now, now)).lastrowid
-
-    def due_outbox(self, now: float) -> list[OutboxItem]:
-        """Unsent comments whose next attempt is due, oldest first (comments keep their order)."""
-        rows = self._rows("SELECT id, run_id, owner, repo, number, body, attempts FROM outbox "
-                          "WHERE sent_at IS NULL AND dropped_at IS NULL AND next_attempt_at <= ? "
-                          "ORDER BY id", (now,))
-        return [OutboxItem(*r) for r in rows]
-
-    def mark_outbox_sent(self, item_id: int, now: float) -> None:
-        self._outbox_update("UPDATE outbox SET sent_at = ?, attempts = attempts + 1 WHERE id = ?",
-                            (now, item_id))
-
-    def mark_outbox_retry(self, item_id: int, next_attempt_at: float, error: str) -> None:
-        self._outbox_update("UPDATE outbox SET next_attempt_at = ?, last_error = ?, "
-                            "attempts = attempts + 1 WHERE id = ?",
-                            (next_attempt_at, error, item_id))
-
-    def mark_outbox_dropped(self, item_id: int, now: float, error: str) -> None:
-        """A comment the forge will never take (the issue is gone, the body refused): kept
-        for the record, never retried."""
-        self._outbox_update("UPDATE outbox SET dropped_at = ?, last_error = ?, "
-                            "attempts = attempts + 1 WHERE id = ?", (now, error, item_id))
-
-    def _outbox_update(self, sql: str, params: tuple) -> None:
-        with self._atomic() as conn:
-            if conn.execute(sql, params).rowcount == 0:
-                raise StoreError(f"no outbox item {params[-1]}")
 
     # ---- lifecycle -----------------------------------------------------------------------
 

@@ -1,0 +1,81 @@
+"""The store's two small queues, mixed into `SqliteRunStore`: done events relayed from the
+sidecar (recorded with their relay cursor in one transaction, so a restart neither loses nor
+repeats one) and the comment outbox (comments that must reach the forge even while it is
+down). Uses the store's `_atomic`, `_rows`.
+"""
+
+from __future__ import annotations
+
+from bot_bottle.orchestrator.store_rows import DoneEvent, OutboxItem, StoreError
+
+
+class QueuesMixin:
+
+    def record_done_event(self, source: str, run_id: int, status: str, summary: str, now: float,
+                          cursor_name: str, cursor_value: str) -> bool:
+        """Record a relayed done signal and advance the relay cursor atomically; False (and
+        nothing changed) if `source` was recorded before."""
+        with self._atomic() as conn:
+            cur = conn.execute("INSERT OR IGNORE INTO done_events (source, run_id, status, "
+                               "summary, at) VALUES (?, ?, ?, ?, ?)",
+                               (source, run_id, status, summary, now))
+            if cur.rowcount == 0:
+                return False
+            conn.execute("INSERT INTO relay_cursor (name, value) VALUES (?, ?) "
+                         "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                         (cursor_name, cursor_value))
+            return True
+
+    def pending_done_events(self) -> list[DoneEvent]:
+        rows = self._rows("SELECT id, source, run_id, status, summary, at FROM done_events "
+                          "WHERE processed_at IS NULL ORDER BY id")
+        return [DoneEvent(*r) for r in rows]
+
+    def mark_done_processed(self, event_id: int) -> None:
+        with self._atomic() as conn:
+            cur = conn.execute("UPDATE done_events SET processed_at = ? WHERE id = ?",
+                               (self._clock(), event_id))
+            if cur.rowcount == 0:
+                raise StoreError(f"no done event {event_id}")
+
+    def relay_cursor(self, name: str) -> str:
+        rows = self._rows("SELECT value FROM relay_cursor WHERE name = ?", (name,))
+        return rows[0]["value"] if rows else ""
+
+    # ---- outbox --------------------------------------------------------------------------
+
+    def enqueue_comment(self, run_id: int | None, owner: str, repo: str, number: int,
+                        body: str, now: float) -> int:
+        """Queue a comment to post; `run_id` None for a reply about an issue with no run."""
+        with self._atomic() as conn:
+            return conn.execute(
+                "INSERT INTO outbox (run_id, owner, repo, number, body, created_at, "
+                "next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (run_id, owner, repo, number, body, now, now)).lastrowid
+
+    def due_outbox(self, now: float) -> list[OutboxItem]:
+        """Unsent comments whose next attempt is due, oldest first (comments keep their order)."""
+        rows = self._rows("SELECT id, run_id, owner, repo, number, body, attempts FROM outbox "
+                          "WHERE sent_at IS NULL AND dropped_at IS NULL AND next_attempt_at <= ? "
+                          "ORDER BY id", (now,))
+        return [OutboxItem(*r) for r in rows]
+
+    def mark_outbox_sent(self, item_id: int, now: float) -> None:
+        self._outbox_update("UPDATE outbox SET sent_at = ?, attempts = attempts + 1 WHERE id = ?",
+                            (now, item_id))
+
+    def mark_outbox_retry(self, item_id: int, next_attempt_at: float, error: str) -> None:
+        self._outbox_update("UPDATE outbox SET next_attempt_at = ?, last_error = ?, "
+                            "attempts = attempts + 1 WHERE id = ?",
+                            (next_attempt_at, error, item_id))
+
+    def mark_outbox_dropped(self, item_id: int, now: float, error: str) -> None:
+        """A comment the forge will never take (the issue is gone, the body refused): kept
+        for the record, never retried."""
+        self._outbox_update("UPDATE outbox SET dropped_at = ?, last_error = ?, "
+                            "attempts = attempts + 1 WHERE id = ?", (now, error, item_id))
+
+    def _outbox_update(self, sql: str, params: tuple) -> None:
+        with self._atomic() as conn:
+            if conn.execute(sql, params).rowcount == 0:
+                raise StoreError(f"no outbox item {params[-1]}")
