@@ -207,6 +207,13 @@ def decide(run: RunRecord | None, event: Event) -> list[Action]:
         return [Ignore(f"done signal for a {state.value} run")]
 
     if isinstance(event, WatchdogExpired):
+        if state in (RunState.STARTING, RunState.RESUMING):
+            # the CLI never got the agent going (a hung clone, say): free the slot and say so
+            reason = f"the bottle did not start within {int(event.idle_seconds)} s"
+            if run.slug:  # a bottle exists: freeze it, so a comment can retry from it
+                return [Freeze(), RecordDone("timed_out", reason),
+                        Comment(_target(run), f"{reason}; it is frozen. Comment to retry.")]
+            return [MarkFailed(reason), Comment(_target(run), f"{reason}; the run failed.")]
         if state is RunState.RUNNING:
             return [Freeze(RunState.TIMED_OUT),
                     Comment(_target(run), f"No progress for {int(event.idle_seconds)} s: "

@@ -1,6 +1,7 @@
-"""The watchdog: finds running runs without progress for `FORGE_WATCHDOG_TIMEOUT` seconds and
-hands each to a callback (the orchestrator, which decides `WatchdogExpired`: stop + freeze as
-`timed_out` and a comment). Stepped with `tick(now)`; `run(stop_event, interval)` loops.
+"""The watchdog: finds runs that are starting, running or resuming without progress for
+`FORGE_WATCHDOG_TIMEOUT` seconds and hands each to a callback (the orchestrator, which decides
+`WatchdogExpired`: a running one is stopped and frozen as `timed_out`, one that never got
+going is frozen or failed; a comment says which). Stepped with `tick(now)`; `run(stop_event, interval)` loops.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Callable
 from bot_bottle.orchestrator.model import RunRecord, RunState
 
 log = logging.getLogger(__name__)
+# a run may hang before its agent runs (starting, resuming) as well as while it runs
+WATCHED = (RunState.STARTING, RunState.RUNNING, RunState.RESUMING)
 
 
 class Watchdog:
@@ -24,7 +27,7 @@ class Watchdog:
     def tick(self, now: float) -> list[int]:
         """One pass; returns the ids of the runs found idle."""
         expired = []
-        for run in self._store.list_runs(states=(RunState.RUNNING,)):
+        for run in self._store.list_runs(states=WATCHED):
             last = run.last_progress_at if run.last_progress_at is not None else run.updated_at
             idle = now - last
             if idle >= self._timeout:

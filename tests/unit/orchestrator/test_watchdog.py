@@ -34,6 +34,11 @@ class WatchdogTest(unittest.TestCase):
         self.add_run(3, RunState.RUNNING, progress=None, updated=8_200.0)
         self.assertEqual(self.dog.tick(self.clock.now()), [3])
 
+    def test_runs_stuck_starting_or_resuming_are_expired_too(self) -> None:
+        self.add_run(6, RunState.STARTING, progress=None, updated=1_000.0)
+        self.add_run(7, RunState.RESUMING, progress=None, updated=1_000.0)
+        self.assertEqual(sorted(self.dog.tick(self.clock.now())), [6, 7])
+
     def test_frozen_and_queued_runs_are_never_expired(self) -> None:
         self.add_run(4, RunState.FROZEN, progress=0.0, updated=0.0)
         self.add_run(5, RunState.QUEUED, progress=None, updated=0.0)
