@@ -157,9 +157,12 @@ class Executor:
             return self.apply(run, L.decide(run, event))
 
     def drain_outbox(self, forge_factory, now: float, backoff: float = 30.0) -> int:
-        """Send due comments in order. A refusal that cannot change (404, 422, out of scope)
-        drops the comment; any other failure retries it later, waiting twice as long each
-        time up to 32 × `backoff`, and defers the rest of this pass (the forge is likely down)."""
+        """Send due comments in order, each at most once in effect: every comment carries its
+        outbox tag, and one whose earlier POST may have gone through (timeout, crash) is
+        looked for before it is posted again. A refusal that cannot change (404, 422, out of
+        scope) drops the comment; any other failure retries it later, waiting twice as long
+        each time up to 32 × `backoff`, and defers the rest of this pass (the forge is likely
+        down)."""
         sent = 0
         failure: str | None = None
         for item in self._store.due_outbox(now):
@@ -167,8 +170,12 @@ class Executor:
             if failure is not None:
                 self._store.mark_outbox_retry(item.id, now + backoff, failure)
                 continue
+            tag = outbox_tag(item.id)
             try:
-                forge_factory(item.owner, item.repo).post_comment(item.number, item.body)
+                forge = forge_factory(item.owner, item.repo)
+                if not (item.posting and any(tag in c.body for c in forge.read_comments(item.number))):
+                    self._store.mark_outbox_posting(item.id, now)
+                    forge.post_comment(item.number, f"{item.body}\n{tag}")
             except PERMANENT_FORGE_ERRORS as exc:
                 log.error("dropping comment %s on %s/%s#%s: %s", item.id, item.owner, item.repo,
                           item.number, exc)
@@ -181,3 +188,8 @@ class Executor:
             self._store.mark_outbox_sent(item.id, now)
             sent += 1
         return sent
+
+
+def outbox_tag(item_id: int) -> str:
+    """An invisible tag that makes a posted outbox comment recognisable."""
+    return f"<!-- bot-bottle:outbox={item_id} -->"

@@ -55,10 +55,16 @@ class QueuesMixin:
 
     def due_outbox(self, now: float) -> list[OutboxItem]:
         """Unsent comments whose next attempt is due, oldest first (comments keep their order)."""
-        rows = self._rows("SELECT id, run_id, owner, repo, number, body, attempts FROM outbox "
+        rows = self._rows("SELECT id, run_id, owner, repo, number, body, attempts, "
+                          "posting_at IS NOT NULL FROM outbox "
                           "WHERE sent_at IS NULL AND dropped_at IS NULL AND next_attempt_at <= ? "
                           "ORDER BY id", (now,))
-        return [OutboxItem(*r) for r in rows]
+        return [OutboxItem(*r[:7], posting=bool(r[7])) for r in rows]
+
+    def mark_outbox_posting(self, item_id: int, now: float) -> None:
+        """Durably noted before the POST, so after a timeout or a crash the sender looks for
+        the comment before posting it again."""
+        self._outbox_update("UPDATE outbox SET posting_at = ? WHERE id = ?", (now, item_id))
 
     def mark_outbox_sent(self, item_id: int, now: float) -> None:
         self._outbox_update("UPDATE outbox SET sent_at = ?, attempts = attempts + 1 WHERE id = ?",

@@ -64,6 +64,8 @@ class OutboxItem:
     number: int
     body: str
     attempts: int
+    # a POST was started and its outcome is unknown (timeout, crash): check before reposting
+    posting: bool = False
 
 
 # the model's field order, so rows build RunRecords positionally (a new field needs a migration)

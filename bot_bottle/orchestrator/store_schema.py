@@ -93,7 +93,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     sent_at REAL,
-    dropped_at REAL
+    dropped_at REAL,
+    posting_at REAL
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at)
     WHERE sent_at IS NULL AND dropped_at IS NULL;

@@ -92,5 +92,38 @@ class ExecutorTest(unittest.TestCase):
         self.assertEqual(self.store.due_outbox(now + 10_000), [], "dropped, never retried")
 
 
+    def test_a_comment_whose_post_timed_out_after_landing_is_not_posted_twice(self) -> None:
+        run = self.launch()
+        now = self.clock.now()
+        self.ex.drain_outbox(lambda o, r: self.forge, now)  # what the launch itself said
+        self.ex.apply(self.store.get_run(run.id), [L.Comment(self.issue, "exactly once")])
+        forge = self.forge
+
+        class LandsThenTimesOut:
+            def read_comments(self, number):
+                return forge.read_comments(number)
+
+            def post_comment(self, number, body):
+                forge.post_comment(number, body)
+                raise ForgeUnavailable("timed out")
+        self.assertEqual(self.ex.drain_outbox(lambda o, r: LandsThenTimesOut(), now), 0)
+        self.assertEqual(self.ex.drain_outbox(lambda o, r: self.forge, now + 31), 1)
+        self.assertEqual(self.store.due_outbox(now + 10_000), [])
+        bodies = [c.body for c in self.forge.read_comments(self.issue)]
+        self.assertEqual(sum("exactly once" in b for b in bodies), 1, bodies)
+
+    def test_a_crash_between_posting_and_recording_does_not_post_twice(self) -> None:
+        run = self.launch()
+        now = self.clock.now()
+        self.ex.drain_outbox(lambda o, r: self.forge, now)
+        self.ex.apply(self.store.get_run(run.id), [L.Comment(self.issue, "once more")])
+        item = self.store.due_outbox(now)[0]
+        self.store.mark_outbox_posting(item.id, now)  # the process dies right after the POST
+        self.forge.post_comment(self.issue, f"{item.body}\n<!-- bot-bottle:outbox={item.id} -->")
+        self.assertEqual(self.ex.drain_outbox(lambda o, r: self.forge, now), 1)
+        bodies = [c.body for c in self.forge.read_comments(self.issue)]
+        self.assertEqual(sum("once more" in b for b in bodies), 1, bodies)
+
+
 if __name__ == "__main__":
     unittest.main()
