@@ -26,6 +26,7 @@ from bot_bottle.contrib.forge.base import ForgeError, ForgeNotFound, ForgeScopeE
 log = logging.getLogger(__name__)
 MAX_BODY = 1 << 20
 DONE_STATUSES = ("done", "blocked", "failed")
+PR_OPENED = "pr_opened"  # op-log kind recording each PR a run opened (its write scope)
 _ROUTES = [
     ("GET", re.compile(r"^/issues/(\d+)$"), "read_issue"),
     ("GET", re.compile(r"^/pulls/(\d+)$"), "read_pr"),
@@ -102,6 +103,14 @@ class SidecarApp:
         self._store.append_op(run.id, f"sidecar.{op}", {"path": path, "status": status}, now)
         self._store.update_run(run.id, now=now, last_progress_at=now)
 
+    def _opened_prs(self, run) -> tuple[int, ...]:
+        """Every PR this run opened (the run's PR is the latest): all stay in its scope."""
+        opened = {int(op.detail["number"]) for op in self._store.op_log(run.id)
+                  if op.kind == PR_OPENED}
+        if run.pr_number is not None:
+            opened.add(run.pr_number)
+        return tuple(sorted(opened))
+
     def _dispatch(self, run, op: str, args: tuple, data: dict) -> tuple[int, Any]:
         if op == "done":
             status, summary = data["status"], data.get("summary", "")
@@ -109,7 +118,7 @@ class SidecarApp:
                 raise ValueError(f"status must be one of {DONE_STATUSES} and summary a string")
             write_done_file(self._queue_dir, run.id, status, summary, self._time_ns())
             return 202, {"status": "accepted"}
-        prs = (run.pr_number,) if run.pr_number is not None else ()
+        prs = self._opened_prs(run)
         forge = ScopedForge(self._forge_factory(run.owner, run.repo), run.owner, run.repo,
                             run.issue_number, pr_numbers=prs)
         n = int(args[0]) if args else None
@@ -126,7 +135,9 @@ class SidecarApp:
             return 200, {"status": "ok"}
         pr = forge.open_pr(title=_text(data, "title"), body=_text(data, "body"),
                            head=_text(data, "head"), base=_text(data, "base"))
-        self._store.update_run(run.id, now=self._clock(), pr_number=pr.number)
+        now = self._clock()
+        self._store.append_op(run.id, PR_OPENED, {"number": pr.number}, now)
+        self._store.update_run(run.id, now=now, pr_number=pr.number)
         return 201, asdict(pr)
 
 

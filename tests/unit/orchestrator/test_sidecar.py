@@ -85,6 +85,15 @@ class SidecarTest(unittest.TestCase):
         self.assertEqual(self.store.get_run(7).pr_number, pr["number"])
         self.assertEqual(self.call("PATCH", f"/issues/{pr['number']}", {"body": "new"})[0], 200)
 
+    def test_every_pr_the_run_opened_stays_in_scope_and_the_latest_is_the_runs(self) -> None:
+        _, first = self.call("POST", "/pulls", {"title": "A", "body": "", "head": "a", "base": "main"})
+        _, second = self.call("POST", "/pulls", {"title": "B", "body": "", "head": "b", "base": "main"})
+        self.assertEqual(self.store.get_run(7).pr_number, second["number"])
+        for pr in (first, second):
+            status, _ = self.call("POST", f"/issues/{pr['number']}/comments", {"body": "still mine"})
+            self.assertEqual(status, 201, pr["number"])
+        self.assertEqual(self.call("POST", f"/issues/{self.other_n}/comments", {"body": "x"})[0], 403)
+
     def test_bad_json_or_shape_is_400_and_unknown_route_404(self) -> None:
         self.assertEqual(self.call("POST", "/done", {"status": "maybe", "summary": ""})[0], 400)
         self.assertEqual(self.call("POST", f"/issues/{self.issue_n}/comments", {"body": 3})[0], 400)
