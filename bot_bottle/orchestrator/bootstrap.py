@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -48,6 +49,16 @@ class MarkedForge:
 
     def post_comment(self, number: int, body: str):
         return self._forge.post_comment(number, f"{body}\n\n{MARKER}")
+
+
+def forge_state_of(run) -> forge_state.ForgeState:
+    """The forge layer's per-issue view of a run (kept in `forge_state`, same file)."""
+    def iso(ts: float) -> str:
+        return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+    return forge_state.ForgeState(
+        run.owner, run.repo, run.issue_number, run.pr_number, run.agent, run.bottles, run.slug,
+        run.state.value, iso(run.created_at), iso(run.updated_at), run.last_done_status,
+        run.last_done_summary)
 
 
 def gitea_forge_factory(config: Config) -> Callable[[str, str], GiteaForge]:
@@ -110,6 +121,7 @@ def build(config: Config, *, forge_factory: Callable[[str, str], object] | None 
           runner=None, clock: Callable[[], float] = time.time) -> Service:
     store = SqliteRunStore(config.db_path, schema_hooks=(forge_state.apply_schema,))
     forge_states = forge_state.SqliteForgeStateStore(store.side_connection(), migrate=False)
+    store.add_run_listener(lambda run: forge_states.put(forge_state_of(run)))
     forge_factory = forge_factory or gitea_forge_factory(config)
     runner = runner or SubprocessBottleRunner(config.cli, config.child_env)
     orchestrator: Orchestrator | None = None

@@ -64,6 +64,7 @@ class SqliteRunStore(DeliveriesMixin, QueuesMixin):
         self._local = threading.local()
         self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
         self._readers_lock = threading.Lock()
+        self._run_listeners: list[Callable[[RunRecord], None]] = []
         self._wconn = self._connect()
         try:
             if not self._memory:
@@ -82,6 +83,19 @@ class SqliteRunStore(DeliveriesMixin, QueuesMixin):
         self._closing = False
         self._writer = threading.Thread(target=self._writer_loop, name="store-writer", daemon=True)
         self._writer.start()
+
+    def add_run_listener(self, listener: Callable[[RunRecord], None]) -> None:
+        """`listener(run)` after every committed change of a run (the composition root mirrors
+        runs into the forge layer's `forge_state`); a failing listener is logged, never raised."""
+        self._run_listeners.append(listener)
+
+    def _changed(self, run: RunRecord) -> RunRecord:
+        for listener in self._run_listeners:
+            try:
+                listener(run)
+            except Exception:  # a mirror must not undo or block the change it mirrors
+                log.exception("run listener failed for run %s", run.id)
+        return run
 
     def side_connection(self) -> sqlite3.Connection:
         """A connection to the same file for another layer's own store (e.g. forge state),
@@ -183,7 +197,8 @@ class SqliteRunStore(DeliveriesMixin, QueuesMixin):
                  now, run_token)).lastrowid
             self._op(conn, run_id, "created", {"state": state.value, "agent": agent,
                                                "bottles": bottles}, now)
-            return self._run_in(conn, run_id)
+            run = self._run_in(conn, run_id)
+        return self._changed(run)
 
     def get_run(self, run_id: int) -> RunRecord | None:
         rows = self._rows(f"{RUN_SELECT} WHERE id = ?", (run_id,))
@@ -247,7 +262,8 @@ class SqliteRunStore(DeliveriesMixin, QueuesMixin):
             self._set(conn, run_id, now, {**values, "state": new_state.value})
             self._op(conn, run_id, "transition", {"from": old.state.value, "to": new_state.value,
                                                   "reason": reason}, now)
-            return self._run_in(conn, run_id)
+            run = self._run_in(conn, run_id)
+        return self._changed(run)
 
     def update_run(self, run_id: int, *, now: float, **fields) -> RunRecord:
         """Set non-state fields; states change only through `transition`."""
@@ -255,7 +271,8 @@ class SqliteRunStore(DeliveriesMixin, QueuesMixin):
         with self._atomic() as conn:
             self._run_in(conn, run_id)
             self._set(conn, run_id, now, values)
-            return self._run_in(conn, run_id)
+            run = self._run_in(conn, run_id)
+        return self._changed(run)
 
     @staticmethod
     def _checked_fields(fields: dict) -> dict:

@@ -67,6 +67,9 @@ class BootstrapTest(unittest.TestCase):
             bodies = [c["body"] for c in g.comments("acme", "widgets", n)]
             self.assertIn(f"hello from the agent\n\n{MARKER}", bodies)  # never read as a prompt
             self.assertNotIn("tok", env.values())
+            mirrored = service.forge_state.get("acme", "widgets", n)  # the forge layer's view
+            self.assertEqual((mirrored.state, mirrored.agent, mirrored.slug),
+                             ("running", "claude", run.slug))
         finally:
             self.runner.release_all()
             service.stop()

@@ -474,6 +474,17 @@ class HealthAndSharingTest(StoreTestCase):
         states = forge_state.SqliteForgeStateStore(again.side_connection(), migrate=False)
         self.assertEqual(states.get("acme", "widgets", 1), st)
 
+    def test_run_listeners_see_every_committed_change_and_cannot_break_it(self) -> None:
+        seen = []
+        self.store.add_run_listener(lambda run: seen.append((run.id, run.state, run.slug)))
+        self.store.add_run_listener(lambda run: 1 / 0)  # logged, not raised
+        with self.assertLogs("bot_bottle.orchestrator.store", "ERROR") as logged:
+            run = seed_run(self.store, 1, RunState.RUNNING, slug="acme-widgets-1")
+        self.assertEqual(len(logged.records), 4)
+        self.assertEqual(seen[0], (run.id, RunState.QUEUED, None))
+        self.assertEqual(seen[-1], (run.id, RunState.RUNNING, "acme-widgets-1"))
+        self.assertEqual(len(seen), 4)  # created, starting, running, slug set
+
     def test_memory_store_works_on_one_thread(self) -> None:
         store = self.open(":memory:")
         self.assertTrue(store.record_delivery("d1", "issues", b"x", 1.0))
