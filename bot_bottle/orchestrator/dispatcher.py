@@ -258,10 +258,17 @@ def _expected_slug(label: str) -> str:
 
 
 class _OrgMembers:
-    """A lazily checked `in` over the agent org, so trust asks the forge only when needed."""
+    """A lazily checked `in` over the agent org, so trust asks the forge only when needed,
+    and once per login (Gitea logins are case-insensitive)."""
 
     def __init__(self, forge, org: str) -> None:
         self._forge, self._org = forge, org
+        self._known: dict[str, bool] = {}
 
     def __contains__(self, login: object) -> bool:
-        return isinstance(login, str) and self._forge.is_org_member(self._org, login)
+        if not isinstance(login, str):
+            return False
+        key = login.casefold()
+        if key not in self._known:
+            self._known[key] = self._forge.is_org_member(self._org, login)
+        return self._known[key]
