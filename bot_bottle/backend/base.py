@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from ..errors import BackendError
 
 IN_WORKSPACE = "/workspace"
 IN_HOME = "/home/agent"
@@ -42,6 +45,14 @@ class Backend(Protocol):
 
 
 PKG_DIR = Path(__file__).resolve().parent.parent  # the installed bot_bottle package
+
+
+def find_program(name: str, path: str, missing: str) -> str:
+    """The absolute path of `name` on `path`, or a BackendError saying `missing`."""
+    exe = shutil.which(name, path=path)
+    if not exe:
+        raise BackendError(missing)
+    return exe
 
 
 def bottle_mounts(plan) -> list[dict]:

@@ -13,8 +13,8 @@ import subprocess
 from pathlib import Path
 
 from ..errors import BackendError
-from .base import (IN_RUN, IN_WORKSPACE, RunPlan, bottle_mounts, restore_snapshot, snapshot,
-                   stop_process_group)
+from .base import (IN_RUN, IN_WORKSPACE, RunPlan, bottle_mounts, find_program, restore_snapshot,
+                   snapshot, stop_process_group)
 
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/etc")
 
@@ -26,10 +26,8 @@ class BwrapBackend:
         self.path = environ.get("PATH", os.defpath)
 
     def _bwrap(self) -> str:
-        exe = shutil.which("bwrap", path=self.path)
-        if not exe:
-            raise BackendError("bwrap (bubblewrap) not found on PATH; install it: apt-get install bubblewrap")
-        return exe
+        return find_program("bwrap", self.path, "bwrap (bubblewrap) not found on PATH; "
+                            "install it: apt-get install bubblewrap")
 
     def check(self) -> None:
         self._bwrap()
@@ -43,9 +41,8 @@ class BwrapBackend:
             target = ws if len(sources) == 1 else ws / name
             target.parent.mkdir(parents=True, exist_ok=True)
             if kind == "repo":
-                git = shutil.which("git", path=self.path)
-                if not git:
-                    raise BackendError("git not found on PATH; install it: apt-get install git")
+                git = find_program("git", self.path,
+                                   "git not found on PATH; install it: apt-get install git")
                 r = subprocess.run([git, "clone", "--quiet", "--", loc, str(target)],
                                    capture_output=True, text=True, stdin=subprocess.DEVNULL)
                 if r.returncode != 0:

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from ..errors import BackendError
-from .base import IN_WORKSPACE, RunPlan, bottle_mounts
+from .base import IN_WORKSPACE, RunPlan, bottle_mounts, find_program
 from .bwrap import BwrapBackend
 
 
@@ -30,10 +30,8 @@ class DockerBackend:
         self._files = BwrapBackend(environ)   # workspace/home preparation is shared
 
     def _docker(self) -> str:
-        exe = shutil.which("docker", path=self.path)
-        if not exe:
-            raise BackendError("docker not found on PATH; install Docker or use backend = \"bwrap\"")
-        return exe
+        return find_program("docker", self.path,
+                            'docker not found on PATH; install Docker or use backend = "bwrap"')
 
     def _client_env(self) -> dict:
         return dict(self._client)

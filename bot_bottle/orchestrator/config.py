@@ -100,30 +100,28 @@ def _join(base: str, name: str) -> str:
     return base.rstrip("/") + "/" + name
 
 
-def _int(environ, key, default, low, high, problems) -> int:
+def _number(environ, key, default, parse, ok, expected: str, problems):
+    """`key` parsed by `parse` and checked by `ok`; a problem naming `expected` otherwise."""
     raw = (environ.get(key) or "").strip()
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        problems.append(f"{key} must be an integer, got {raw!r}")
+        value = None
+    if value is None or not ok(value):
+        problems.append(f"{key} must be {expected}, got {raw!r}")
         return default
-    if value < low or (high is not None and value > high):
-        upper = f"..{high}" if high is not None else " or more"
-        problems.append(f"{key} must be {low}{upper}, got {value}")
     return value
+
+
+def _int(environ, key, default, low, high, problems) -> int:
+    upper = f"..{high}" if high is not None else " or more"
+    return _number(environ, key, default, int,
+                   lambda v: v >= low and (high is None or v <= high),
+                   f"an integer {low}{upper}", problems)
 
 
 def _seconds(environ, key, default, problems) -> float:
-    raw = (environ.get(key) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        problems.append(f"{key} must be a number of seconds, got {raw!r}")
-        return default
-    if not 0 < value <= 3600:
-        problems.append(f"{key} must be more than 0 and at most 3600 seconds, got {raw}")
-    return value
+    return _number(environ, key, default, float, lambda v: 0 < v <= 3600,
+                   "a number of seconds, more than 0 and at most 3600", problems)
