@@ -8,6 +8,8 @@ write of a state goes through `check_transition`.
 from __future__ import annotations
 
 import enum
+import hashlib
+import re
 from dataclasses import dataclass, field, replace
 
 from bot_bottle.errors import BotBottleError
@@ -19,6 +21,10 @@ class OrchestratorError(BotBottleError):
 
 class IllegalTransition(OrchestratorError):
     """A state change the transition table does not allow."""
+
+
+# owner and repo names whose label needs no hash: slugify keeps them as they are
+_PLAIN = re.compile(r"[a-z0-9]+")
 
 
 class RunState(enum.Enum):
@@ -85,8 +91,15 @@ class RunRecord:
 
     @property
     def label(self) -> str:
-        """The bottle label the runner passes to `start --label` (slugified by the core)."""
-        return f"{self.owner}-{self.repo}-{self.issue_number}"
+        """The bottle label the runner passes to `start --label` (slugified by the core), one
+        per issue: `acme-widgets-42` for plain lowercase names; where slugify could make two
+        repositories meet (`a-b/c` and `a/b-c`, dots, capitals) or cut a long name, a
+        shortened readable part and `h` + a hash of the full name."""
+        plain = f"{self.owner}-{self.repo}-{self.issue_number}"
+        if _PLAIN.fullmatch(self.owner) and _PLAIN.fullmatch(self.repo) and len(plain) <= 48:
+            return plain
+        full = f"{self.owner}/{self.repo}#{self.issue_number}".encode()
+        return f"{plain[:40]}-h{hashlib.sha256(full).hexdigest()[:10]}"
 
     @property
     def repo_full_name(self) -> str:

@@ -1,0 +1,35 @@
+"""`RunRecord.label`: one bottle slug per issue, readable for plain names, never shared by two
+repositories that slugify alike, and within the core's slug length."""
+
+from __future__ import annotations
+
+import unittest
+
+from bot_bottle.orchestrator.model import RunRecord, RunState
+from bot_bottle.state import MAX_SLUG, slugify
+
+
+def label(owner: str, repo: str, issue: int) -> str:
+    return RunRecord(1, owner, repo, issue, "claude", (), RunState.QUEUED, 0.0, 0.0).label
+
+
+class LabelTest(unittest.TestCase):
+    def test_plain_names_give_a_readable_label(self) -> None:
+        self.assertEqual(label("acme", "widgets", 42), "acme-widgets-42")
+
+    def test_names_that_slugify_alike_get_different_slugs(self) -> None:
+        pairs = [(("a-b", "c", 1), ("a", "b-c", 1)), (("my.org", "x", 5), ("my-org", "x", 5)),
+                 (("Acme", "widgets", 3), ("acme", "widgets", 3)),
+                 (("o" * 40, "r" * 40, 1), ("o" * 40, "r" * 41, 1))]
+        for one, other in pairs:
+            with self.subTest(one=one, other=other):
+                self.assertNotEqual(slugify(label(*one)), slugify(label(*other)))
+
+    def test_labels_fit_the_core_slug_and_keep_their_hash(self) -> None:
+        long = label("o" * 60, "r" * 60, 123456)
+        self.assertLessEqual(len(slugify(long)), MAX_SLUG)
+        self.assertRegex(slugify(long), r"-h[0-9a-f]{10}$")
+
+
+if __name__ == "__main__":
+    unittest.main()
