@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import tarfile
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,18 @@ class Backend(Protocol):
 
 
 PKG_DIR = Path(__file__).resolve().parent.parent  # the installed bot_bottle package
+
+
+def run_sandbox(argv: list[str], env: dict[str, str], on_pid) -> int:
+    """Start the sandbox in its own session (so freeze can stop its whole process group),
+    report its pid, wait; a signal death becomes 128 + signal like a shell's."""
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+    except OSError as exc:
+        raise BackendError(f"cannot run {os.path.basename(argv[0])}: {exc}") from exc
+    on_pid(proc.pid)
+    rc = proc.wait()
+    return 128 - rc if rc < 0 else rc
 
 
 def find_program(name: str, path: str, missing: str) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import BackendError
 from .base import (IN_RUN, IN_WORKSPACE, RunPlan, bottle_mounts, find_program, restore_snapshot,
-                   snapshot, stop_process_group)
+                   run_sandbox, snapshot, stop_process_group)
 
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/etc")
 
@@ -74,14 +74,7 @@ class BwrapBackend:
     def run(self, plan: RunPlan, on_pid) -> int:
         argv = self.command(plan)
         argv[0] = self._bwrap()
-        try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True,
-                                    env=dict(plan.env))
-        except OSError as exc:
-            raise BackendError(f"cannot run bwrap: {exc}") from exc
-        on_pid(proc.pid)
-        rc = proc.wait()
-        return 128 - rc if rc < 0 else rc
+        return run_sandbox(argv, dict(plan.env), on_pid)
 
     def freeze(self, state_dir: Path, pid) -> None:
         stop_process_group(pid)

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from ..errors import BackendError
-from .base import IN_WORKSPACE, RunPlan, bottle_mounts, find_program
+from .base import IN_WORKSPACE, RunPlan, bottle_mounts, find_program, run_sandbox
 from .bwrap import BwrapBackend
 
 
@@ -65,14 +65,7 @@ class DockerBackend:
             self._call("network", "create", "--internal", f"bot-bottle-{plan.slug}", check=False)
         argv = self.command(plan)
         argv[0] = self._docker()
-        try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True,
-                                    env={**plan.env, **self._client_env()})
-        except OSError as exc:
-            raise BackendError(f"cannot run docker: {exc}") from exc
-        on_pid(proc.pid)
-        rc = proc.wait()
-        return 128 - rc if rc < 0 else rc
+        return run_sandbox(argv, {**plan.env, **self._client_env()}, on_pid)
 
     def freeze(self, state_dir: Path, pid) -> None:
         slug = state_dir.name
