@@ -15,7 +15,6 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -128,11 +127,11 @@ class Orchestrator:
 
     def _handle_delivery(self, event_type: str, body: bytes) -> tuple[str, str]:
         try:
-            event = E.parse_delivery(event_type, body)
+            event = E.classify_delivery(event_type, body)
         except E.EventShapeError as exc:
             return "bad_shape", str(exc)
-        if event is None:
-            return "ignored", E.explain_ignored(event_type, json.loads(body)) or "not acted on"
+        if isinstance(event, str):
+            return "ignored", event
         if isinstance(event, E.IssueEvent):
             return self._issue(event)
         if isinstance(event, E.CommentEvent):

@@ -97,11 +97,17 @@ ACTED_ON: dict[frozenset[str], frozenset[str]] = {
 
 def parse_delivery(event_type: str, body: bytes) -> Event | None:
     """Decode a raw delivery body (bytes as received) and parse it."""
+    result = classify_delivery(event_type, body)
+    return None if isinstance(result, str) else result
+
+
+def classify_delivery(event_type: str, body: bytes) -> Event | str:
+    """Decode and parse once: the event, or why it is not acted on (for the caller's log)."""
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise EventShapeError(f"delivery body is not JSON: {exc}") from exc
-    return parse_event(event_type, payload)
+    return _classify(event_type, payload)
 
 
 def parse_event(event_type: str, payload: object) -> Event | None:

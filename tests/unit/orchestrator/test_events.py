@@ -212,6 +212,13 @@ class ShapeErrorTests(unittest.TestCase):
             self.assertIsNone(E.parse_event("release", {}))
         self.assertIn("release", logs.output[0])
 
+    def test_classify_delivery_gives_the_event_or_the_reason_from_one_parse(self):
+        self.assertEqual(E.classify_delivery("release", b"{}"), "event type 'release' is not handled")
+        self.assertIn("'edited' is not acted on",
+                      E.classify_delivery("issues", b'{"action": "edited"}'))
+        with self.assertRaises(E.EventShapeError):
+            E.classify_delivery("issues", b"[1]")
+
     def test_wrong_types_name_the_bad_field(self):
         cases = [
             ({"action": 1}, "payload.action"),
