@@ -59,30 +59,33 @@ class Executor:
     def _env(self, run: RunRecord) -> dict[str, str]:
         return {"BOT_BOTTLE_FORGE_SOCKET": self._socket, "BOT_BOTTLE_FORGE_RUN_TOKEN": run.run_token}
 
-    def apply(self, run: RunRecord, actions: list, *, prompt: str = "") -> RunRecord:
+    def apply(self, run: RunRecord, actions: list) -> RunRecord:
         """Execute `actions` for an existing run, in order; returns the run as it ends up."""
         for action in actions:
-            run = self._one(run, action, prompt)
+            run = self._one(run, action)
         return run
 
     def create(self, owner: str, repo: str, issue: int, action, prompt: str) -> RunRecord:
         state = RunState.STARTING if isinstance(action, L.Launch) else RunState.QUEUED
         run = self._store.create_run(owner, repo, issue, action.agent, action.bottles, state,
                                      secrets.token_urlsafe(32), self._clock())
-        self._store.update_run(run.id, now=self._clock(), pending_prompt=prompt)
         if state is RunState.STARTING:
-            self._start(self._store.get_run(run.id))
+            self._start(run, prompt)
+        else:  # kept until a slot frees (StartQueued)
+            run = self._store.update_run(run.id, now=self._clock(), pending_prompt=prompt)
         return run
 
-    def _one(self, run: RunRecord, action, prompt: str) -> RunRecord:
+    def _one(self, run: RunRecord, action) -> RunRecord:
         now = self._clock()
         if isinstance(action, L.Ignore):
             log.info("ignored: %s repo=%s issue=%s run=%s", action.reason, run.repo_full_name,
                      run.issue_number, run.id)
             return run
         if isinstance(action, L.StartQueued):
-            run = self._store.transition(run.id, RunState.STARTING, now=now, reason="slot free")
-            self._start(run)
+            prompt = run.pending_prompt or ""
+            run = self._store.transition(run.id, RunState.STARTING, now=now, reason="slot free",
+                                         pending_prompt=None)
+            self._start(run, prompt)
             return run
         if isinstance(action, L.Resume):
             run = self._store.transition(run.id, RunState.RESUMING, now=now, reason="resume",
@@ -117,10 +120,7 @@ class Executor:
             return run
         raise OrchestratorError(f"cannot execute {action!r} for an existing run")
 
-    def _start(self, run: RunRecord) -> None:
-        prompt = run.pending_prompt or ""
-        self._store.update_run(run.id, now=self._clock(), pending_prompt=None)
-
+    def _start(self, run: RunRecord, prompt: str) -> None:
         def work() -> None:
             def on_slug(slug: str) -> None:
                 cur = self._store.update_run(run.id, now=self._clock(), slug=slug)
