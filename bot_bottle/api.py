@@ -1,115 +1,58 @@
-"""The core operations shared by the CLI and Python callers: start, resume, freeze, destroy, list.
+"""The core operations shared by the CLI and Python callers: start, resume, freeze, destroy,
+list, logs.
 
 Callers pass `home` (the $BOT_BOTTLE_HOME path) and `environ` (the caller's environment);
 nothing here reads os.environ. Errors are BottleError subclasses carrying the exit code.
+Resolving manifests into a plan lives in `resolve`, one run of the agent in `agent_run`, the
+agent log in `agent_log`.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import fcntl
 import json
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
 
-from . import state
+from . import agent_log, state
+from .agent_run import TIMEOUT_EXIT, lock as _lock, log_cap, now as _now, run_agent
 from .backend import get_backend
-from .backend.base import IN_FORGE_SOCKET, IN_HOME, IN_RUN, RunPlan
-from .errors import BackendError, ManifestError, StateConflictError, UsageError
-from .manifest import load_agent, load_bottle, validate_name
-from .providers import agent_argv
+from .backend.fill import check_workspace
+from .errors import BackendError, StateConflictError, UsageError
+from .manifest import validate_name
+from .resolve import SAFE_ENV, check_program, resolve, safe_names
 
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-@contextmanager
-def _lock(home: Path, slug: str):
-    root = home / "state"
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{state.check_slug(slug)}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
-
-
-def _bottle_env(agent, bottles, environ, prompt) -> dict:
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": IN_HOME, "LANG": "C.UTF-8",
-           "BOT_BOTTLE_PROMPT": prompt, "BOT_BOTTLE_PROMPT_FILE": IN_RUN + "/prompt.txt"}
-    for b in bottles:
-        for name in b.env:
-            if name in environ:
-                env[name] = environ[name]
-    env.update(dict(agent.env))
-    if agent.skills:
-        env["BOT_BOTTLE_SKILLS"] = ",".join(agent.skills)
-    return env
-
-
-def _forge(environ, env) -> str | None:
-    sock = environ.get("BOT_BOTTLE_FORGE_SOCKET")
-    if sock:
-        env["BOT_BOTTLE_FORGE_SOCKET"] = IN_FORGE_SOCKET
-        env["BOT_BOTTLE_FORGE_RUN_TOKEN"] = environ.get("BOT_BOTTLE_FORGE_RUN_TOKEN", "")
-    return sock or None
-
-
-def _resolve(home, agent_name, bottle_names, environ, prompt, slug, resume=False, agent=None):
-    agent = agent or load_agent(home, agent_name)
-    bottles = [load_bottle(home, n) for n in (bottle_names or agent.bottles)]
-    if not bottles:
-        raise ManifestError(f"agent {agent.name}: no bottles (set 'bottles' or pass --bottle)")
-    if len({b.backend for b in bottles}) != 1 or len({b.network for b in bottles}) != 1:
-        raise ManifestError("bottles disagree on backend or network")
-    env = _bottle_env(agent, bottles, environ, prompt)
-    plan = RunPlan(slug=slug, state_dir=state.state_dir(home, slug),
-                   agent_argv=tuple(agent_argv(agent, prompt, resume=resume)), env=env,
-                   network=bottles[0].network, forge_socket=_forge(environ, env),
-                   image=bottles[0].image)
-    return agent, bottles, plan, get_backend(bottles[0].backend, environ)
-
-
-SAFE_ENV = {"PATH", "HOME", "LANG", "BOT_BOTTLE_PROMPT_FILE", "BOT_BOTTLE_SKILLS", "BOT_BOTTLE_FORGE_SOCKET"}
+# the per-run fields `list --json` adds to each row (see docs/core.md)
+RUN_FIELDS = ("run_started_at", "ended_at", "exit_code", "timed_out")
+ROW_FIELDS = ("slug", "agent", "label", "backend", "started_at", "frozen_at", *RUN_FIELDS)
 
 
 def plan_json(backend, plan) -> str:
-    """The resolved plan as JSON; values of env vars other than SAFE_ENV are redacted."""
-    environment = {k: v if k in SAFE_ENV else "<redacted>" for k, v in sorted(plan.env.items())}
+    """The resolved plan as JSON; values of env vars that may be secrets are redacted."""
+    safe = safe_names(plan)
+    environment = {k: v if k in safe else "<redacted>" for k, v in sorted(plan.env.items())}
     return json.dumps({"slug": plan.slug, "backend": backend.name, "argv": backend.command(plan),
                        "mounts": backend.mounts(plan), "env": sorted(plan.env),
-                       "environment": environment}, indent=2)
+                       "environment": environment, "timeout": plan.timeout}, indent=2)
 
 
-def _run(home, slug, backend, plan, prompt) -> int:
-    (plan.state_dir / "prompt.txt").write_text(prompt, encoding="utf-8")
-
-    def on_pid(pid):
-        with _lock(home, slug):
-            state.update_metadata(home, slug, state="running", pid=pid)
-
-    rc = backend.run(plan, on_pid)
-    with _lock(home, slug):
-        meta = state.read_metadata(home, slug) or {}
-        if meta.get("state") == "running":
-            meta["state"] = "exited"
-        meta.update(pid=None, exit_code=rc)
-        if meta.get("slug"):
-            state.write_metadata(home, slug, meta)
-    return rc
-
-
-def start_headless(home: Path, agent: str, prompt: str, *, environ: dict, bottles=(),
-                   label=None, dry_run=False, on_slug=None, out=None) -> int:
+def start_headless(home: Path, agent: str, prompt: str | bytes, *, environ: dict, bottles=(),
+                   label=None, workspace=None, dry_run=False, on_slug=None, out=None,
+                   notify=None) -> int:
+    """Create a bottle and run the agent in it; returns the agent's exit code (124 on timeout,
+    after `notify(message)`). `workspace`: a directory that becomes the bottle's /workspace."""
     validate_name("agent", agent)
     slug = state.slugify(label or agent)
-    agent_m, bottle_ms, plan, backend = _resolve(home, agent, list(bottles), environ, prompt, slug)
+    agent_m, bottle_ms, plan, backend = resolve(home, agent, list(bottles), environ, slug)
+    names = [b.name for b in bottle_ms if b.repo or b.dir]
+    ws = check_workspace(workspace, home, names) if workspace is not None else None
+    cap = log_cap(environ)
     if dry_run:
         if on_slug:
             on_slug(slug)
         print(plan_json(backend, plan), file=out)
         return 0
     backend.check()
+    check_program(backend, plan)
     with _lock(home, slug):
         if plan.state_dir.exists():
             raise StateConflictError(f"slug {slug!r} is in use by another bottle (destroy it or pick --label)")
@@ -119,7 +62,8 @@ def start_headless(home: Path, agent: str, prompt: str, *, environ: dict, bottle
             "started_at": _now(), "frozen_at": None, "state": "creating", "pid": None,
             "session": {"provider": agent_m.provider, "runs": 0}})
     try:
-        backend.create(plan, [(b.name, "repo" if b.repo else "dir", b.repo or b.dir) for b in bottle_ms])
+        backend.create(plan, [(b.name, "repo" if b.repo else "dir", b.repo or b.dir)
+                              for b in bottle_ms if b.repo or b.dir], ws)
         if on_slug:
             on_slug(slug)
         with _lock(home, slug):
@@ -128,33 +72,40 @@ def start_headless(home: Path, agent: str, prompt: str, *, environ: dict, bottle
         state.remove_state(home, slug)
         raise
     try:
-        return _run(home, slug, backend, plan, prompt)
+        return run_agent(home, slug, backend, plan, prompt, kind="start", run=1, cap=cap, notify=notify)
     except BackendError:
         if not state.pid_alive((state.read_metadata(home, slug) or {}).get("pid")):
             state.remove_state(home, slug)   # the agent never started: leave nothing behind
         raise
 
 
-def resume_headless(home: Path, slug: str, prompt: str, *, environ: dict, on_slug=None) -> int:
+def resume_headless(home: Path, slug: str, prompt: str | bytes, *, environ: dict, on_slug=None,
+                    notify=None) -> int:
+    """Restore the bottle's last state and run the agent's resume argv. A bottle that ran
+    after its last freeze is snapshotted first, so resume never goes back to older work."""
     state.check_slug(slug)
+    cap = log_cap(environ)
     with _lock(home, slug):
         meta = state.read_metadata(home, slug)
         if meta is None:
             raise StateConflictError(f"no bottle with slug {slug!r}")
-        if not (plan_dir := state.state_dir(home, slug) / "snapshots" / "latest.tar").exists():
+        if not (state.state_dir(home, slug) / "snapshots" / "latest.tar").exists():
             raise StateConflictError(f"bottle {slug!r} was never frozen (run commit first)")
         if state.pid_alive(meta.get("pid")):
             raise StateConflictError(f"bottle {slug!r} is running")
-        _, _, plan, backend = _resolve(home, meta["agent"], meta["bottles"], environ, prompt, slug, resume=True)
+        _, _, plan, backend = resolve(home, meta["agent"], meta["bottles"], environ, slug, resume=True)
         backend.check()
+        if meta.get("state") != "frozen":
+            backend.freeze(plan.state_dir, None)
+            state.update_metadata(home, slug, state="frozen", frozen_at=_now())
         backend.restore(plan.state_dir)
         session = dict(meta.get("session") or {})
         session["runs"] = session.get("runs", 0) + 1
         state.update_metadata(home, slug, state="running", session=session)
-    del plan_dir
     if on_slug:
         on_slug(slug)
-    return _run(home, slug, backend, plan, prompt)
+    return run_agent(home, slug, backend, plan, prompt, kind="resume", run=session["runs"], cap=cap,
+                     notify=notify)
 
 
 def freeze(home: Path, slug: str, *, environ: dict) -> None:
@@ -190,15 +141,24 @@ def list_bottles(home: Path) -> list[dict]:
         try:
             meta = state.read_metadata(home, slug) or {}
         except StateConflictError:
-            rows.append(dict.fromkeys(("agent", "label", "backend", "started_at", "frozen_at"))
-                        | {"slug": slug, "state": "corrupt"})
+            rows.append(dict.fromkeys(ROW_FIELDS) | {"slug": slug, "state": "corrupt"})
             continue
         st = meta.get("state")
         if st != "frozen":
             st = "running" if state.pid_alive(meta.get("pid")) else "exited"
-        rows.append({k: meta.get(k) for k in ("slug", "agent", "label", "backend", "started_at", "frozen_at")}
-                    | {"state": st})
+        rows.append({k: meta.get(k) for k in ROW_FIELDS} | {"state": st})
     return rows
 
 
-__all__ = ["start_headless", "resume_headless", "freeze", "destroy", "list_bottles", "UsageError"]
+def logs(home: Path, slug: str, out, *, tail: int | None = None) -> None:
+    """Write the bottle's agent log (or its last `tail` lines) to the binary stream `out`."""
+    state.check_slug(slug)
+    if tail is not None and tail < 0:
+        raise UsageError(f"--tail must be >= 0, got {tail}")
+    if not (state.state_dir(home, slug) / "metadata.json").exists():
+        raise StateConflictError(f"no bottle with slug {slug!r}")
+    agent_log.copy_log(state.state_dir(home, slug), out, tail)
+
+
+__all__ = ["start_headless", "resume_headless", "freeze", "destroy", "list_bottles", "logs",
+           "plan_json", "SAFE_ENV", "TIMEOUT_EXIT", "UsageError"]

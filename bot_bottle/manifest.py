@@ -1,12 +1,16 @@
 """Agent and bottle manifests: TOML files under $BOT_BOTTLE_HOME, parsed into frozen dataclasses.
 
-Agent (`agents/<name>.toml`): provider, bottles, model, skills, env (table of str), command.
-Bottle (`bottles/<name>.toml`): backend, repo | dir, env (list of host var names), network, image.
+Agent (`agents/<name>.toml`): provider, bottles, model, skills, env (table of str), command,
+timeout (wall-time seconds), tools (host paths bound read-only at the same path), path (dirs
+prepended to the bottle's PATH; `~/` in both = the invoking user's home).
+Bottle (`bottles/<name>.toml`): backend, repo | dir (both optional, at most one), env (list of
+host var names), network, image, timeout.
 Every problem raises ManifestError naming the file, the key and what was expected.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from dataclasses import dataclass
@@ -17,6 +21,7 @@ from .errors import ManifestError, UsageError
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PROVIDERS = ("claude", "codex", "pi", "command")
+NETWORKS = ("none", "host")
 
 
 def validate_name(kind: str, name: str) -> str:
@@ -34,6 +39,9 @@ class Agent:
     skills: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     command: tuple[str, ...] = ()
+    timeout: int | None = None
+    tools: tuple[str, ...] = ()     # absolute host paths (`~/` already expanded)
+    path: tuple[str, ...] = ()      # absolute dirs inside the bottle
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,7 @@ class Bottle:
     env: tuple[str, ...] = ()
     network: str = "none"
     image: str | None = None
+    timeout: int | None = None
 
 
 def _load(path: Path) -> dict:
@@ -73,55 +82,87 @@ def _check(path, data, key, typ, expected, required=False):
     return value
 
 
+def _timeout(path, data) -> int | None:
+    value = data.get("timeout")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ManifestError(f"{path}: key 'timeout' must be a whole number of seconds >= 1")
+    return value
+
+
+def _abs_path(path, key, raw: str, user_home: str | None) -> str:
+    """`raw` as an absolute, normalised path: absolute or `~/...` (the invoking user's home);
+    no `..`, no `:` (a PATH and docker -v separator)."""
+    if raw == "~" or raw.startswith("~/"):
+        if not user_home or not os.path.isabs(user_home):
+            raise ManifestError(f"{path}: key {key!r} entry {raw!r} uses '~' but HOME is not set")
+        raw = user_home.rstrip("/") + raw[1:]
+    if not os.path.isabs(raw):
+        raise ManifestError(f"{path}: key {key!r} entry {raw!r} must be an absolute path or start with '~/'")
+    if ".." in raw.split("/") or ":" in raw:
+        raise ManifestError(f"{path}: key {key!r} entry {raw!r} must not contain '..' or ':'")
+    return os.path.normpath(raw)
+
+
 def _unknown(path, data, allowed):
     for key in data:
         if key not in allowed:
             raise ManifestError(f"{path}: unknown key {key!r} (allowed: {', '.join(allowed)})")
 
 
-def load_agent(home: Path, name: str) -> Agent:
+def _names(path, key, values, pattern=NAME_RE, what="name"):
+    for v in values:
+        if not pattern.match(v):
+            raise ManifestError(f"{path}: key {key!r} has invalid {what} {v!r}")
+    return values
+
+
+def load_agent(home: Path, name: str, user_home: str | None = None) -> Agent:
+    """`user_home` is the invoking user's home (`HOME`), used for `~/` in `tools` and `path`."""
     validate_name("agent", name)
     path = home / "agents" / f"{name}.toml"
     data = _load(path)
-    _unknown(path, data, ("provider", "bottles", "model", "skills", "env", "command"))
+    _unknown(path, data, ("provider", "bottles", "model", "skills", "env", "command",
+                          "timeout", "tools", "path"))
     provider = _check(path, data, "provider", str, f"one of {PROVIDERS}", required=True)
     if provider not in PROVIDERS:
         raise ManifestError(f"{path}: key 'provider' must be one of {PROVIDERS}")
-    bottles = _check(path, data, "bottles", list, "a list of bottle names", required=True)
-    for b in bottles:
-        if not NAME_RE.match(b):
-            raise ManifestError(f"{path}: key 'bottles' has invalid name {b!r}")
+    bottles = _names(path, "bottles", _check(path, data, "bottles", list, "a list of bottle names",
+                                             required=True))
     env = _check(path, data, "env", dict, "a table of strings") or {}
-    for k in env:
-        if not ENV_NAME_RE.match(k):
-            raise ManifestError(f"{path}: key 'env' has invalid variable name {k!r}")
+    _names(path, "env", list(env), ENV_NAME_RE, "variable name")
     command = _check(path, data, "command", list, "a list of strings (argv)") or []
     if provider == "command" and not command:
         raise ManifestError(f"{path}: missing key 'command' (argv list, required for provider 'command')")
+    skills = _names(path, "skills", _check(path, data, "skills", list, "a list of skill names") or [])
+    tools = [_abs_path(path, "tools", t, user_home)
+             for t in _check(path, data, "tools", list, "a list of host paths") or []]
+    for t in tools:
+        if not os.path.exists(t):
+            raise ManifestError(f"{path}: key 'tools' entry {t!r} does not exist")
+    dirs = [_abs_path(path, "path", d, user_home)
+            for d in _check(path, data, "path", list, "a list of absolute directories") or []]
     return Agent(name=name, provider=provider, bottles=tuple(bottles),
-                 model=_check(path, data, "model", str, "a string"),
-                 skills=tuple(_check(path, data, "skills", list, "a list of strings") or ()),
-                 env=tuple(sorted(env.items())), command=tuple(command))
+                 model=_check(path, data, "model", str, "a string"), skills=tuple(skills),
+                 env=tuple(sorted(env.items())), command=tuple(command),
+                 timeout=_timeout(path, data), tools=tuple(tools), path=tuple(dirs))
 
 
 def load_bottle(home: Path, name: str) -> Bottle:
     validate_name("bottle", name)
     path = home / "bottles" / f"{name}.toml"
     data = _load(path)
-    _unknown(path, data, ("backend", "repo", "dir", "env", "network", "image"))
+    _unknown(path, data, ("backend", "repo", "dir", "env", "network", "image", "timeout"))
     backend = _check(path, data, "backend", str, "'bwrap' or 'docker'") or "bwrap"
     if backend not in ("bwrap", "docker"):
         raise ManifestError(f"{path}: key 'backend' must be 'bwrap' or 'docker'")
     repo = _check(path, data, "repo", str, "a git URL or path")
     dir_ = _check(path, data, "dir", str, "a directory path")
-    if (repo is None) == (dir_ is None):
-        raise ManifestError(f"{path}: exactly one of keys 'repo' and 'dir' is required")
-    env = _check(path, data, "env", list, "a list of host variable names") or []
-    for k in env:
-        if not ENV_NAME_RE.match(k):
-            raise ManifestError(f"{path}: key 'env' has invalid variable name {k!r}")
+    if repo is not None and dir_ is not None:
+        raise ManifestError(f"{path}: keys 'repo' and 'dir' exclude each other (at most one)")
+    env = _names(path, "env", _check(path, data, "env", list, "a list of host variable names") or [],
+                 ENV_NAME_RE, "variable name")
     network = _check(path, data, "network", str, "'none' or 'host'") or "none"
-    if network not in ("none", "host"):
+    if network not in NETWORKS:
         raise ManifestError(f"{path}: key 'network' must be 'none' or 'host'")
-    return Bottle(name=name, backend=backend, repo=repo, dir=dir_, env=tuple(env),
-                  network=network, image=_check(path, data, "image", str, "a string"))
+    return Bottle(name=name, backend=backend, repo=repo, dir=dir_, env=tuple(env), network=network,
+                  image=_check(path, data, "image", str, "a string"), timeout=_timeout(path, data))

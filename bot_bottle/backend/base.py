@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import tarfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from ..errors import BackendError
+from .lookup import Found
+from .sandbox import SandboxExit
 
 IN_WORKSPACE = "/workspace"
 IN_HOME = "/home/agent"
@@ -30,34 +29,30 @@ class RunPlan:
     network: str = "none"
     forge_socket: str | None = None                  # host path, bound at IN_FORGE_SOCKET
     image: str | None = None
+    stdin: Path | None = None                        # host file given to the agent as stdin
+    skills: dict = field(default_factory=dict)       # skill name -> host folder
+    agent: object = None                             # the Agent manifest (providers' hooks)
+    tools: tuple[str, ...] = ()                      # host paths bound read-only at the same path
+    timeout: int | None = None                       # wall-time seconds; None = no limit
 
 
 class Backend(Protocol):
     name: str
 
     def check(self) -> None: ...
-    def create(self, plan: RunPlan, sources: list) -> None: ...
+    def locate(self, plan: RunPlan, program: str) -> Found | None:
+        """Where `program` resolves inside the bottle (None: not checked by this backend)."""
+    def create(self, plan: RunPlan, sources: list, workspace: Path | None = None) -> None: ...
     def command(self, plan: RunPlan) -> list[str]: ...
     def mounts(self, plan: RunPlan) -> list[dict]: ...
-    def run(self, plan: RunPlan, on_pid) -> int: ...
+    def run(self, plan: RunPlan, on_pid, output) -> SandboxExit:
+        """Run the sandbox; its merged stdout/stderr go to `output(bytes)` as they come."""
     def freeze(self, plan_dir: Path, pid) -> None: ...
     def restore(self, plan_dir: Path) -> None: ...
-    def destroy(self, plan_dir: Path, slug: str) -> None: ...
+    def destroy(self, plan_dir: Path, slug: str, pid=None) -> None: ...
 
 
 PKG_DIR = Path(__file__).resolve().parent.parent  # the installed bot_bottle package
-
-
-def run_sandbox(argv: list[str], env: dict[str, str], on_pid) -> int:
-    """Start the sandbox in its own session (so freeze can stop its whole process group),
-    report its pid, wait; a signal death becomes 128 + signal like a shell's."""
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
-    except OSError as exc:
-        raise BackendError(f"cannot run {os.path.basename(argv[0])}: {exc}") from exc
-    on_pid(proc.pid)
-    rc = proc.wait()
-    return 128 - rc if rc < 0 else rc
 
 
 def find_program(name: str, path: str, missing: str) -> str:
@@ -66,6 +61,11 @@ def find_program(name: str, path: str, missing: str) -> str:
     if not exe:
         raise BackendError(missing)
     return exe
+
+
+def tool_mounts(plan) -> list[dict]:
+    """The agent's `tools`: host paths bound read-only at the same path."""
+    return [{"src": t, "dst": t, "mode": "ro"} for t in plan.tools]
 
 
 def bottle_mounts(plan) -> list[dict]:
@@ -82,24 +82,6 @@ def bottle_mounts(plan) -> list[dict]:
     return mounts
 
 
-def stop_process_group(pid, grace: float = 5.0) -> None:
-    """SIGTERM the process group led by pid, then SIGKILL after `grace` seconds."""
-    if not isinstance(pid, int) or pid <= 0:
-        return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
-
-
 def snapshot(bottle_dir: Path, dest: Path) -> None:
     """Tar workspace/ and home/ of bottle_dir into dest atomically."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +94,6 @@ def snapshot(bottle_dir: Path, dest: Path) -> None:
 
 
 def restore_snapshot(src: Path, bottle_dir: Path) -> None:
-    import shutil
     for part in ("workspace", "home"):
         shutil.rmtree(bottle_dir / part, ignore_errors=True)
     bottle_dir.mkdir(parents=True, exist_ok=True)

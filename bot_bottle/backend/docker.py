@@ -3,6 +3,8 @@
 Verified only against a fake `docker` executable (tests/integration/test_core_docker_fake.py) and
 the real client's `--help`, never a real engine (docs/core.md lists what that leaves open).
 Container name = image tag = `bot-bottle-<slug>`; network=none uses an `--internal` network.
+The agent's `tools` are bound read-only at the same path; the provider's binary is not looked up
+before the start (the image brings its own system, which the host cannot see).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import subprocess
 from pathlib import Path
 
 from ..errors import BackendError
-from .base import IN_WORKSPACE, RunPlan, bottle_mounts, find_program, run_sandbox
+from .base import IN_WORKSPACE, RunPlan, bottle_mounts, find_program, tool_mounts
 from .bwrap import BwrapBackend
+from .sandbox import SandboxExit, run_sandbox
 
 
 CLIENT_VARS = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH",
@@ -45,14 +48,18 @@ class DockerBackend:
     def check(self) -> None:
         self._docker()
 
-    def create(self, plan: RunPlan, sources: list) -> None:
-        self._files.create(plan, sources)
+    def locate(self, plan: RunPlan, program: str) -> None:
+        return None   # the program is in the image, which only the engine can see
+
+    def create(self, plan: RunPlan, sources: list, workspace: Path | None = None) -> None:
+        self._files.create(plan, sources, workspace)
 
     def mounts(self, plan: RunPlan) -> list[dict]:
-        return bottle_mounts(plan)  # the image brings its own system, so no host dirs
+        # the image brings its own system, so no host dirs but the agent's tools
+        return tool_mounts(plan) + bottle_mounts(plan)
 
     def command(self, plan: RunPlan) -> list[str]:
-        argv = ["docker", "run", "--rm", "--name", f"bot-bottle-{plan.slug}", "-w", IN_WORKSPACE,
+        argv = ["docker", "run", "--rm", "-i", "--name", f"bot-bottle-{plan.slug}", "-w", IN_WORKSPACE,
                 "--network", "host" if plan.network == "host" else f"bot-bottle-{plan.slug}"]
         for m in self.mounts(plan):
             argv += ["-v", f"{m['src']}:{m['dst']}" + (":ro" if m["mode"] == "ro" else "")]
@@ -60,12 +67,13 @@ class DockerBackend:
             argv += ["-e", k]       # so secrets stay out of the world-readable argv
         return argv + [plan.image or "python:3-slim", *plan.agent_argv]
 
-    def run(self, plan: RunPlan, on_pid) -> int:
+    def run(self, plan: RunPlan, on_pid, output) -> SandboxExit:
         if plan.network != "host":
             self._call("network", "create", "--internal", f"bot-bottle-{plan.slug}", check=False)
         argv = self.command(plan)
         argv[0] = self._docker()
-        return run_sandbox(argv, {**plan.env, **self._client_env()}, on_pid)
+        return run_sandbox(argv, {**plan.env, **self._client_env()}, on_pid, plan.stdin, output,
+                           plan.timeout)
 
     def freeze(self, state_dir: Path, pid) -> None:
         slug = state_dir.name

@@ -1,33 +1,57 @@
-"""Providers: turn an agent manifest and a prompt into the argv run inside the bottle.
+"""Providers: what a bottle runs for an agent, and how that agent CLI is set up in the bottle.
 
-One small module per provider (`claude`, `codex`, `pi`, `command`), each with the same
-interface: `start(agent, prompt) -> list[str]` and `resume(agent, prompt) -> list[str]`.
-`REGISTRY` maps the manifest's `provider` value to its module; `agent_argv` dispatches.
-Every provider also gets the prompt in the bottle's environment (`BOT_BOTTLE_PROMPT`,
-`BOT_BOTTLE_PROMPT_FILE`) and the skills in `BOT_BOTTLE_SKILLS`; those are set by `api`.
+One small module per provider (`claude`, `codex`, `pi`, `command`), each satisfying the
+`Provider` protocol below. `REGISTRY` maps the manifest's `provider` value to its module.
+
+The prompt never appears on the agent's command line (a prompt like `--help` or `- a` must
+not parse as an option, and Linux refuses one argv string over 128 KiB): the sandbox's
+standard input is the prompt file, which is also bound read-only at
+`$BOT_BOTTLE_PROMPT_FILE` (`/run/bot-bottle/prompt.txt`). Both are set up by `api`.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
+from pathlib import Path
+from typing import Mapping, Protocol
 
 from ..errors import ManifestError
 from ..manifest import Agent
 from . import claude, codex, command, pi
 
-REGISTRY: dict[str, ModuleType] = {"claude": claude, "codex": codex, "pi": pi, "command": command}
+
+class Provider(Protocol):
+    """The role each provider module plays (modules satisfy it structurally)."""
+
+    BINARY: str | None            # argv[0] that must resolve inside the bottle (None: the manifest's)
+    HOSTS: tuple[str, ...]        # the API hosts the CLI needs (for the egress gate)
+    BASE_URL_ENV: str | None      # the bottle variable that points the CLI at its API
+
+    def start(self, agent: Agent) -> list[str]: ...
+    def resume(self, agent: Agent) -> list[str]: ...
+
+    def env(self, agent: Agent) -> dict[str, str]:
+        """Fixed variables the CLI needs in the bottle (set before the manifests' own)."""
+
+    def prepare_home(self, agent: Agent, home: Path, bottle_env: Mapping[str, str],
+                     skills: Mapping[str, Path]) -> None:
+        """Write the CLI's configuration into `home` (the host path of the bottle's home),
+        on every start and resume; copy `skills` (name -> host folder) where the CLI reads
+        them. `bottle_env` is the environment the agent will get."""
 
 
-def get_provider(name: str) -> ModuleType:
+REGISTRY: dict[str, Provider] = {"claude": claude, "codex": codex, "pi": pi, "command": command}
+
+
+def get_provider(name: str) -> Provider:
     try:
         return REGISTRY[name]
     except KeyError:
         raise ManifestError(f"unknown provider {name!r} (known: {', '.join(REGISTRY)})") from None
 
 
-def agent_argv(agent: Agent, prompt: str, *, resume: bool) -> list[str]:
+def agent_argv(agent: Agent, *, resume: bool) -> list[str]:
     provider = get_provider(agent.provider)
-    return provider.resume(agent, prompt) if resume else provider.start(agent, prompt)
+    return provider.resume(agent) if resume else provider.start(agent)
 
 
-__all__ = ["REGISTRY", "agent_argv", "get_provider"]
+__all__ = ["Provider", "REGISTRY", "agent_argv", "get_provider"]

@@ -1,7 +1,7 @@
 """A scripted test agent (stdlib only) run through the `command` provider inside a bottle.
 
 `python3 /opt/bot-bottle/bot_bottle/testing/scripted_agent.py [--exit-code N] [--sleep S]
-[--issue N] [--branch B]`: reads the prompt (BOT_BOTTLE_PROMPT_FILE, else BOT_BOTTLE_PROMPT),
+[--issue N] [--branch B]`: reads the prompt (the file BOT_BOTTLE_PROMPT_FILE, else stdin),
 appends "run <k>: <prompt>" to AGENT_LOG.md in the working directory, commits it on the branch
 (default bot/work), and when BOT_BOTTLE_FORGE_SOCKET is set talks to the sidecar: on run 1 it
 opens a PR and comments on the issue (--issue, else the first `#N` in the prompt); it always
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
         with open(prompt_file, encoding="utf-8") as fh:
             prompt = fh.read()
     else:
-        prompt = os.environ.get("BOT_BOTTLE_PROMPT", "")
+        prompt = sys.stdin.read()
     log = "AGENT_LOG.md"
     runs = 0
     if os.path.exists(log):

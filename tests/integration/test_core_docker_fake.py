@@ -17,6 +17,10 @@ import json, os, sys
 here = os.path.dirname(os.path.abspath(sys.argv[0]))
 with open(os.path.join(here, "log"), "a") as fh:
     fh.write(json.dumps(sys.argv[1:]) + "\\n")
+if sys.argv[1] == "run":
+    with open(os.path.join(here, "stdin"), "wb") as fh:
+        fh.write(sys.stdin.buffer.read())
+    print("fake docker ran", flush=True)
 with open(os.path.join(here, "rc")) as fh:
     sys.exit(int(fh.read()) if sys.argv[1] == "run" else 0)
 """
@@ -40,7 +44,7 @@ class DockerFakeTest(unittest.TestCase):
             calls = [json.loads(line) for line in log.read_text().splitlines()]
         self.assertEqual(calls[0], ["network", "create", "--internal", "bot-bottle-scripted"])
         run = calls[1]
-        self.assertEqual(run[:4], ["run", "--rm", "--name", "bot-bottle-scripted"])
+        self.assertEqual(run[:5], ["run", "--rm", "-i", "--name", "bot-bottle-scripted"])
         self.assertIn("img:1", run)
         self.assertEqual(calls[2], ["commit", "bot-bottle-scripted", "bot-bottle-scripted:frozen"])
         self.assertIn(["rm", "-f", "bot-bottle-scripted"], calls[3:])
@@ -61,10 +65,30 @@ class DockerFakeTest(unittest.TestCase):
         run = next(c for c in calls() if c[0] == "run")
         names = [run[i + 1] for i, a in enumerate(run) if a == "-e"]
         self.assertIn("SECRET_KEY", names)
-        self.assertIn("BOT_BOTTLE_PROMPT", names)
+        self.assertIn("BOT_BOTTLE_PROMPT_FILE", names)
         self.assertFalse([a for a in run if "s3cr3t-value" in a or "=" in a and a.split("=")[0] in names])
         env = json.loads(seen.read_text())
-        self.assertEqual((env["SECRET_KEY"], env["BOT_BOTTLE_PROMPT"]), ("s3cr3t-value", "p"))
+        self.assertEqual((env["SECRET_KEY"], env["BOT_BOTTLE_PROMPT_FILE"]), ("s3cr3t-value", "/run/bot-bottle/prompt.txt"))
+        self.assertEqual((seen.parent / "stdin").read_text(), "p", "the prompt is docker run -i's stdin")
+
+    def test_tools_are_bound_read_only_path_is_set_and_the_program_is_left_to_the_image(self):
+        home = make_home(self)
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        tools = Path(tmp.name)
+        (home / "bottles" / "b1.toml").write_text(f'dir = "{home / "src"}"\nbackend = "docker"\n')
+        (home / "agents" / "img.toml").write_text(
+            f'provider = "command"\nbottles = ["b1"]\ncommand = ["cli-only-in-the-image"]\n'
+            f'tools = ["{tools}"]\npath = ["{tools}"]\n')
+        path, calls = self._fake_docker()
+        r = cli(home, "start", "img", "--headless", "--prompt", "p", path=path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        run = next(c for c in calls() if c[0] == "run")
+        vols = [run[i + 1] for i, a in enumerate(run) if a == "-v"]
+        self.assertIn(f"{tools}:{tools}:ro", vols)
+        self.assertIn("PATH", [run[i + 1] for i, a in enumerate(run) if a == "-e"])
+        self.assertEqual(run[-1], "cli-only-in-the-image")
+        self.assertIn("fake docker ran\n--- bot-bottle: exit 0 ---", cli(home, "logs", "img", path=path).stdout)
 
     def test_missing_docker_exits_4(self):
         home = make_home(self)

@@ -26,9 +26,11 @@ def connects(port):
     except OSError:
         return False
 host_home, state, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+log = os.path.join(state, "probe", "agent.log")
 report = {"cwd": os.getcwd(), "env": sorted(os.environ),
           "writable": {p: writable(p) for p in ("/workspace", "/home/agent", "/usr", "/etc", "/tmp")},
           "sees_host_home": os.path.exists(host_home), "sees_state": os.path.exists(state),
+          "sees_log": os.path.exists(log) or os.path.exists("/workspace/../agent.log"),
           "connects": connects(port)}
 with open("REPORT.json", "w") as fh:
     json.dump(report, fh)
@@ -67,8 +69,9 @@ class IsolationTest(unittest.TestCase):
                                            "/etc": False, "/tmp": True})
         self.assertFalse(rep["sees_host_home"], "the real $HOME is visible in the bottle")
         self.assertFalse(rep["sees_state"], "the state dir is visible in the bottle")
-        self.assertTrue(set(rep["env"]) <= {"PATH", "HOME", "LANG", "BOT_BOTTLE_PROMPT",
-                                            "BOT_BOTTLE_PROMPT_FILE", "PWD", "LC_CTYPE"}, rep["env"])
+        self.assertFalse(rep["sees_log"], "the agent log is visible in the bottle")
+        self.assertTrue(set(rep["env"]) <= {"PATH", "HOME", "LANG", "BOT_BOTTLE_PROMPT_FILE", "PWD", "LC_CTYPE"},
+                        rep["env"])
         self.assertNotIn("SECRET_ON_HOST", rep["env"])
         self.assertFalse(rep["connects"], "a network=none bottle reached the host's loopback")
 

@@ -30,7 +30,9 @@ class LifecycleTest(unittest.TestCase):
         (ws / "AGENT_LOG.md").write_text("tampered after snapshot\n")
         r = cli(home, "resume", "my-run", "--headless", "--prompt", "second")
         self.assertEqual(r.returncode, 7, r.stderr)
-        self.assertIn("saw 1 earlier run", r.stdout)
+        self.assertEqual(r.stdout, "")   # the agent's output goes to its log, not the CLI's stdout
+        self.assertIn("scripted-agent: run 2, saw 1 earlier run(s)\n--- bot-bottle: exit 7 ---\n",
+                      cli(home, "logs", "my-run").stdout)
         self.assertEqual((ws / "AGENT_LOG.md").read_text(), "run 1: first\nrun 2: second\n")
         log = subprocess.run(["git", "-C", str(ws), "log", "--format=%s", "bot/work"],
                              capture_output=True, text=True, check=True).stdout.split("\n")

@@ -14,7 +14,7 @@ from bot_bottle import api
 from bot_bottle.errors import (BackendError, BottleError, ManifestError, StateConflictError,
                                UsageError)
 
-# Finds the --bind for /workspace, appends "<argv after -->|<prompt>" to LOG there, exits with ./rc.
+# Finds the --bind for /workspace, appends "<argv after -->|<stdin>" to LOG there, exits with ./rc.
 FAKE_BWRAP = """#!/usr/bin/env python3
 import json, os, sys
 here = os.path.dirname(os.path.abspath(sys.argv[0]))
@@ -24,7 +24,7 @@ with open(os.path.join(here, "log"), "a") as fh:
 ws = next(argv[i + 1] for i in range(len(argv) - 2) if argv[i] == "--bind" and argv[i + 2] == "/workspace")
 env = os.environ  # bwrap hands its own environment to the agent
 with open(os.path.join(ws, "LOG"), "a") as fh:
-    fh.write(" ".join(argv[argv.index("--") + 1:]) + "|" + env["BOT_BOTTLE_PROMPT"] + "\\n")
+    fh.write(" ".join(argv[argv.index("--") + 1:]) + "|" + sys.stdin.read() + "\\n")
 with open(os.path.join(here, "rc")) as fh:
     sys.exit(int(fh.read()))
 """
@@ -41,7 +41,7 @@ class ApiTestBase(unittest.TestCase):
             d.mkdir(parents=True)
         (root / "src" / "README").write_text("hi\n")
         (self.home / "agents" / "ag.toml").write_text(
-            'provider = "claude"\nbottles = ["b1"]\nmodel = "m"\n')
+            'provider = "command"\nbottles = ["b1"]\ncommand = ["python3", "agent.py"]\n')
         (self.home / "bottles" / "b1.toml").write_text(f'dir = "{root / "src"}"\n')
         (self.bin / "bwrap").write_text(FAKE_BWRAP)
         os.chmod(self.bin / "bwrap", stat.S_IRWXU)
@@ -69,15 +69,15 @@ class ApiLifecycleTest(ApiTestBase):
         self.assertEqual(self.slugs, ["run-one"])
         ws = self.home / "state" / "run-one" / "bottle" / "workspace"
         self.assertEqual((ws / "README").read_text(), "hi\n")
-        self.assertEqual((ws / "LOG").read_text(), "claude --model m -p first|first\n")
+        self.assertEqual((ws / "LOG").read_text(), "python3 agent.py|first\n")
         self.assertEqual((self.home / "state" / "run-one" / "prompt.txt").read_text(), "first")
         meta = self.meta("run-one")
         self.assertEqual((meta["state"], meta["exit_code"], meta["pid"], meta["agent"], meta["bottles"]),
                          ("exited", 7, None, "ag", ["b1"]))
-        self.assertEqual(meta["session"], {"provider": "claude", "runs": 1})
+        self.assertEqual(meta["session"], {"provider": "command", "runs": 1})
         self.assertEqual([r["state"] for r in api.list_bottles(self.home)], ["exited"])
 
-        session = self.home / "state" / "run-one" / "bottle" / "home" / ".claude" / "session"
+        session = self.home / "state" / "run-one" / "bottle" / "home" / ".agent" / "session"
         session.parent.mkdir()
         session.write_text("provider session")  # what `--continue` needs back on resume
         api.freeze(self.home, "run-one", environ=self.environ)
@@ -93,7 +93,7 @@ class ApiLifecycleTest(ApiTestBase):
                                              on_slug=self.slugs.append), 0)
         self.assertEqual(self.slugs, ["run-one", "run-one"])
         self.assertEqual((ws / "LOG").read_text(),
-                         "claude --model m -p first|first\nclaude --model m --continue -p second|second\n")
+                         "python3 agent.py|first\npython3 agent.py|second\n")
         self.assertEqual(self.meta("run-one")["session"]["runs"], 2)
         self.assertEqual(session.read_text(), "provider session")
 
@@ -101,6 +101,26 @@ class ApiLifecycleTest(ApiTestBase):
         self.assertFalse((self.home / "state" / "run-one").exists())
         self.assertFalse(api.destroy(self.home, "run-one", environ=self.environ))
         self.assertEqual(api.list_bottles(self.home), [])
+
+    def test_resume_after_an_exit_without_commit_keeps_the_newer_work(self):
+        self.start()
+        api.freeze(self.home, "ag", environ=self.environ)
+        ws = self.home / "state" / "ag" / "bottle" / "workspace"
+        api.resume_headless(self.home, "ag", "second", environ=self.environ)
+        self.assertEqual(self.meta("ag")["state"], "exited")
+        # no commit between the two resumes: the second must start from what the first left
+        api.resume_headless(self.home, "ag", "third", environ=self.environ)
+        self.assertEqual((ws / "LOG").read_text(),
+                         "python3 agent.py|first\npython3 agent.py|second\npython3 agent.py|third\n")
+        self.assertEqual(self.meta("ag")["session"]["runs"], 3)
+
+    def test_resume_after_a_commit_restores_the_snapshot(self):
+        self.start()
+        api.freeze(self.home, "ag", environ=self.environ)
+        ws = self.home / "state" / "ag" / "bottle" / "workspace"
+        (ws / "LOG").write_text("changed by someone after the commit\n")
+        api.resume_headless(self.home, "ag", "second", environ=self.environ)
+        self.assertEqual((ws / "LOG").read_text(), "python3 agent.py|first\npython3 agent.py|second\n")
 
     def test_agent_killed_by_a_signal_gives_128_plus_n(self):
         (self.bin / "bwrap").write_text("#!/bin/sh\nkill -9 $$\n")
@@ -111,7 +131,7 @@ class ApiLifecycleTest(ApiTestBase):
         self.assertEqual(self.start(dry_run=True, out=out), 0)
         plan = json.loads(out.getvalue())
         self.assertEqual(plan["slug"], "ag")
-        self.assertEqual(plan["argv"][plan["argv"].index("--") + 1:], ["claude", "--model", "m", "-p", "first"])
+        self.assertEqual(plan["argv"][plan["argv"].index("--") + 1:], ["python3", "agent.py"])
         self.assertEqual(self.calls(), [])
         self.assertFalse((self.home / "state" / "ag").exists())
 
@@ -135,8 +155,12 @@ class CliOverApiTest(ApiTestBase):
         rc, out, _ = self.run_cli("list")
         self.assertEqual(out.split()[:3], ["one", "ag", "exited"])
         rows = json.loads(self.run_cli("list", "--json")[1])
-        self.assertEqual(set(rows[0]), {"slug", "agent", "label", "backend", "state", "started_at", "frozen_at"})
+        self.assertEqual(set(rows[0]), {"slug", "agent", "label", "backend", "state", "started_at", "frozen_at",
+                                        "exit_code", "run_started_at", "ended_at", "timed_out"})
         self.assertEqual((rows[0]["label"], rows[0]["backend"]), ("one", "bwrap"))
+        self.assertEqual((rows[0]["exit_code"], rows[0]["timed_out"]), (0, False))
+        self.assertLessEqual(rows[0]["started_at"], rows[0]["run_started_at"])
+        self.assertLessEqual(rows[0]["run_started_at"], rows[0]["ended_at"])
 
     def test_commit_and_destroy_messages(self):
         self.run_cli("start", "ag", "--headless", "--prompt", "p")
@@ -204,7 +228,7 @@ class ApiErrorTest(ApiTestBase):
         self.assert_no_state()
 
     def test_agent_without_bottles_is_a_manifest_error(self):
-        (self.home / "agents" / "lonely.toml").write_text('provider = "claude"\nbottles = []\n')
+        (self.home / "agents" / "lonely.toml").write_text('provider = "command"\nbottles = []\ncommand = ["true"]\n')
         err = self.assert_raises(ManifestError, 2,
                                  lambda: api.start_headless(self.home, "lonely", "p", environ=self.environ))
         self.assertIn("no bottles", str(err))

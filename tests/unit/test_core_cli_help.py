@@ -29,7 +29,7 @@ class HelpTest(unittest.TestCase):
     def test_every_subcommand_and_flag_has_help(self):
         parser = build_parser()
         subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)][0]
-        self.assertEqual(set(subs.choices), {"start", "commit", "resume", "destroy", "list"})
+        self.assertEqual(set(subs.choices), {"start", "commit", "resume", "destroy", "list", "logs"})
         helped = {c.dest: c.help for c in subs._choices_actions}
         for name, sub in subs.choices.items():
             with self.subTest(cmd=name):
@@ -59,12 +59,13 @@ class HelpTest(unittest.TestCase):
         for action in _sub(build_parser())._choices_actions:
             with self.subTest(cmd=action.dest):
                 self.assertIn(f"{action.dest} {' '.join(action.help.split())}", text)
-        for needle in ("BOT_BOTTLE_HOME", "2 usage", "3 state conflict", "4 backend", "128+N"):
+        for needle in ("BOT_BOTTLE_HOME", "BOT_BOTTLE_LOG_MAX_BYTES", "2 usage", "3 state conflict",
+                       "4 backend", "124 start/resume: the agent ran past its time limit", "128+N"):
             self.assertIn(needle, text)
 
     def test_help_via_python_m_exits_0_on_stdout(self):
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO_ROOT)}
-        for argv in ([], ["start"], ["commit"], ["resume"], ["destroy"], ["list"]):
+        for argv in ([], ["start"], ["commit"], ["resume"], ["destroy"], ["list"], ["logs"]):
             with self.subTest(argv=argv):
                 r = subprocess.run([sys.executable, "-W", "error", "-m", "bot_bottle", *argv, "--help"],
                                    capture_output=True, text=True, env=env, timeout=30)
@@ -72,7 +73,9 @@ class HelpTest(unittest.TestCase):
                 self.assertIn("usage: bot-bottle", r.stdout)
 
     def test_bad_usage_is_one_error_line_and_exit_2(self):
-        for argv in (["bogus"], [], ["start", "a", "--prompt", "p"], ["list", "--yaml"]):
+        for argv in (["bogus"], [], ["start", "a", "--prompt", "p"], ["list", "--yaml"],
+                     ["start", "a", "--headless"], ["start", "a", "--headless", "--prompt", "p", "--prompt-file", "f"],
+                     ["resume", "s", "--headless"], ["logs"], ["logs", "s", "--tail", "x"]):
             err = io.StringIO()
             with self.subTest(argv=argv), contextlib.redirect_stderr(err):
                 self.assertEqual(main(argv), 2)

@@ -35,13 +35,25 @@ class ManifestTest(unittest.TestCase):
             ("agents", 'provider="claude"\nbottles="b"\n', "bottles"),
             ("agents", 'provider="command"\nbottles=["b"]\n', "command"),
             ("agents", 'provider = [\n', "malformed TOML"),
-            ("bottles", 'repo="x"\ndir="y"\n', "exactly one"),
+            ("bottles", 'repo="x"\ndir="y"\n', "at most one"),
             ("bottles", 'dir="y"\nnetwork="lan"\n', "network"),
             ("bottles", 'dir="y"\nenv={A="b"}\n', "env"),
             ("bottles", 'dir = [\n', "malformed TOML"),
             ("bottles", 'dir="y"\ncolour="red"\n', "colour"),
             ("bottles", 'dir="y"\nbackend="podman"\n', "backend"),
-            ("bottles", 'network="none"\n', "exactly one"),
+            ("bottles", 'dir="y"\ntimeout=0\n', "timeout"),
+            ("bottles", 'dir="y"\ntimeout="10"\n', "timeout"),
+            ("agents", 'provider="claude"\nbottles=["b"]\ntimeout=true\n', "timeout"),
+            ("agents", 'provider="claude"\nbottles=["b"]\ntimeout=1.5\n', "timeout"),
+            ("agents", 'provider="claude"\nbottles=["b"]\ntools="/usr"\n', "tools"),
+            ("agents", 'provider="claude"\nbottles=["b"]\ntools=["bin"]\n', "tools"),
+            ("agents", 'provider="claude"\nbottles=["b"]\ntools=["/usr/../etc"]\n', "tools"),
+            ("agents", 'provider="claude"\nbottles=["b"]\ntools=["/no/such/tool/dir"]\n', "does not exist"),
+            ("agents", 'provider="claude"\nbottles=["b"]\ntools=["/usr:/etc"]\n', "tools"),
+            ("agents", 'provider="claude"\nbottles=["b"]\npath=["opt/bin"]\n', "path"),
+            ("agents", 'provider="claude"\nbottles=["b"]\npath=["/opt/../bin"]\n', "path"),
+            ("agents", 'provider="claude"\nbottles=["b"]\npath=["/a:/b"]\n', "path"),
+            ("agents", 'provider="claude"\nbottles=["b"]\nskills=["../x"]\n', "skills"),
             ("agents", 'provider="claude"\nbottles=["b"]\nmodel=3\n', "model"),
             ("agents", 'provider="claude"\nbottles=["b"]\nskills="x"\n', "skills"),
             ("agents", 'provider="claude"\nbottles=["b"]\nenv={"1X"="v"}\n', "env"),
@@ -55,6 +67,25 @@ class ManifestTest(unittest.TestCase):
                     load(self.home, "x")
                 self.assertIn(word, str(cm.exception))
                 self.assertIn("x.toml", str(cm.exception))
+
+    def test_timeout_tools_and_path_parse_with_tilde_as_the_invoking_users_home(self):
+        user = self.home / "user"
+        (user / ".local" / "bin").mkdir(parents=True)
+        self.write("agents", "a", 'provider="pi"\nbottles=["b"]\ntimeout=30\n'
+                   'tools=["~/.local/bin", "/usr/bin/"]\npath=["~/.local/bin", "/opt/node/bin"]\n')
+        a = load_agent(self.home, "a", str(user))
+        self.assertEqual(a.timeout, 30)
+        self.assertEqual(a.tools, (str(user / ".local" / "bin"), "/usr/bin"))
+        self.assertEqual(a.path, (str(user / ".local" / "bin"), "/opt/node/bin"))
+        with self.assertRaisesRegex(ManifestError, r"a\.toml: key 'tools' entry '~/.local/bin' uses '~'"):
+            load_agent(self.home, "a", None)
+        self.write("bottles", "b", 'timeout=5\n')
+        self.assertEqual(load_bottle(self.home, "b").timeout, 5)
+
+    def test_a_bottle_may_be_settings_only(self):
+        self.write("bottles", "b", 'network="host"\n')
+        b = load_bottle(self.home, "b")
+        self.assertEqual((b.repo, b.dir, b.network, b.timeout), (None, None, "host", None))
 
     def test_missing_manifest_and_bad_name(self):
         with self.assertRaisesRegex(ManifestError, "not found"):

@@ -1,0 +1,105 @@
+"""Running one sandbox process: its own session, the prompt file as stdin, stdout and stderr
+merged into one pipe that is pumped chunk by chunk into `output`, and the wall-time limit.
+
+Memory stays bounded whatever the agent prints: the pipe is read `CHUNK` bytes at a time and
+each chunk is handed on at once (no line buffering). On the deadline the sandbox's process group
+is stopped the way `commit` stops it (SIGTERM, then SIGKILL), and the pipe is drained to its end.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import BackendError
+
+CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class SandboxExit:
+    code: int               # the agent's exit code; 128 + N when killed by signal N
+    timed_out: bool = False
+
+
+def stop_process_group(pid, grace: float = 5.0) -> None:
+    """SIGTERM the process group led by pid, then SIGKILL after `grace` seconds."""
+    if not isinstance(pid, int) or pid <= 0:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+
+
+def _stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """stop_process_group for our own child: waiting on it (not polling its pid, which stays
+    alive as a zombie until reaped) returns as soon as it has died."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _pump(proc: subprocess.Popen, output: Callable[[bytes], None], timeout: float | None) -> bool:
+    """Copy the pipe to `output` until EOF; True when the deadline stopped the sandbox."""
+    fd = proc.stdout.fileno()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    timed_out = False
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while True:
+            wait = None if deadline is None or timed_out else max(0.0, deadline - time.monotonic())
+            if sel.select(wait):
+                data = os.read(fd, CHUNK)
+                if not data:
+                    return timed_out
+                output(data)
+            elif not timed_out:   # select timed out: the deadline has passed
+                timed_out = True
+                _stop(proc)
+
+
+def run_sandbox(argv: list[str], env: dict[str, str], on_pid, stdin: Path | None = None,
+                output: Callable[[bytes], None] | None = None,
+                timeout: float | None = None) -> SandboxExit:
+    """Start the sandbox in its own session (so freeze can stop its whole process group), with
+    `stdin` (the prompt file) as its standard input and its merged stdout/stderr pumped into
+    `output` (discarded when None); report its pid, wait. A signal death becomes 128 + signal
+    like a shell's."""
+    try:
+        with open(stdin or os.devnull, "rb") as fh:
+            proc = subprocess.Popen(argv, stdin=fh, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    start_new_session=True, env=env)
+    except OSError as exc:
+        raise BackendError(f"cannot run {os.path.basename(argv[0])}: {exc}") from exc
+    try:
+        on_pid(proc.pid)
+        timed_out = _pump(proc, output or (lambda data: None), timeout)
+    except BaseException:
+        _stop(proc, grace=2.0)
+        raise
+    finally:
+        proc.stdout.close()
+        rc = proc.wait()
+    return SandboxExit(128 - rc if rc < 0 else rc, timed_out)

@@ -1,0 +1,81 @@
+"""bot_bottle.backend.lookup.locate: finding the agent's program inside a bottle from its mounts,
+like execvp would, before the bottle exists (real files and symlinks in a temp dir)."""
+
+import os
+import tempfile
+import unittest
+from pathlib import Path
+
+from bot_bottle.backend.lookup import locate
+
+
+def mount(src, dst=None, mode="ro"):
+    return {"src": str(src), "dst": str(dst or src), "mode": mode}
+
+
+class LocateTest(unittest.TestCase):
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.root = Path(tmp.name)
+        self.bin = self.root / "tools" / "bin"
+        self.share = self.root / "share"
+        self.bin.mkdir(parents=True)
+        self.share.mkdir()
+
+    def exe(self, path, mode=0o755):
+        path.write_text("#!/bin/sh\n")
+        os.chmod(path, mode)
+        return path
+
+    def test_a_bare_name_is_found_on_the_path_under_a_mount(self):
+        self.exe(self.bin / "agent")
+        found = locate("agent", f"/usr/local/bin:{self.bin}:/usr/bin", [mount("/usr"), mount(self.bin)], "/workspace")
+        self.assertEqual(found.path, str(self.bin / "agent"))
+        found = locate("agent", "/usr/local/bin:/usr/bin", [mount("/usr"), mount(self.bin)], "/workspace")
+        self.assertEqual((found.path, found.outside, found.unchecked), (None, None, False))
+
+    def test_a_directory_on_the_path_that_is_not_bound_does_not_count(self):
+        self.exe(self.bin / "agent")
+        found = locate("agent", str(self.bin), [mount("/usr")], "/workspace")
+        self.assertIsNone(found.path)
+
+    def test_a_symlink_into_an_unbound_folder_is_reported_with_its_target(self):
+        target = self.exe(self.share / "agent-2.1")
+        (self.bin / "agent").symlink_to(target)
+        found = locate("agent", str(self.bin), [mount(self.bin)], "/workspace")
+        self.assertEqual((found.path, found.outside), (None, str(target)))
+        found = locate("agent", str(self.bin), [mount(self.bin), mount(self.share)], "/workspace")
+        self.assertEqual(found.path, str(self.bin / "agent"))
+
+    def test_system_programs_reached_through_symlinked_dirs_are_found(self):
+        mounts = [mount(d) for d in ("/usr", "/bin") if os.path.exists(d)]
+        self.assertEqual(locate("sh", "/usr/local/bin:/usr/bin:/bin", mounts, "/workspace").path, "/usr/bin/sh")
+
+    def test_files_that_are_not_executable_and_dangling_links_are_skipped_like_execvp_does(self):
+        self.exe(self.bin / "agent", mode=0o644)
+        (self.bin / "other").symlink_to(self.root / "missing")
+        second = self.root / "second"
+        second.mkdir()
+        self.exe(second / "agent")
+        mounts = [mount(self.bin), mount(second)]
+        self.assertEqual(locate("agent", f"{self.bin}:{second}", mounts, "/w").path, str(second / "agent"))
+        self.assertIsNone(locate("other", f"{self.bin}", mounts, "/w").path)
+
+    def test_absolute_and_relative_programs_and_mounts_at_other_paths(self):
+        self.exe(self.bin / "agent")
+        mounts = [mount(self.bin, "/opt/agent/bin")]
+        self.assertEqual(locate("/opt/agent/bin/agent", "", mounts, "/w").path, "/opt/agent/bin/agent")
+        self.assertIsNone(locate(str(self.bin / "agent"), "", mounts, "/w").path)
+        self.assertEqual(locate("bin/agent", "", [mount(self.bin.parent, "/w")], "/w").path, "/w/bin/agent")
+
+    def test_a_program_that_may_be_in_a_mount_not_made_yet_is_unchecked(self):
+        mounts = [mount("/usr"), mount(self.root / "not-yet" / "workspace", "/workspace", "rw")]
+        found = locate("./run-agent.sh", "/usr/bin", mounts, "/workspace")
+        self.assertEqual((found.path, found.unchecked), (None, True))
+        found = locate("agent", "/workspace/bin:/usr/bin", mounts, "/workspace")
+        self.assertEqual((found.path, found.unchecked), (None, True))
+
+
+if __name__ == "__main__":
+    unittest.main()
