@@ -12,6 +12,7 @@ from pathlib import Path
 from .errors import StateConflictError, UsageError
 
 MAX_SLUG = 63
+CHECKOUTS = "checkouts"   # $BOT_BOTTLE_HOME/checkouts/<name>: workspaces prepared for `start --workspace`
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 

@@ -19,6 +19,7 @@ import subprocess
 from pathlib import Path
 
 from ..errors import BackendError, UsageError
+from ..state import CHECKOUTS
 from .base import find_program
 
 
@@ -32,9 +33,13 @@ def check_workspace(raw: str, home: Path, names) -> Path:
     if not path.is_dir():
         raise UsageError(f"--workspace {raw}: not a directory")
     real, home_real = os.path.realpath(path), os.path.realpath(home)
+    # the orchestrator prepares checkouts in $BOT_BOTTLE_HOME/checkouts/<name> (same filesystem,
+    # so the move is a rename); anything else in the home (state, manifests) is refused
+    prepared = os.path.dirname(real) == os.path.join(home_real, CHECKOUTS)
     if real == "/" or home_real == real or home_real.startswith(real + "/") \
-            or real.startswith(home_real + "/"):
-        raise UsageError(f"--workspace {raw}: must lie outside $BOT_BOTTLE_HOME and not contain it")
+            or (real.startswith(home_real + "/") and not prepared):
+        raise UsageError(f"--workspace {raw}: must lie outside $BOT_BOTTLE_HOME (except "
+                         f"$BOT_BOTTLE_HOME/{CHECKOUTS}/<name>) and not contain it")
     for name in names:
         if os.path.lexists(path / name):
             raise UsageError(f"--workspace {raw}: already has an entry {name!r} (bottle {name}'s source)")

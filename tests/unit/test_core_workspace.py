@@ -75,9 +75,12 @@ class WorkspaceTest(ApiTestBase):
         (self.home.parent / "file").write_text("")
         (self.home.parent / "link").symlink_to(self.checkout)
         (self.checkout / "b1").mkdir()
+        (self.home / "checkouts" / "a" / "b").mkdir(parents=True)
         cases = [(self.home.parent / "missing", "no such directory"), (self.home.parent / "file", "not a directory"),
                  (self.home.parent / "link", "is a symlink"), (self.home.parent, "outside $BOT_BOTTLE_HOME"),
                  (self.home / "agents", "outside $BOT_BOTTLE_HOME"), ("/", "outside $BOT_BOTTLE_HOME"),
+                 (self.home / "checkouts", "outside $BOT_BOTTLE_HOME"),
+                 (self.home / "checkouts" / "a" / "b", "outside $BOT_BOTTLE_HOME"),
                  (self.checkout, "already has an entry 'b1'")]
         for path, text in cases:
             with self.subTest(path=path), self.assertRaises(UsageError) as cm:
@@ -87,6 +90,14 @@ class WorkspaceTest(ApiTestBase):
         self.assertFalse((self.home / "state" / "ag").exists())
         self.assertTrue((self.checkout / "main.py").exists())
         self.assertEqual(self.calls(), [])
+
+    def test_a_checkout_prepared_in_the_homes_checkouts_folder_is_moved_in(self):
+        prepared = self.home / "checkouts" / "acme-widgets-1"
+        prepared.parent.mkdir()
+        os.rename(self.checkout, prepared)
+        self.assertEqual(self.start(workspace=str(prepared)), 0)
+        self.assertEqual((self.ws / "main.py").read_text(), "print('hi')\n")
+        self.assertFalse(prepared.exists())
 
     def test_a_failed_clone_leaves_the_directory_where_it_was(self):
         self.bottle("b1", f'repo = "{self.home / "no-such-repo"}"\n')
