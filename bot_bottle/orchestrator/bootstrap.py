@@ -1,9 +1,9 @@
 """The composition root: the one place that wires the forge layer (`contrib.gitea`) to the
 orchestrator core and owns the service's threads.
 
-`build(config)` makes a `Service` (store, Gitea forge, subprocess runner, executor,
-dispatcher, webhook server, sidecar, relay, watchdog) without starting anything; tests and
-the demo pass their own `forge_factory` or `runner`. `Service.start()` reconciles, then
+`build(config)` makes a `Service` (store, Gitea forge, subprocess runner, workspace
+checkouts, executor, dispatcher, webhook server, sidecar, relay, watchdog) without starting
+anything; tests and the demo pass their own `forge_factory` or `runner`. `Service.start()` reconciles, then
 starts the threads; `Service.stop()` stops accepting, lets in-flight requests finish, and
 leaves bottles as they are.
 """
@@ -33,6 +33,7 @@ from bot_bottle.orchestrator.store import SqliteRunStore
 from bot_bottle.orchestrator.targeting import MARKER
 from bot_bottle.orchestrator.watchdog import Watchdog
 from bot_bottle.orchestrator.webhook import WebhookApp, make_server
+from bot_bottle.orchestrator.workspace import Workspaces
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,13 @@ def build(config: Config, *, forge_factory: Callable[[str, str], object] | None 
         if orchestrator is not None:
             orchestrator.wake()
 
+    # the relay also runs on a bottle's worker: done signals before its exit are applied first
+    relay = Relay(store, Path(config.queue_dir), wake, clock)
+    workspaces = (Workspaces(config.gitea_url, config.token, config.home, env=config.child_env,
+                             timeout=config.clone_timeout) if config.clone_workspace else None)
     executor = Executor(store, runner, sidecar_socket=str(Path(config.sidecar_socket).resolve()),
-                        marker=MARKER, clock=clock, on_slot_freed=wake)
+                        marker=MARKER, clock=clock, on_slot_freed=wake, workspaces=workspaces,
+                        secret_values=(config.token, config.webhook_secret), relay=relay.tick)
     orchestrator = Orchestrator(store, executor, runner, forge_factory, org=config.agent_org,
                                 known_agents=agents_in(config.home),
                                 max_concurrent=config.max_concurrent_runs, clock=clock,
@@ -154,6 +160,5 @@ def build(config: Config, *, forge_factory: Callable[[str, str], object] | None 
         store.close()
         raise OrchestratorError(f"cannot create the sidecar socket {config.sidecar_socket}: "
                                 f"{exc.strerror or exc}") from exc
-    relay = Relay(store, Path(config.queue_dir), wake, clock)
     watchdog = Watchdog(store, orchestrator.on_watchdog, config.watchdog_timeout, clock)
     return Service(config, store, forge_states, orchestrator, webhook, sidecar, relay, watchdog)

@@ -47,6 +47,8 @@ class Config:
     max_concurrent_runs: int = 4
     gitea_timeout: float = 10.0
     outbox_backoff: float = 30.0
+    clone_workspace: bool = True  # the repository is the bottle's workspace
+    clone_timeout: float = 600.0
     cli: tuple[str, ...] = (sys.executable, "-m", "bot_bottle")
     child_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -65,11 +67,16 @@ class Config:
             problems.append("FORGE_GITEA_URL must start with http:// or https://")
         if url and not urlsplit(url).netloc:
             problems.append("FORGE_GITEA_URL has no host")
+        if url and "@" in urlsplit(url).netloc:  # it becomes the workspace's git remote
+            problems.append("FORGE_GITEA_URL must not carry a user or password "
+                            "(the token is FORGE_TOKEN)")
         port = _int(environ, "FORGE_WEBHOOK_PORT", 8477, 0, 65535, problems)
         timeout = _int(environ, "FORGE_WATCHDOG_TIMEOUT", 1800, 1, None, problems)
         max_runs = _int(environ, "FORGE_MAX_CONCURRENT_RUNS", 4, 1, None, problems)
         gitea_timeout = _seconds(environ, "FORGE_GITEA_TIMEOUT", 10.0, problems)
         outbox_backoff = _seconds(environ, "FORGE_OUTBOX_BACKOFF", 30.0, problems)
+        clone = _flag(environ, "FORGE_CLONE_WORKSPACE", True, problems)
+        clone_timeout = _seconds(environ, "FORGE_CLONE_TIMEOUT", 600.0, problems)
         try:
             # unset means "python -m bot_bottle" with *this* interpreter: Debian has no
             # `python`, and a venv's packages are only importable by its own interpreter
@@ -93,7 +100,8 @@ class Config:
             queue_dir=get("FORGE_QUEUE_DIR") or _join(home, "queue"),
             sidecar_socket=get("FORGE_SIDECAR_SOCKET") or _join(home, "forge-sidecar.sock"),
             watchdog_timeout=timeout, max_concurrent_runs=max_runs,
-            gitea_timeout=gitea_timeout, outbox_backoff=outbox_backoff, cli=cli, child_env=child)
+            gitea_timeout=gitea_timeout, outbox_backoff=outbox_backoff,
+            clone_workspace=clone, clone_timeout=clone_timeout, cli=cli, child_env=child)
 
 
 def _join(base: str, name: str) -> str:
@@ -120,6 +128,15 @@ def _int(environ, key, default, low, high, problems) -> int:
     return _number(environ, key, default, int,
                    lambda v: v >= low and (high is None or v <= high),
                    f"an integer {low}{upper}", problems)
+
+
+_FLAGS = {"1": True, "true": True, "yes": True, "on": True,
+          "0": False, "false": False, "no": False, "off": False}
+
+
+def _flag(environ, key, default: bool, problems) -> bool:
+    return _number(environ, key, default, lambda raw: _FLAGS.get(raw.lower()),
+                   lambda v: True, "one of 1/0, true/false, yes/no, on/off", problems)
 
 
 def _seconds(environ, key, default, problems) -> float:

@@ -4,7 +4,8 @@ It starts the embedded fake Gitea (the one the tests use), the real orchestrator
 free loopback port with a temporary home, and the scripted agent in a real bwrap bottle, then
 plays a maintainer: assign and label an issue, wait for the PR and the done signal (frozen),
 comment on the PR (resumed with the comment, frozen again), merge (destroyed). Every step is
-printed; it ends with the `status` table, exits 0 on success and removes what it made.
+printed with the comments it brought (each done signal gets exactly one); it ends with the
+`status` table, exits 0 on success and removes what it made.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from bot_bottle.testing.homes import make_scripted_home
 
 OWNER, REPO, ORG, BOT, MAINTAINER = "acme", "widgets", "agents", "claude-bot", "alice"
 STEP_TIMEOUT = 90.0
+DONE_COMMENT = "Agent finished with status"
 
 
 class DemoFailed(OrchestratorError):
@@ -58,6 +60,7 @@ class Demo:
             "FORGE_SIDECAR_SOCKET": str(root / "sidecar.sock"),
             "BOT_BOTTLE_CLI": f"{sys.executable} -m bot_bottle"})
         self.service = bootstrap.build(self.config)
+        self.shown: set[int] = set()  # comment ids already printed
 
     # ---- plumbing -------------------------------------------------------------------------
 
@@ -79,9 +82,24 @@ class Demo:
             time.sleep(0.1)
         raise DemoFailed(f"timed out after {STEP_TIMEOUT:.0f}s waiting for {what}")
 
-    def show_comments(self, number: int, what: str) -> None:
-        for c in self.gitea.comments(OWNER, REPO, number):
-            self.out(f"      comment on {what} #{number} by {c['user']}: {c['body'].splitlines()[0]}")
+    def comments(self, *numbers: int) -> list[tuple[int, dict]]:
+        return [(n, c) for n in numbers for c in self.gitea.comments(OWNER, REPO, n)]
+
+    def show_new_comments(self, dones: int, *numbers: int) -> None:
+        """Wait until `dones` done comments are on the forge and nothing else is waiting in
+        the outbox (a comment about the same exit would be queued before the done one), then
+        print the comments not shown yet."""
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while (sum(DONE_COMMENT in c["body"] for _, c in self.comments(*numbers)) < dones
+               or self.service.store.due_outbox(time.time() + 3600)):
+            if time.monotonic() > deadline:
+                raise DemoFailed(f"timed out after {STEP_TIMEOUT:.0f}s waiting for the comments")
+            time.sleep(0.1)
+        for n, c in self.comments(*numbers):
+            if c["id"] not in self.shown:
+                self.shown.add(c["id"])
+                what = "PR" if n != numbers[0] else "issue"
+                self.out(f"      comment on {what} #{n} by {c['user']}: {c['body'].splitlines()[0]}")
 
     # ---- the story ------------------------------------------------------------------------
 
@@ -97,10 +115,10 @@ class Demo:
                         lambda r: r.state is RunState.FROZEN and r.last_done_status == "done", issue)
         out(f"3. run {run.id} ran the scripted agent in bottle {run.slug}; it opened PR "
             f"#{run.pr_number} and signalled done: {run.last_done_summary!r}; bottle frozen")
-        self.show_comments(issue, "issue")
         pr = run.pr_number
         if pr is None:
             raise DemoFailed("the agent did not open a pull request")
+        self.show_new_comments(1, issue, pr)
         body = "Please also greet the moon."
         cid = g.add_comment(OWNER, REPO, pr, body, MAINTAINER)
         out(f"4. {MAINTAINER} (write access) comments on PR #{pr}: {body!r}")
@@ -110,7 +128,7 @@ class Demo:
                         lambda r: r.state is RunState.FROZEN and r.last_done_summary == "run 2", issue)
         out(f"5. the bottle resumed from its snapshot with the comment as prompt, signalled "
             f"done again ({run.last_done_summary!r}) and was frozen")
-        self.show_comments(pr, "PR")
+        self.show_new_comments(2, issue, pr)
         close_issue(g, OWNER, REPO, pr, merged=True)
         out(f"6. {MAINTAINER} merges PR #{pr}")
         self.send("pull_request", "pull_request", pull_request_event(g, OWNER, REPO, pr, "closed",

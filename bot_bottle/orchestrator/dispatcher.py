@@ -16,7 +16,6 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from pathlib import Path
 from typing import Callable, Collection
@@ -197,9 +196,7 @@ class Orchestrator:
 
     def _done_events(self) -> None:
         for done in self._store.pending_done_events():
-            if self._store.get_run(done.run_id) is not None:
-                self._executor.event(done.run_id, L.DoneSignal(done.status, done.summary))
-            self._store.mark_done_processed(done.id)
+            self._executor.apply_done(done)  # unless the run's worker applied it meanwhile
 
     def _slot_free(self) -> bool:
         return self._store.slot_holders() < self._max
@@ -214,9 +211,13 @@ class Orchestrator:
     # ---- start-up --------------------------------------------------------------------------
 
     def reconcile(self) -> list[int]:
-        """Runs left working by a previous process have lost their waiter: freeze what still
-        has a bottle (so a trusted comment can resume it), fail what never got one. Queued
-        runs, pending deliveries and undrained done signals are left to the first pass."""
+        """Runs left working by a previous process have lost their waiter; `decide` says what
+        becomes of each (`Restarted`): one whose bottle exists is frozen (a trusted comment
+        resumes it), a `starting` one whose bottle was never made goes back to the queue with
+        its launch prompt. A run's done signals relayed before the crash are applied first
+        (one comment, the done one). Queued runs, pending deliveries and other done signals
+        are left to the first pass. When the bottles cannot be listed nothing is decided on a
+        guess: the watchdog ends what stays stuck."""
         stale = self._store.list_runs(states=(RunState.STARTING, RunState.RUNNING,
                                               RunState.RESUMING))
         if not stale:
@@ -224,36 +225,21 @@ class Orchestrator:
         try:
             bottles = self._runner.bottle_states()
         except OrchestratorError as exc:
-            log.error("reconcile: cannot list bottles: %s", exc)
-            bottles = {}
+            log.error("reconcile: cannot list bottles, runs left as they are: %s", exc)
+            return []
         handled = []
         for run in stale:
-            slug = run.slug or _expected_slug(run.label)
-            now = self._clock()
-            if slug in bottles:
-                try:
-                    self._runner.freeze(slug)
-                    self._store.transition(run.id, RunState.FROZEN, now=now, slug=slug,
-                                           reason="orchestrator restarted", last_done_status="interrupted")
-                    body = ("The orchestrator restarted while the agent worked; the bottle is "
-                            "frozen. Comment to resume it.")
-                except OrchestratorError as exc:
-                    self._store.transition(run.id, RunState.FAILED, now=now, error=str(exc),
-                                           reason=f"restart: freeze failed: {exc}")
-                    body = f"The orchestrator restarted and could not freeze the bottle: {exc}"
-            else:
-                self._store.transition(run.id, RunState.FAILED, now=now, error="no bottle after restart",
-                                       reason="orchestrator restarted before the bottle existed")
-                body = "The orchestrator restarted before the bottle started; the run failed."
-            target = run.pr_number if run.pr_number is not None else run.issue_number
-            self._store.enqueue_comment(run.id, run.owner, run.repo, target,
-                                        f"{body}\n\n{T.MARKER}", now)
+            slug = run.expected_slug
+            if run.slug:  # an agent that signalled done before the crash: that is its story
+                for done in self._store.pending_done_events(run.id):
+                    self._executor.apply_done(done)
+            try:
+                self._executor.event(run.id, L.Restarted(slug if slug in bottles else None))
+            except OrchestratorError as exc:  # the bottle could not be frozen
+                self._executor.event(run.id, L.RunnerFailed(
+                    f"the orchestrator restarted and could not freeze the bottle: {exc}"))
             handled.append(run.id)
         return handled
-
-
-def _expected_slug(label: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")[:63].strip("-")
 
 
 class _OrgMembers:

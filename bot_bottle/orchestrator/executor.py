@@ -2,6 +2,17 @@
 the bottle runner and the comment outbox. Blocking bottle runs go to worker threads through
 an injected `spawn` (tests pass a synchronous one). Delivery parsing and targeting (which
 produce the lifecycle events) are wired in by the dispatcher, not here.
+
+A launch's worker first checks out the issue's repository (`workspace.Workspaces`, when
+configured) and hands it to `start --workspace`; when the agent's process ends (or the
+runner fails) the worker reads the bottle log's last lines and redacts our secrets from them
+before raising the event, so `decide` stays pure and the dispatcher never waits on a CLI.
+
+Before a worker decides on its agent's exit it relays the done files on disk and applies the
+run's done signals (each once, under the run's lock), so an agent that signalled done and
+exited is not also reported as exiting without done. A run keeps its launch prompt until its
+bottle exists (a restart relaunches it from there); a start that fails because the start of
+the previous process made the bottle after all adopts that bottle.
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ from typing import Callable
 
 from bot_bottle.contrib.forge.base import ForgeNotFound, ForgeScopeError, ForgeValidationError
 from bot_bottle.orchestrator import lifecycle as L
+from bot_bottle.orchestrator import log_tail
 from bot_bottle.orchestrator.model import OrchestratorError, RunRecord, RunState
 
 log = logging.getLogger(__name__)
@@ -39,9 +51,14 @@ def _thread_spawn(fn: Callable[[], None]) -> None:
 class Executor:
     def __init__(self, store, runner, *, sidecar_socket: str, marker: str,
                  clock: Callable[[], float], spawn: Callable[[Callable[[], None]], None] = _thread_spawn,
-                 on_slot_freed: Callable[[], None] = lambda: None) -> None:
+                 on_slot_freed: Callable[[], None] = lambda: None, workspaces=None,
+                 secret_values: tuple[str, ...] = (),
+                 relay: Callable[[], object] = lambda: 0) -> None:
         self._store = store
+        self._relay = relay  # one pass of the done relay (`Relay.tick`), before an exit
         self._runner = runner
+        self._workspaces = workspaces  # None: the bottles' own repos/dirs are the workspace
+        self._secret_values = tuple(secret_values)  # redacted from quoted logs (with run tokens)
         self._socket = sidecar_socket
         self._marker = marker
         self._clock = clock
@@ -67,12 +84,14 @@ class Executor:
 
     def create(self, owner: str, repo: str, issue: int, action, prompt: str) -> RunRecord:
         state = RunState.STARTING if isinstance(action, L.Launch) else RunState.QUEUED
+        # stored with the run until its bottle exists: a launch cut short is made again from
+        # it (as the CLI gets it: a lone surrogate cannot be stored or passed on as is)
+        prompt = prompt.encode("utf-8", "replace").decode("utf-8")
         run = self._store.create_run(owner, repo, issue, action.agent, action.bottles, state,
-                                     secrets.token_urlsafe(32), self._clock())
+                                     secrets.token_urlsafe(32), self._clock(),
+                                     launch_prompt=prompt)
         if state is RunState.STARTING:
             self._start(run, prompt)
-        else:  # kept until a slot frees (StartQueued)
-            run = self._store.update_run(run.id, now=self._clock(), pending_prompt=prompt)
         return run
 
     def _one(self, run: RunRecord, action) -> RunRecord:
@@ -82,10 +101,27 @@ class Executor:
                      run.issue_number, run.id)
             return run
         if isinstance(action, L.StartQueued):
-            prompt = run.pending_prompt or ""
-            run = self._store.transition(run.id, RunState.STARTING, now=now, reason="slot free",
-                                         pending_prompt=None)
-            self._start(run, prompt)
+            run = self._store.transition(run.id, RunState.STARTING, now=now, reason="slot free")
+            self._start(run, run.launch_prompt or "")
+            return run
+        if isinstance(action, L.Started):
+            return self._store.transition(run.id, RunState.RUNNING, now=now, reason="started",
+                                          slug=action.slug, launch_prompt=None)
+        if isinstance(action, L.RecordSlug):
+            return self._store.update_run(run.id, now=now, slug=action.slug)
+        if isinstance(action, L.DestroyBottle):
+            if run.slug != action.slug:  # so the start's end can destroy it again
+                run = self._store.update_run(run.id, now=now, slug=action.slug)
+            try:
+                self._runner.destroy(action.slug)
+            except OrchestratorError as exc:  # tried again when the start ends
+                log.error("could not destroy bottle %s of destroyed run %s: %s", action.slug,
+                          run.id, exc)
+            return run
+        if isinstance(action, L.Requeue):
+            run = self._store.transition(run.id, RunState.QUEUED, now=now,
+                                         reason="restarted before the bottle existed")
+            self._on_slot_freed()
             return run
         if isinstance(action, L.Resume):
             run = self._store.transition(run.id, RunState.RESUMING, now=now, reason="resume",
@@ -123,16 +159,47 @@ class Executor:
     def _start(self, run: RunRecord, prompt: str) -> None:
         def work() -> None:
             def on_slug(slug: str) -> None:
-                cur = self._store.update_run(run.id, now=self._clock(), slug=slug)
-                self._store.transition(cur.id, RunState.RUNNING, now=self._clock(), reason="started")
+                self.event(run.id, L.BottleCreated(slug))
+            workspace = None
             try:
+                if self._workspaces is not None:  # the clone runs here, never on the dispatcher
+                    workspace = self._workspaces.prepare(run.owner, run.repo, run.label)
                 result = self._runner.start(agent=run.agent, bottles=run.bottles, label=run.label,
-                                            prompt=prompt, env=self._env(run), on_slug=on_slug)
+                                            prompt=prompt, env=self._env(run), on_slug=on_slug,
+                                            workspace=workspace)
             except Exception as exc:  # whatever went wrong, the run must not stay `starting`
-                self._failed(run.id, exc)
+                self._start_failed(run.id, exc)
                 return
-            self.event(run.id, L.BottleExited(result.exit_code))
+            finally:
+                if workspace is not None:  # the CLI moves it into the bottle; else it is ours
+                    self._workspaces.discard(workspace)
+            self._exited(run, result)
         self._spawn(work)
+
+    def _start_failed(self, run_id: int, exc: Exception) -> None:
+        orphan = self._orphan_bottle(run_id)
+        if orphan is not None:
+            try:  # the bottle the previous process's start made: frozen, like at restart
+                self.event(run_id, L.Restarted(orphan))
+                return
+            except Exception as failure:  # it could not be frozen
+                exc = failure
+        self._failed(run_id, exc)
+
+    def _orphan_bottle(self, run_id: int) -> str | None:
+        """After a failed start of a run a restart put back in the queue: the bottle under its
+        label, if the start the previous process launched outlived it and made the bottle
+        after all (this start then found the slug taken)."""
+        try:
+            run = self._store.get_run(run_id)
+            requeued = any(e.kind == "transition" and e.detail.get("from") == "starting"
+                           and e.detail.get("to") == "queued" for e in self._store.op_log(run_id))
+            if run is None or run.state is not RunState.STARTING or run.slug or not requeued:
+                return None
+            return run.expected_slug if run.expected_slug in self._runner.bottle_states() else None
+        except Exception:  # cannot tell: the start's own failure is reported
+            log.exception("could not look for an orphaned bottle of run %s", run_id)
+            return None
 
     def _blocking_resume(self, run: RunRecord, prompt: str) -> None:
         try:
@@ -141,20 +208,61 @@ class Executor:
         except Exception as exc:  # whatever went wrong, the run must not stay `resuming`
             self._failed(run.id, exc)
             return
-        self.event(run.id, L.BottleExited(result.exit_code))
+        self._exited(run, result)
+
+    def _exited(self, run: RunRecord, result) -> None:
+        tail = self._log_tail(run, result.slug)
+        self.event(run.id, L.BottleExited(result.exit_code, tail, result.timed_out, result.limit))
+
+    def _log_tail(self, run: RunRecord, slug: str | None) -> str:
+        """The bottle log's last lines, cleaned for a comment ("" when there is none)."""
+        if not slug:
+            return ""
+        try:
+            raw = self._runner.log_tail(slug, log_tail.LINES)
+        except Exception as exc:  # a missing log must not lose the exit itself
+            log.warning("no log tail for run %s (%s): %s", run.id, slug, exc)
+            return ""
+        return log_tail.clean(raw, (run.run_token, *self._secret_values))
 
     def _failed(self, run_id: int, exc: Exception) -> None:
         if not isinstance(exc, OrchestratorError):
             log.exception("bottle worker for run %s failed", run_id)
         try:
-            self.event(run_id, L.RunnerFailed(str(exc) or type(exc).__name__))
+            run = self._store.get_run(run_id)
+            tail = self._log_tail(run, run.slug) if run is not None else ""
+            reason = log_tail.clean(str(exc) or type(exc).__name__,
+                                    (run.run_token if run else "", *self._secret_values),
+                                    lines=5, width=1000)
+            self.event(run_id, L.RunnerFailed(reason, tail))
         except Exception:  # the store itself is failing: reconcile picks the run up on restart
             log.exception("could not record the failure of run %s", run_id)
 
     def event(self, run_id: int, event) -> RunRecord:
+        if isinstance(event, L.BottleExited):
+            # an agent that signalled done and exited: the sidecar wrote the done file before
+            # it answered, so it is on disk now; apply it first, or the exit would be taken
+            # (and commented on) as an exit without done
+            try:
+                self._relay()
+                for done in self._store.pending_done_events(run_id):
+                    self.apply_done(done)
+            except Exception:  # the exit must still be decided, or the run stays working
+                log.exception("could not apply the done signals of run %s before its exit",
+                              run_id)
         with self._lock(run_id):
             run = self._store.get_run(run_id)
             return self.apply(run, L.decide(run, event))
+
+    def apply_done(self, done) -> None:
+        """Apply a relayed done event once: the dispatcher and a bottle's worker may both
+        hold it, so it is checked and marked under the run's lock."""
+        with self._lock(done.run_id):
+            if not self._store.done_event_pending(done.id):
+                return
+            if self._store.get_run(done.run_id) is not None:
+                self.event(done.run_id, L.DoneSignal(done.status, done.summary))
+            self._store.mark_done_processed(done.id)
 
     def drain_outbox(self, forge_factory, now: float, backoff: float = 30.0) -> int:
         """Send due comments in order, each at most once in effect: every comment carries its

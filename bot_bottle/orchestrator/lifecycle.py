@@ -1,24 +1,34 @@
 """The run lifecycle's functional core: `decide(run, event) -> list[Action]`.
 
 Inputs are events already classified by targeting (launch requested, trusted comment, stop,
-PR/issue closed, done signal, watchdog expiry, bottle exit, runner failure, a free slot).
+PR/issue closed, done signal, watchdog expiry, bottle exit, runner failure, a free slot,
+a start's bottle created, the orchestrator restarted while the run worked).
 Outputs are frozen action values that the executor (the `Orchestrator` shell) carries out.
 `decide` does no I/O and reads no clock; it is tested table-driven.
 
 Decisions worth knowing:
 - a bottle exiting without a done signal is frozen with `last_done_status = "exited:<code>"`
-  (state `frozen`, so a trusted comment can resume it); a late done signal for an already
-  frozen run still records its status and comments, without a second freeze;
+  (state `frozen`, so a trusted comment can resume it); one the core stopped at its wall-time
+  limit ends `timed_out` (also resumable); their comments quote the bottle log's last lines
+  (carried in the event, fetched by the worker); a late done signal for an already
+  frozen run still records its status and comments, without a second freeze (the executor
+  applies the run's relayed done signals before an exit, so an agent that signals done and
+  exits gets the one done comment);
 - a trusted comment while the bottle runs is remembered (`pending_prompt`) and used to resume
   right after the next freeze;
 - one run per issue, ever: a launch request for an issue with any run is ignored;
-- the issue closing only destroys a run without a PR; a run with a PR waits for the PR.
+- the issue closing only destroys a run without a PR; a run with a PR waits for the PR;
+  a run destroyed while `starting` destroys the bottle its start makes, when its slug comes
+  and again when the start ends;
+- after a restart a working run whose bottle exists is frozen (a comment resumes it); a
+  `starting` one whose bottle was never made goes back to the queue with its launch prompt.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot_bottle.orchestrator.log_tail import quote
 from bot_bottle.orchestrator.model import RunRecord, RunState
 
 # ---- inputs -----------------------------------------------------------------------------
@@ -69,16 +79,36 @@ class WatchdogExpired:
 
 @dataclass(frozen=True)
 class BottleExited:
+    """The agent's process ended. `log_tail` is the bottle log's end, already cleaned
+    (`log_tail.clean`); `timed_out` when the core stopped it at its wall-time `limit` (s)."""
     code: int
+    log_tail: str = ""
+    timed_out: bool = False
+    limit: int | None = None
 
 
 @dataclass(frozen=True)
 class RunnerFailed:
     reason: str
+    log_tail: str = ""
+
+
+@dataclass(frozen=True)
+class BottleCreated:
+    """The CLI of a start in flight printed its bottle's slug."""
+    slug: str
+
+
+@dataclass(frozen=True)
+class Restarted:
+    """Start-up found the run working: its waiter died with the previous process. `slug` is
+    its bottle when the runner lists one (None: no bottle exists)."""
+    slug: str | None
 
 
 Event = (LaunchRequested | SlotAvailable | TrustedComment | StopRequested | PrClosed
-         | IssueClosed | DoneSignal | WatchdogExpired | BottleExited | RunnerFailed)
+         | IssueClosed | DoneSignal | WatchdogExpired | BottleExited | RunnerFailed
+         | BottleCreated | Restarted)
 
 # ---- outputs ----------------------------------------------------------------------------
 
@@ -144,8 +174,32 @@ class Ignore:
     reason: str
 
 
+@dataclass(frozen=True)
+class Started:
+    """The bottle exists: record its slug, state `running` (the launch prompt is spent)."""
+    slug: str
+
+
+@dataclass(frozen=True)
+class RecordSlug:
+    """Record the run's bottle without a state change."""
+    slug: str
+
+
+@dataclass(frozen=True)
+class DestroyBottle:
+    """Destroy a bottle made for a run that is already destroyed (state unchanged)."""
+    slug: str
+
+
+@dataclass(frozen=True)
+class Requeue:
+    """Back to `queued`, keeping the launch prompt: the launch is made again."""
+
+
 Action = (Launch | Queue | StartQueued | Resume | RememberPrompt | Freeze | RecordDone
-          | Destroy | MarkFailed | Comment | Ignore)
+          | Destroy | MarkFailed | Comment | Ignore | Started | RecordSlug | DestroyBottle
+          | Requeue)
 
 _WORKING = (RunState.STARTING, RunState.RUNNING, RunState.RESUMING)
 _RESUMABLE = (RunState.FROZEN, RunState.TIMED_OUT, RunState.FAILED)
@@ -159,6 +213,11 @@ def _after_freeze(run: RunRecord) -> list[Action]:
     return [Resume(run.pending_prompt)] if run.pending_prompt else []
 
 
+def _with_log(body: str, log_tail: str) -> str:
+    """`body` followed by the bottle log's last lines, when there are any."""
+    return f"{body}\n\nLast lines of the bottle's log:\n\n{quote(log_tail)}" if log_tail else body
+
+
 def decide(run: RunRecord | None, event: Event) -> list[Action]:
     if isinstance(event, LaunchRequested):
         if run is not None:
@@ -169,8 +228,20 @@ def decide(run: RunRecord | None, event: Event) -> list[Action]:
     if run is None:
         return [Ignore("no run for this issue or PR")]
     if run.state is RunState.DESTROYED:
-        return [Ignore(f"run {run.id} is destroyed")]
+        return _destroyed(run, event)
     state = run.state
+
+    if isinstance(event, BottleCreated):
+        if state is RunState.STARTING:
+            return [Started(event.slug)]
+        if state in _RESUMABLE and not run.slug:
+            # stopped or failed (watchdog) while starting: keep the bottle reachable, so a
+            # comment resumes it and a close destroys it
+            return [RecordSlug(event.slug)]
+        return [Ignore(f"bottle {event.slug} created for a {state.value} run")]
+
+    if isinstance(event, Restarted):
+        return _restarted(run, event)
 
     if isinstance(event, SlotAvailable):
         return [StartQueued()] if state is RunState.QUEUED else [Ignore("run is not queued")]
@@ -221,21 +292,63 @@ def decide(run: RunRecord | None, event: Event) -> list[Action]:
         return [Ignore(f"watchdog: run is {state.value}")]
 
     if isinstance(event, BottleExited):
+        if state in _WORKING and event.timed_out:
+            # the core stopped the agent at its wall-time limit: frozen, a comment resumes it
+            limit = f"{event.limit} s " if event.limit is not None else ""
+            reason = f"the agent ran past its {limit}wall-time limit"
+            # `timed_out` follows only `running` in the transition table (a run is `running`
+            # once the CLI printed its slug, so this is the case that happens)
+            frozen = RunState.TIMED_OUT if state is RunState.RUNNING else RunState.FROZEN
+            return [Freeze(frozen), RecordDone("timed_out", reason),
+                    Comment(_target(run), _with_log(
+                        f"Stopped: {reason}; the bottle is frozen. Comment to resume it.",
+                        event.log_tail)),
+                    *_after_freeze(run)]
         if state in _WORKING:
             status = f"exited:{event.code}"
             return [Freeze(), RecordDone(status, ""),
-                    Comment(_target(run), f"The agent exited (code {event.code}) without "
-                            "signalling done; the bottle is frozen. Comment to resume it."),
+                    Comment(_target(run), _with_log(
+                        f"The agent exited (code {event.code}) without signalling done; the "
+                        "bottle is frozen. Comment to resume it.", event.log_tail)),
                     *_after_freeze(run)]
         return [Ignore(f"bottle exit {event.code} after the run left the working states")]
 
     if isinstance(event, RunnerFailed):
         if state in (RunState.QUEUED, *_WORKING):
             return [MarkFailed(event.reason),
-                    Comment(run.issue_number, f"Could not run the agent: {event.reason}")]
+                    Comment(run.issue_number, _with_log(f"Could not run the agent: {event.reason}",
+                                                        event.log_tail))]
         return [Ignore(f"runner failure for a {state.value} run: {event.reason}")]
 
     raise TypeError(f"unknown event {event!r}")
+
+
+def _destroyed(run: RunRecord, event: Event) -> list[Action]:
+    # closed while starting: the start in flight makes its bottle after all; destroy it as
+    # soon as its slug is known, and again once the start ends (it may write after that)
+    if isinstance(event, BottleCreated):
+        return [DestroyBottle(event.slug)]
+    if isinstance(event, BottleExited) and run.slug:
+        return [DestroyBottle(run.slug)]
+    return [Ignore(f"run {run.id} is destroyed")]
+
+
+def _restarted(run: RunRecord, event: Restarted) -> list[Action]:
+    state = run.state
+    if state not in _WORKING:
+        return [Ignore(f"restart: run is {state.value}")]
+    if event.slug is not None:  # its bottle outlived us: frozen, so a comment resumes it
+        adopt = [RecordSlug(event.slug)] if run.slug != event.slug else []
+        return [*adopt, Freeze(), RecordDone("interrupted", ""),
+                Comment(_target(run), "The orchestrator restarted while the agent worked; "
+                        "the bottle is frozen. Comment to resume it.")]
+    if state is RunState.STARTING and run.launch_prompt is not None:
+        return [Requeue()]  # the bottle was never made: make it now
+    reason = ("no bottle after restart" if state is RunState.STARTING
+              else "the bottle is gone after restart")
+    return [MarkFailed(reason),
+            Comment(_target(run), "The orchestrator restarted and found no bottle for this "
+                    "run; the run failed.")]
 
 
 def __getattr__(name: str):

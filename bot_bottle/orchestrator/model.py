@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from bot_bottle.errors import BotBottleError
+from bot_bottle.state import slugify
 
 
 class OrchestratorError(BotBottleError):
@@ -50,7 +51,8 @@ class RunState(enum.Enum):
 S = RunState
 ALLOWED_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     S.QUEUED: frozenset({S.STARTING, S.FAILED, S.DESTROYED}),
-    S.STARTING: frozenset({S.RUNNING, S.FROZEN, S.FAILED, S.DESTROYED}),
+    # back to `queued`: the process that was starting it died before the bottle existed
+    S.STARTING: frozenset({S.QUEUED, S.RUNNING, S.FROZEN, S.FAILED, S.DESTROYED}),
     S.RUNNING: frozenset({S.FROZEN, S.TIMED_OUT, S.FAILED, S.DESTROYED}),
     S.FROZEN: frozenset({S.RESUMING, S.DESTROYED}),
     S.RESUMING: frozenset({S.RUNNING, S.FROZEN, S.FAILED, S.DESTROYED}),
@@ -88,6 +90,9 @@ class RunRecord:
     last_done_summary: str | None = None
     pending_prompt: str | None = None
     error: str | None = None
+    # the prompt a queued or starting run is launched with, kept until its bottle exists so
+    # a launch cut short (a crash) can be made again; `pending_prompt` is a comment's prompt
+    launch_prompt: str | None = field(repr=False, default=None)
 
     @property
     def label(self) -> str:
@@ -100,6 +105,12 @@ class RunRecord:
             return plain
         full = f"{self.owner}/{self.repo}#{self.issue_number}".encode()
         return f"{plain[:40]}-h{hashlib.sha256(full).hexdigest()[:10]}"
+
+    @property
+    def expected_slug(self) -> str:
+        """The run's bottle slug: the recorded one, else the one the core gives a bottle
+        started with `label` (found after a crash before the slug line was read)."""
+        return self.slug or slugify(self.label)
 
     @property
     def repo_full_name(self) -> str:

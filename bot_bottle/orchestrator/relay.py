@@ -2,12 +2,17 @@
 `done_events` (one transaction per file, advancing the `done` relay cursor), deletes each file
 after it is recorded, and wakes the orchestrator. Restart-safe: a file recorded but not yet
 deleted is a duplicate source and is only deleted.
+
+`tick` is called by the relay's own loop and by bottle workers (a worker relays what its
+agent signalled before it decides on the agent's exit); a lock makes the passes take turns,
+so no file is read by one pass while another deletes it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -22,9 +27,17 @@ class Relay:
         self._dir = Path(queue_dir)
         self._wake = wake
         self._clock = clock
+        self._lock = threading.Lock()
 
     def tick(self) -> int:
         """One pass; returns how many new done events were recorded."""
+        with self._lock:
+            recorded = self._drain()
+        if recorded:
+            self._wake()
+        return recorded
+
+    def _drain(self) -> int:
         if not self._dir.is_dir():
             return 0
         recorded = 0
@@ -41,8 +54,6 @@ class Relay:
                                              CURSOR, path.name):
                 recorded += 1
             path.unlink()
-        if recorded:
-            self._wake()
         return recorded
 
     def run(self, stop_event, interval: float = 0.5) -> None:

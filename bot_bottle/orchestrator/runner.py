@@ -4,16 +4,21 @@
 The runner never hands the orchestrator's forge secrets to the CLI: the child environment
 is the configured base environment minus `FORGE_TOKEN`/`FORGE_WEBHOOK_SECRET`, plus only
 the per-run `env` (sidecar socket and run token). Names are validated before they reach argv.
+The prompt goes to the CLI on stdin (`--prompt-file -`), never in argv (world-readable, and
+one argv string is limited to 128 KiB). Whatever the CLI prints, memory stays bounded: its
+output is read a line at a time and a line is cut at `MAX_LINE` bytes, the rest skipped.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import re
 import subprocess
+import threading
 from dataclasses import dataclass
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Callable, Iterator, Mapping, Protocol, Sequence
 
 from bot_bottle.orchestrator.model import OrchestratorError
 
@@ -21,6 +26,10 @@ log = logging.getLogger(__name__)
 
 SLUG_LINE = "bot-bottle: slug="
 ERROR_PREFIX = "bot-bottle: error: "
+TIMEOUT_PREFIX = "bot-bottle: timeout: "  # the core stopped the agent at its wall-time limit
+TIMEOUT_EXIT = 124
+MAX_LINE = 64 * 1024  # bytes of one line of CLI output kept; the rest of the line is skipped
+TAIL_LINE = 4096  # bytes of one line of `logs --tail` kept (comments show far less)
 SECRET_VARS = frozenset({"FORGE_TOKEN", "FORGE_WEBHOOK_SECRET"})
 RUN_ENV_VARS = frozenset({"BOT_BOTTLE_FORGE_SOCKET", "BOT_BOTTLE_FORGE_RUN_TOKEN"})
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -33,13 +42,18 @@ class RunnerError(OrchestratorError):
 
 @dataclass(frozen=True)
 class BottleExit:
+    """How the agent's run ended: its exit code, and whether the core stopped it at its
+    wall-time limit (`limit` seconds, when the CLI's timeout line names them)."""
     slug: str
     exit_code: int
+    timed_out: bool = False
+    limit: int | None = None
 
 
 class BottleRunner(Protocol):
     def start(self, *, agent: str, bottles: Sequence[str], label: str, prompt: str,
-              env: Mapping[str, str], on_slug: Callable[[str], None]) -> BottleExit: ...
+              env: Mapping[str, str], on_slug: Callable[[str], None],
+              workspace: str | None = None) -> BottleExit: ...
 
     def resume(self, *, slug: str, prompt: str, env: Mapping[str, str]) -> BottleExit: ...
 
@@ -49,6 +63,8 @@ class BottleRunner(Protocol):
 
     def bottle_states(self) -> dict[str, str]: ...
 
+    def log_tail(self, slug: str, lines: int) -> str: ...
+
 
 def _check(kind: str, value: str, pattern: re.Pattern[str]) -> str:
     if not isinstance(value, str) or not pattern.match(value):
@@ -56,17 +72,63 @@ def _check(kind: str, value: str, pattern: re.Pattern[str]) -> str:
     return value
 
 
-# Linux refuses one argv string over 32 pages (MAX_ARG_STRLEN, 128 KiB); say so plainly
-MAX_PROMPT_BYTES = 128 * 1024 - 1
+def _check_path(path: str) -> str:
+    # an absolute path can never be read as an option, and the CLI must not guess a base
+    if not isinstance(path, str) or not path.startswith("/") or "\x00" in path:
+        raise RunnerError(f"invalid workspace path: {path!r}")
+    return path
 
 
-def _check_prompt(prompt: str) -> None:
-    size = len(prompt.encode("utf-8", "replace"))
-    if size > MAX_PROMPT_BYTES:
-        raise RunnerError(f"the prompt is {size} bytes; a prompt may have at most "
-                          f"{MAX_PROMPT_BYTES} (shorten the issue or comment)")
+# the prompt travels on stdin, so argv limits do not apply; this bound keeps a bottle's
+# prompt file (and the store row it came from) sane
+MAX_PROMPT_BYTES = 1024 * 1024
+
+
+def _prompt_bytes(prompt: str) -> bytes:
+    data = prompt.encode("utf-8", "replace")
+    if len(data) > MAX_PROMPT_BYTES:
+        raise RunnerError(f"the prompt is {len(data)} bytes; a prompt may have at most "
+                          f"{MAX_PROMPT_BYTES} (1 MiB; shorten the issue or comment)")
     if "\x00" in prompt:
         raise RunnerError("the prompt contains a NUL character")
+    return data
+
+
+def bounded_lines(stream, limit: int) -> Iterator[bytes]:
+    """The lines of a binary stream without their newline, each cut at `limit` bytes: the
+    rest of an over-long line is read and dropped, never held, whatever arrives."""
+    while True:
+        chunk = stream.readline(limit)
+        if not chunk:
+            return
+        if chunk.endswith(b"\n"):
+            yield chunk[:-1]
+            continue
+        rest = chunk
+        while rest and not rest.endswith(b"\n"):
+            rest = stream.readline(limit)
+        yield chunk
+
+
+def _first_error(stream, found: list[str]) -> None:
+    """Read `stream` to its end, keeping the first `bot-bottle: error:` line's message."""
+    for raw in bounded_lines(stream, MAX_LINE):
+        line = raw.decode("utf-8", "replace")
+        if not found and line.startswith(ERROR_PREFIX):
+            found.append(line[len(ERROR_PREFIX):][:2000])
+
+
+def _feed(pipe, data: bytes) -> None:
+    # on its own thread: a CLI that writes before it reads its stdin must not deadlock us
+    try:
+        pipe.write(data)
+    except (BrokenPipeError, ValueError, OSError):
+        pass  # the CLI exited without reading it; its error line says why
+    finally:
+        try:
+            pipe.close()
+        except OSError:
+            pass
 
 
 def sanitized_env(base: Mapping[str, str], extra: Mapping[str, str] = {}) -> dict[str, str]:
@@ -88,45 +150,86 @@ class SubprocessBottleRunner:
         self._env = sanitized_env(env)
         self._timeout = timeout  # for the short commands (commit, destroy, list)
 
-    def _blocking(self, args: list[str], env: Mapping[str, str],
+    def _blocking(self, args: list[str], env: Mapping[str, str], prompt: bytes,
                   on_slug: Callable[[str], None] | None) -> BottleExit:
         try:
             proc = subprocess.Popen(self._cli + args, env=sanitized_env(self._env, env),
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, text=True, errors="replace")
-        except (OSError, ValueError) as exc:  # missing CLI, argv too long, NUL in argv
+                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE)
+        except (OSError, ValueError) as exc:  # missing CLI, NUL in argv
             raise RunnerError(f"cannot run bot-bottle {args[0]}: {exc}") from exc
+        feeder = threading.Thread(target=_feed, args=(proc.stdin, prompt), daemon=True,
+                                  name=f"bot-bottle-{args[0]}-stdin")
         slug: str | None = None
         error: str | None = None
+        timeout: str | None = None
         assert proc.stderr is not None
         with proc:
-            for line in proc.stderr:
-                line = line.rstrip("\n")
+            feeder.start()
+            for raw in bounded_lines(proc.stderr, MAX_LINE):
+                line = raw.decode("utf-8", "replace")
                 if slug is None and error is None and line.startswith(SLUG_LINE):
                     slug = _check("slug", line[len(SLUG_LINE):].strip(), _SLUG_RE)
                     if on_slug is not None:
                         on_slug(slug)
                 elif line.startswith(ERROR_PREFIX) and error is None:
-                    error = line[len(ERROR_PREFIX):]
+                    error = line[len(ERROR_PREFIX):][:2000]
+                elif line.startswith(TIMEOUT_PREFIX) and timeout is None:
+                    timeout = line[len(TIMEOUT_PREFIX):][:2000]
                 else:
-                    log.debug("bottle stderr: %s", line)
+                    log.debug("bottle stderr: %s", line[:2000])
             code = proc.wait()
+            feeder.join(5)
         if slug is None:
             raise RunnerError(error or f"bot-bottle {args[0]} exited {code} without a slug line")
-        return BottleExit(slug, code)
+        if timeout is None:
+            return BottleExit(slug, code)
+        limit = re.search(r"\b(\d+) ?s\b", timeout)
+        return BottleExit(slug, code, timed_out=True, limit=int(limit.group(1)) if limit else None)
 
-    def start(self, *, agent, bottles, label, prompt, env, on_slug) -> BottleExit:
-        _check_prompt(prompt)
+    def start(self, *, agent, bottles, label, prompt, env, on_slug,
+              workspace: str | None = None) -> BottleExit:
+        data = _prompt_bytes(prompt)
         args = ["start", _check("agent", agent, _NAME_RE), "--headless", "--label", label,
-                "--prompt", prompt]
+                "--prompt-file", "-"]
         for bottle in bottles:
             args += ["--bottle", _check("bottle", bottle, _NAME_RE)]
-        return self._blocking(args, env, on_slug)
+        if workspace is not None:
+            args += ["--workspace", _check_path(workspace)]
+        return self._blocking(args, env, data, on_slug)
 
     def resume(self, *, slug, prompt, env) -> BottleExit:
-        _check_prompt(prompt)
-        args = ["resume", _check("slug", slug, _SLUG_RE), "--headless", "--prompt", prompt]
-        return self._blocking(args, env, None)
+        data = _prompt_bytes(prompt)
+        args = ["resume", _check("slug", slug, _SLUG_RE), "--headless", "--prompt-file", "-"]
+        return self._blocking(args, env, data, None)
+
+    def log_tail(self, slug: str, lines: int = 20) -> str:
+        """The last `lines` lines of the bottle's log (`bot-bottle logs SLUG --tail N`), each
+        cut at `TAIL_LINE` bytes; read as it arrives, so a huge log costs no memory."""
+        if not isinstance(lines, int) or not 0 < lines <= 1000:
+            raise RunnerError(f"invalid number of log lines: {lines!r}")
+        args = ["logs", _check("slug", slug, _SLUG_RE), "--tail", str(lines)]
+        try:
+            proc = subprocess.Popen(self._cli + args, env=self._env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except (OSError, ValueError) as exc:
+            raise RunnerError(f"cannot run bot-bottle logs: {exc}") from exc
+        timer = threading.Timer(self._timeout, proc.kill)  # a hung CLI must not hold the worker
+        kept: collections.deque[bytes] = collections.deque(maxlen=lines)
+        errors: list[str] = []
+        reader = threading.Thread(target=_first_error, args=(proc.stderr, errors), daemon=True)
+        with proc:
+            timer.start()
+            reader.start()
+            try:
+                kept.extend(bounded_lines(proc.stdout, TAIL_LINE))
+                code = proc.wait()
+                reader.join(5)
+            finally:
+                timer.cancel()
+        if code != 0:
+            raise RunnerError(f"bot-bottle logs failed: {errors[0] if errors else f'exit {code}'}")
+        return "\n".join(line.decode("utf-8", "replace") for line in kept)
 
     def _short(self, args: list[str]) -> str:
         try:

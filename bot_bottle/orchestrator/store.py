@@ -179,7 +179,9 @@ class SqliteRunStore(DeliveriesMixin, QueuesMixin):
 
     def create_run(self, owner: str, repo: str, issue_number: int, agent: str,
                    bottles: Iterable[str], state: RunState, run_token: str,
-                   now: float) -> RunRecord:
+                   now: float, *, launch_prompt: str | None = None) -> RunRecord:
+        """`launch_prompt` is written in the same transaction: a launch is never recorded
+        without what it needs to be made again."""
         state, bottles = RunState(state), list(bottles)
         if not run_token:
             raise ValueError("a run needs a run token")
@@ -192,9 +194,9 @@ class SqliteRunStore(DeliveriesMixin, QueuesMixin):
                                     f"{live[0]['id']}")
             run_id = conn.execute(
                 "INSERT INTO runs (owner, repo, issue_number, agent, bottles, state, created_at, "
-                "updated_at, run_token) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "updated_at, run_token, launch_prompt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (owner, repo, issue_number, agent, json.dumps(bottles), state.value, now,
-                 now, run_token)).lastrowid
+                 now, run_token, launch_prompt)).lastrowid
             self._op(conn, run_id, "created", {"state": state.value, "agent": agent,
                                                "bottles": bottles}, now)
             run = self._run_in(conn, run_id)

@@ -26,10 +26,17 @@ class QueuesMixin:
                          (cursor_name, cursor_value))
             return True
 
-    def pending_done_events(self) -> list[DoneEvent]:
+    def pending_done_events(self, run_id: int | None = None) -> list[DoneEvent]:
+        """Unprocessed done events in arrival order; only `run_id`'s when given."""
+        where, params = ("AND run_id = ?", (run_id,)) if run_id is not None else ("", ())
         rows = self._rows("SELECT id, source, run_id, status, summary, at FROM done_events "
-                          "WHERE processed_at IS NULL ORDER BY id")
+                          f"WHERE processed_at IS NULL {where} ORDER BY id", params)
         return [DoneEvent(*r) for r in rows]
+
+    def done_event_pending(self, event_id: int) -> bool:
+        """False once processed (or unknown): two threads may hold the same pending event."""
+        return bool(self._rows("SELECT 1 FROM done_events WHERE id = ? AND processed_at IS NULL",
+                               (event_id,)))
 
     def mark_done_processed(self, event_id: int) -> None:
         with self._atomic() as conn:

@@ -73,7 +73,7 @@ _RUN_COLS = tuple(f.name for f in dataclasses.fields(RunRecord))
 RUN_SELECT = f"SELECT {', '.join(_RUN_COLS)} FROM runs"
 MUTABLE_RUN_FIELDS = frozenset({"agent", "bottles", "slug", "pr_number", "last_progress_at",
                                  "last_done_status", "last_done_summary", "pending_prompt",
-                                 "error"})
+                                 "error", "launch_prompt"})
 SLOT_STATES = tuple(s.value for s in RunState if s.has_process)
 
 

@@ -107,7 +107,16 @@ def _v1(conn: sqlite3.Connection) -> None:
             conn.execute(stmt)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
+def _v2(conn: sqlite3.Connection) -> None:
+    """`runs.launch_prompt`: a launch's prompt, kept until the bottle exists (a crash while
+    starting puts the run back in the queue with it). A queued run's prompt moves there from
+    `pending_prompt`, which from now on holds only a trusted comment's prompt."""
+    conn.execute("ALTER TABLE runs ADD COLUMN launch_prompt TEXT")
+    conn.execute("UPDATE runs SET launch_prompt = pending_prompt, pending_prompt = NULL "
+                 "WHERE state = 'queued'")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
 
 
 def migrate(conn: sqlite3.Connection,

@@ -1,5 +1,6 @@
 """The fake Gitea's request handler: auth by token, fault injection, request record, and the
-API routes with Gitea's status codes and error bodies."""
+API routes with Gitea's status codes and error bodies. Git smart HTTP paths are handed to
+`_fake_gitea_git` (no faults, their own record)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import re
 import time
 from http.server import BaseHTTPRequestHandler
+
+from bot_bottle.testing import _fake_gitea_git
 
 ERR_URL = "https://gitea.example.com/api/swagger"
 SECRET_HEADERS = {"authorization", "cookie"}
@@ -46,9 +49,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, method: str) -> None:
         from bot_bottle.testing.fake_gitea import ROUTES
         g = self.gitea
+        path = self.path.split("?", 1)[0]
+        git = _fake_gitea_git.GIT_ROUTE.fullmatch(path)
+        if git is not None and method in ("GET", "POST"):
+            return _fake_gitea_git.serve(self, method, git)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        path = self.path.split("?", 1)[0]
         with g.lock:
             g.requests.append({"method": method, "path": path,
                                "query": self.path.split("?", 1)[1] if "?" in self.path else "",

@@ -1,7 +1,10 @@
 """A fake Gitea: a real HTTP server on 127.0.0.1 (port 0) holding repos, issues, PRs,
 comments, org members, permissions and tokens in memory, answering the API endpoints the
 client uses with Gitea's status codes and shapes; fault injection; a request record; and
-signed webhook delivery. Standard library only (the `demo` command reuses it).
+signed webhook delivery. Each repo is also a real git repository served over smart HTTP at
+`<url>/<owner>/<repo>.git` (`_fake_gitea_git`: `git http-backend` behind Gitea's token rules),
+optionally seeded with files (`add_repo(..., files=)`, `add_commit`). Standard library only
+(the `demo` command reuses it).
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ class FakeGitea:
         self.org_members: dict[str, set[str]] = {}
         self.permissions: dict[tuple[str, str, str], str] = {}
         self.requests: list[dict] = []
+        self.git_requests: list[dict] = []  # git smart HTTP, kept apart from the API record
+        self.git = GitRepos()
         self._fail: list[int] = []
         self._drop = 0
         self.delay = 0.0
@@ -76,6 +81,7 @@ class FakeGitea:
             self.server.server_close()
             self._thread.join()
             self.server = None
+        self.git.cleanup()
 
     @property
     def url(self) -> str:
@@ -98,11 +104,26 @@ class FakeGitea:
             self.tokens[token] = login
             self.scopes[token] = set(scopes)
 
-    def add_repo(self, owner: str, repo: str, default_branch: str = "main") -> None:
+    def add_repo(self, owner: str, repo: str, default_branch: str = "main",
+                 files: dict[str, str] | None = None) -> None:
+        """A repo; with `files` (path -> text) its git repository gets a first commit on
+        `default_branch` (else it is created empty on the first git request)."""
         self.add_user(owner)
         with self.lock:
             self.repos.setdefault((owner, repo), {"items": {}, "comments": {}, "next": 1,
                                                   "branch": default_branch})
+        if files:
+            self.add_commit(owner, repo, files)
+
+    def add_commit(self, owner: str, repo: str, files: dict[str, str], message: str = "seed",
+                   branch: str | None = None) -> str:
+        """Commit `files` on `branch` (default: the repo's default branch); the commit's sha."""
+        with self.lock:
+            default = self.repos[(owner, repo)]["branch"]
+        return self.git.commit(owner, repo, branch or default, files, message)
+
+    def git_url(self, owner: str, repo: str) -> str:
+        return f"{self.url}/{owner}/{repo}.git"
 
     def add_issue(self, owner: str, repo: str, title: str, body: str = "", *, user: str = "alice",
                   labels: tuple[str, ...] = (), assignees: tuple[str, ...] = (),
@@ -275,4 +296,5 @@ def _now() -> str:
 
 
 import urllib.error  # noqa: E402  (after urllib.request, for HTTPError)
+from bot_bottle.testing._fake_gitea_git import GitRepos  # noqa: E402
 from bot_bottle.testing._fake_gitea_handler import _Handler  # noqa: E402

@@ -1,5 +1,6 @@
 """The README's main-job command: `python -m bot_bottle.orchestrator demo` walks the whole
-lifecycle with the embedded fake Gitea and a real bottle, exits 0 and leaves nothing behind."""
+lifecycle with the embedded fake Gitea and a real bottle, shows exactly one comment per done
+signal, exits 0 and leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ class DemoTest(unittest.TestCase):
             self.assertRegex(out, rf"(?m)^{step}\. ")
         self.assertIn("opened PR #2 and signalled done: 'run 1'", out)
         self.assertIn("signalled done again ('run 2')", out)
+        # exactly one comment per done signal, and no false "exited without done" beside it
+        self.assertEqual(len(re.findall(r"(?m)^ +comment on PR #2 by claude-bot: Agent finished "
+                                        r"with status \*\*done\*\*", out)), 2, out)
+        self.assertNotIn("without signalling done", out)
         self.assertRegex(out, r"(?m)^1\s+acme/widgets#1\s+#2\s+scripted\s+acme-widgets-1\s+destroyed")
         self.assertIn("demo finished", out)
         home = re.search(r"home (/\S+)", out).group(1)

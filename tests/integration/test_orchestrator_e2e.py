@@ -1,7 +1,8 @@
 """The whole lifecycle through `python -m bot_bottle.orchestrator run` as a subprocess: the
 fake Gitea sends signed, sample-shaped webhooks; the real subprocess runner drives the core
 CLI; the scripted agent runs in a real bwrap bottle and talks to the forge only through the
-sidecar. issue assigned+labelled → run → PR + comment → done → frozen → trusted PR comment
+sidecar. issue assigned+labelled → run (in a clone of the issue's repository, served by the
+fake Gitea over git smart HTTP) → PR + comment → done → frozen → trusted PR comment
 → resumed with the comment as prompt → done → frozen → PR merged → destroyed."""
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import unittest
 from bot_bottle.testing.fake_gitea_payloads import close_issue, comment_event, issue_event, \
     pull_request_event
 from tests.integration._core_home import REPO_ROOT, make_home
-from tests.integration._orchestrator import AGENT_USER as BOT, make_forge, start_orchestrator
+from tests.integration._orchestrator import AGENT_USER as BOT, TOKEN, make_forge, \
+    start_orchestrator
 
 OWNER, REPO = "acme", "widgets"
 MARKER = "<!-- bot-bottle -->"
@@ -60,13 +62,18 @@ class OrchestratorLifecycleTest(unittest.TestCase):
         return done.stdout
 
     def snapshot_log(self, slug: str) -> str:
+        return self.snapshot_files(slug)["AGENT_LOG.md"].decode()
+
+    def snapshot_files(self, slug: str) -> dict[str, bytes]:
+        """The snapshot's workspace files by path inside the workspace."""
         tar_path = self.home / "state" / slug / "snapshots" / "latest.tar"
         with tarfile.open(tar_path) as tar:
-            member = next(m for m in tar.getmembers() if m.name.endswith("AGENT_LOG.md"))
-            return tar.extractfile(member).read().decode()
+            return {m.name.split("workspace/", 1)[1]: tar.extractfile(m).read()
+                    for m in tar.getmembers() if m.isfile() and "workspace/" in m.name}
 
     def test_issue_to_pr_to_comment_to_merge(self) -> None:
         g = self.gitea
+        g.add_commit(OWNER, REPO, {"README.md": "widgets\n"})
         issue = g.add_issue(OWNER, REPO, "Add a greeting", "Please greet the world.", user="alice",
                             labels=("bot-bottle:scripted",), assignees=(BOT,))
         self.send("issues", "issue_assign", issue_event(g, OWNER, REPO, issue, "assigned", "alice"))
@@ -85,6 +92,13 @@ class OrchestratorLifecycleTest(unittest.TestCase):
         self.assertIn("frozen", self.status_text())
         slug = run["slug"]
         self.assertIn("run 1: acme/widgets#1: Add a greeting", self.snapshot_log(slug))
+        # the workspace is the issue's repository, checked out on the run's branch, with a
+        # remote that carries no credential and the orchestrator's token in no file
+        files = self.snapshot_files(slug)
+        self.assertEqual(files["README.md"], b"widgets\n")
+        self.assertIn(f".git/refs/heads/bot-bottle/{slug}", files)
+        self.assertIn(f"url = {g.git_url(OWNER, REPO)}\n".encode(), files[".git/config"])
+        self.assertFalse([name for name, data in files.items() if TOKEN.encode() in data])
 
         # the agent's own comment coming back as a webhook is not a prompt
         own = g.add_comment(OWNER, REPO, pr, "note to self", BOT)

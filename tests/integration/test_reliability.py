@@ -15,7 +15,10 @@ with the fake Gitea and the fake core CLI (no bwrap), under crashes, hostile inp
 - the same trigger delivered twice, redelivered with a new id, replayed out of order and
   raced from several threads: exactly one run;
 - issue text that cannot go into an argv or SQLite as is (NUL, lone surrogate, 200 KB) never
-  leaves a run stuck in `starting`.
+  leaves a run stuck in `starting`;
+- kill -9 while a run is `starting` (its CLI held at a gate): after the restart the issue has
+  exactly one started bottle, never a failed run, whether the CLI died with the service or
+  made its bottle while the service was down.
 
 Bounded: the whole file runs in well under 90 s on 2 cores. `CI` set → 5,000 fuzz cases.
 """
@@ -30,8 +33,11 @@ import json
 import os
 import random
 import select
+import shlex
+import signal
 import socket
 import sqlite3
+import sys
 import tempfile
 import threading
 import time
@@ -44,6 +50,7 @@ from bot_bottle.orchestrator.targeting import MARKER
 from bot_bottle.testing import fake_core_cli
 from bot_bottle.testing.fake_gitea import gitea_json
 from bot_bottle.testing.fake_gitea_payloads import comment_event, issue_event
+from tests.integration import _gated_cli
 from tests.integration import _orchestrator as H
 
 try:
@@ -117,8 +124,9 @@ class _Base(unittest.TestCase):
         return orch.wait_for(done, timeout, interval=0.1, what="deliveries processed")
 
     def starts_per_slug(self) -> collections.Counter:
+        """Bottles made per slug (a start the fake refused, say for a slug in use, made none)."""
         return collections.Counter(e["slug"] for e in fake_core_cli.read_log(self.home)
-                                   if e["cmd"] == "start")
+                                   if e["cmd"] == "start" and e.get("ok"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -200,6 +208,79 @@ class KillNineTest(_Base):
         self.assertEqual(max(per_issue.values()), 1)
         doubled = {s: c for s, c in self.starts_per_slug().items() if c > 1}
         self.assertEqual(doubled, {}, "a bottle was started twice for one run")
+        self.assertEqual(orch.stop(), 0, orch.log())
+
+
+# ---------------------------------------------------------------------------------------
+class KillDuringLaunchTest(_Base):
+    """kill -9 of the service while a run is `starting`: the CLI waits at a gate
+    (`_gated_cli`) until the test lets it go, so the kill lands before any bottle exists."""
+
+    def gated(self) -> H.OrchestratorProcess:
+        cli = (f"{shlex.quote(sys.executable)} -m tests.integration._gated_cli "
+               "bot_bottle.testing.fake_core_cli")
+        orch = H.OrchestratorProcess(self.home, self.gitea.url, cli=cli)
+        self.addCleanup(orch.cleanup)
+        return orch
+
+    def kill_mid_launch(self) -> tuple[H.OrchestratorProcess, int, int]:
+        """Launch one issue, wait until its start waits at the gate, kill -9 the service."""
+        orch = self.gated().start()
+        n = self.launch_issue("launched as the service dies")
+        self.assertEqual(orch.deliver("issues", "issue_assign",
+                                      issue_event(self.gitea, OWNER, REPO, n, "assigned",
+                                                  "alice"))[0], 202)
+        [cli_pid] = orch.wait_for(lambda: _gated_cli.waiting_pids(self.home),
+                                  what="the start to wait at the gate")
+        self.assertEqual([r["state"] for r in orch.runs()], ["starting"])
+        orch.kill()
+        return orch, n, cli_pid
+
+    def settled_run(self, orch: H.OrchestratorProcess) -> dict:
+        """The one run once it is frozen and every comment about it is sent."""
+        def settled():
+            runs = orch.runs(include_destroyed=True)
+            if runs and runs[0]["state"] == "failed":
+                self.fail(f"the run failed: {runs[0]['error']}\n{orch.log()}")
+            return (len(runs) == 1 and runs[0]["state"] == "frozen"
+                    and not self.unsent_comments(orch.db_path) and runs[0])
+        return orch.wait_for(settled, timeout=30, what="the run frozen, its comments sent")
+
+    def unsent_comments(self, db_path: str) -> int:
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+        try:
+            return conn.execute("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND "
+                                "dropped_at IS NULL").fetchone()[0]
+        finally:
+            conn.close()
+
+    def test_a_launch_killed_before_its_bottle_existed_starts_exactly_once_after_restart(self) -> None:
+        orch, n, cli_pid = self.kill_mid_launch()
+        os.kill(cli_pid, signal.SIGKILL)  # the CLI died with the service (its cgroup, say)
+        H.wait_for(lambda: _gated_cli.ended(cli_pid), what="the gated CLI gone")
+        _gated_cli.open_gate(self.home)
+        orch.start()
+        run = self.settled_run(orch)
+        self.assertEqual(run["slug"], f"acme-widgets-{n}")
+        self.assertEqual(self.starts_per_slug(), {run["slug"]: 1})
+        moves = [op["detail"]["to"] for op in orch.provenance(run["id"])["ops"]
+                 if op["kind"] == "transition"]
+        self.assertEqual(moves, ["queued", "starting", "running", "frozen"])
+        comments = [c["body"] for c in self.gitea.comments(OWNER, REPO, n)]
+        self.assertEqual([b for b in comments if "fail" in b.lower()], [])
+        self.assertEqual(orch.stop(), 0, orch.log())
+
+    def test_a_launch_whose_cli_outlived_the_killed_service_keeps_its_one_bottle(self) -> None:
+        orch, n, cli_pid = self.kill_mid_launch()
+        _gated_cli.open_gate(self.home)  # the orphaned CLI makes its bottle while we are down
+        H.wait_for(lambda: self.starts_per_slug(), what="the orphaned start's bottle")
+        orch.start()
+        run = self.settled_run(orch)
+        self.assertEqual(self.starts_per_slug(), {run["slug"]: 1})
+        self.assertEqual(run["last_done_status"], "interrupted")
+        comments = [c["body"] for c in self.gitea.comments(OWNER, REPO, n)]
+        self.assertTrue(any("restarted while the agent worked" in b for b in comments), comments)
+        self.assertEqual([b for b in comments if "fail" in b.lower()], [])
         self.assertEqual(orch.stop(), 0, orch.log())
 
 

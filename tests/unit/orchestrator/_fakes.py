@@ -33,15 +33,19 @@ except ImportError:  # pragma: no cover
 
 
 class FakeBottleRunner:
-    """Records calls; `start`/`resume` return exit code 0 (`start` raises `fail_with` if set)."""
+    """Records calls; `start`/`resume` return exit code 0 (`start` raises `fail_with` if set);
+    `workspaces` records each start's `workspace`; `logs` holds each slug's log text."""
 
     def __init__(self) -> None:
         self.calls: list[tuple] = []
         self.states: dict[str, str] = {}
         self.fail_with: Exception | None = None
+        self.workspaces: list[str | None] = []
+        self.logs: dict[str, str] = {}
 
-    def start(self, *, agent, bottles, label, prompt, env, on_slug) -> BottleExit:
+    def start(self, *, agent, bottles, label, prompt, env, on_slug, workspace=None) -> BottleExit:
         self.calls.append(("start", agent, tuple(bottles), label, prompt, dict(env)))
+        self.workspaces.append(workspace)
         if self.fail_with is not None:
             raise self.fail_with
         slug = label.lower()
@@ -65,6 +69,9 @@ class FakeBottleRunner:
     def bottle_states(self) -> dict[str, str]:
         return dict(self.states)
 
+    def log_tail(self, slug, lines) -> str:
+        return "\n".join(self.logs.get(slug, "").splitlines()[-lines:])
+
 
 class HoldingBottleRunner(FakeBottleRunner):
     """Like the real CLI: `start`/`resume` block until the bottle is frozen or destroyed
@@ -81,9 +88,9 @@ class HoldingBottleRunner(FakeBottleRunner):
         if gate is not None:
             gate.set()
 
-    def start(self, *, agent, bottles, label, prompt, env, on_slug) -> BottleExit:
+    def start(self, *, agent, bottles, label, prompt, env, on_slug, workspace=None) -> BottleExit:
         super().start(agent=agent, bottles=bottles, label=label, prompt=prompt, env=env,
-                      on_slug=lambda slug: None)
+                      on_slug=lambda slug: None, workspace=workspace)
         slug = label.lower()
         with self._guard:  # held before on_slug so a freeze decided right after releases it
             self._held[slug] = threading.Event()

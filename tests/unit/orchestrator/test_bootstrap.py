@@ -60,6 +60,11 @@ class BootstrapTest(unittest.TestCase):
                 self.assertLess(time.monotonic(), deadline, "the run never reached running")
                 time.sleep(0.02)
             env = self.runner.calls[0][5]
+            # the workspace is a checkout of the issue's repository, on the run's own branch
+            checkout = Path(self.config.home) / "checkouts" / run.slug
+            self.assertEqual(self.runner.workspaces, [str(checkout)])
+            self.assertEqual((checkout / ".git" / "HEAD").read_text().strip(),
+                             f"ref: refs/heads/bot-bottle/{run.slug}")
             self.assertEqual(env["BOT_BOTTLE_FORGE_SOCKET"], str(Path(self.config.sidecar_socket)))
             code, _ = sidecar_comment(env["BOT_BOTTLE_FORGE_SOCKET"],
                                       env["BOT_BOTTLE_FORGE_RUN_TOKEN"], n, "hello from the agent")
@@ -78,6 +83,27 @@ class BootstrapTest(unittest.TestCase):
                 if t.name.startswith("bot-bottle-") and t.is_alive()]
         self.assertEqual(left, [])
 
+
+    def test_with_cloning_turned_off_start_gets_no_workspace(self) -> None:
+        import dataclasses
+        config = dataclasses.replace(self.config, clone_workspace=False)
+        service = bootstrap.build(config, runner=self.runner)
+        service.start()
+        try:
+            g = self.gitea
+            n = g.add_issue("acme", "widgets", "Fix", "it", labels=("bot-bottle:claude",),
+                            assignees=("claude-bot",))
+            deliver(f"{service.url}/webhook", "issues", "issue_assign",
+                    gitea_json(issue_event(g, "acme", "widgets", n, "assigned", "alice")), SECRET)
+            deadline = time.monotonic() + 10
+            while not self.runner.workspaces:
+                self.assertLess(time.monotonic(), deadline, "the run never started")
+                time.sleep(0.02)
+            self.assertEqual(self.runner.workspaces, [None])
+            self.assertEqual(g.git_requests, [])
+        finally:
+            self.runner.release_all()
+            service.stop()
 
     def test_a_busy_port_is_one_clear_error_and_leaves_nothing_open(self) -> None:
         import dataclasses

@@ -27,6 +27,23 @@ class ConfigTests(unittest.TestCase):
         self.assertIn("FORGE_GITEA_TIMEOUT", str(caught.exception))
         self.assertIn("FORGE_OUTBOX_BACKOFF", str(caught.exception))
 
+    def test_the_issue_s_repository_is_cloned_unless_turned_off(self):
+        config = Config.from_env(GOOD)
+        self.assertEqual((config.clone_workspace, config.clone_timeout), (True, 600.0))
+        for off in ("0", "false", "No", "off"):
+            with self.subTest(off=off):
+                self.assertFalse(Config.from_env({**GOOD, "FORGE_CLONE_WORKSPACE": off}).clone_workspace)
+        config = Config.from_env({**GOOD, "FORGE_CLONE_WORKSPACE": "yes", "FORGE_CLONE_TIMEOUT": "90"})
+        self.assertEqual((config.clone_workspace, config.clone_timeout), (True, 90.0))
+        with self.assertRaises(ConfigError) as caught:
+            Config.from_env({**GOOD, "FORGE_CLONE_WORKSPACE": "maybe", "FORGE_CLONE_TIMEOUT": "0"})
+        self.assertIn("FORGE_CLONE_WORKSPACE must be one of 1/0", str(caught.exception))
+        self.assertIn("FORGE_CLONE_TIMEOUT", str(caught.exception))
+
+    def test_a_gitea_url_carrying_credentials_is_refused(self):
+        with self.assertRaisesRegex(ConfigError, "must not carry a user or password"):
+            Config.from_env({**GOOD, "FORGE_GITEA_URL": "https://bot:pw@git.example.com"})
+
     def test_every_problem_is_reported_in_one_error(self):
         env = {"FORGE_GITEA_URL": "ftp://x", "FORGE_WEBHOOK_PORT": "70000",
                "FORGE_WATCHDOG_TIMEOUT": "soon", "BOT_BOTTLE_CLI": "'unclosed"}

@@ -18,6 +18,14 @@ def run(state: RunState, **fields) -> RunRecord:
 
 
 DONE_BODY = "Agent finished with status **done**:\n\nopened PR"
+LOG = "Error: 401 Unauthorized\nretrying"
+QUOTED_LOG = "\n\nLast lines of the bottle's log:\n\n```\nError: 401 Unauthorized\nretrying\n```"
+TIMED_OUT = "the agent ran past its 900 s wall-time limit"
+SLUG = "acme-widgets-42"
+INTERRUPTED = [L.Freeze(), L.RecordDone("interrupted", ""),
+               L.Comment(42, "The orchestrator restarted while the agent worked; the bottle is "
+                             "frozen. Comment to resume it.")]
+NO_BOTTLE = "The orchestrator restarted and found no bottle for this run; the run failed."
 
 CASES = [
     ("new issue with a free slot is launched", None,
@@ -60,6 +68,50 @@ CASES = [
     ("runner failure marks failed and says why on the issue", run(S.STARTING, pr_number=43),
      L.RunnerFailed("agent 'x' not found"),
      [L.MarkFailed("agent 'x' not found"), L.Comment(42, "Could not run the agent: agent 'x' not found")]),
+    ("runner failure quotes the bottle log's last lines", run(S.RESUMING),
+     L.RunnerFailed("resume failed", LOG),
+     [L.MarkFailed("resume failed"), L.Comment(42, "Could not run the agent: resume failed" + QUOTED_LOG)]),
+    ("bottle exit without done quotes the bottle log's last lines", run(S.RUNNING),
+     L.BottleExited(1, LOG),
+     [L.Freeze(), L.RecordDone("exited:1", ""),
+      L.Comment(42, "The agent exited (code 1) without signalling done; the bottle is frozen. "
+                    "Comment to resume it." + QUOTED_LOG)]),
+    ("a wall-time stop ends the run timed out with the reason, frozen for a comment",
+     run(S.RUNNING, pr_number=43), L.BottleExited(124, LOG, timed_out=True, limit=900),
+     [L.Freeze(S.TIMED_OUT), L.RecordDone("timed_out", TIMED_OUT),
+      L.Comment(43, f"Stopped: {TIMED_OUT}; the bottle is frozen. Comment to resume it." + QUOTED_LOG)]),
+    ("a wall-time stop with a remembered comment resumes with it", run(S.RUNNING, pending_prompt="go on"),
+     L.BottleExited(124, "", timed_out=True),
+     [L.Freeze(S.TIMED_OUT), L.RecordDone("timed_out", "the agent ran past its wall-time limit"),
+      L.Comment(42, "Stopped: the agent ran past its wall-time limit; the bottle is frozen. "
+                    "Comment to resume it."), L.Resume("go on")]),
+    ("a wall-time stop before the run was marked running freezes it", run(S.RESUMING),
+     L.BottleExited(124, "", timed_out=True, limit=60),
+     [L.Freeze(), L.RecordDone("timed_out", "the agent ran past its 60 s wall-time limit"),
+      L.Comment(42, "Stopped: the agent ran past its 60 s wall-time limit; the bottle is frozen. "
+                    "Comment to resume it.")]),
+    ("a starting run whose bottle is created is running with that slug",
+     run(S.STARTING, slug=None), L.BottleCreated(SLUG), [L.Started(SLUG)]),
+    ("a bottle created for a run destroyed while starting is destroyed at once",
+     run(S.DESTROYED, slug=None), L.BottleCreated(SLUG), [L.DestroyBottle(SLUG)]),
+    ("a start that ends after its run was destroyed destroys the bottle again",
+     run(S.DESTROYED), L.BottleExited(0), [L.DestroyBottle(SLUG)]),
+    ("a bottle created after the watchdog failed its start is kept with the run",
+     run(S.FAILED, slug=None), L.BottleCreated(SLUG), [L.RecordSlug(SLUG)]),
+    ("a bottle created after a stop froze its start is kept with the run",
+     run(S.FROZEN, slug=None), L.BottleCreated(SLUG), [L.RecordSlug(SLUG)]),
+    ("restart with a running run's bottle freezes it and says so", run(S.RUNNING),
+     L.Restarted(SLUG), INTERRUPTED),
+    ("restart finds the bottle of a starting run whose slug was never recorded",
+     run(S.STARTING, slug=None), L.Restarted(SLUG), [L.RecordSlug(SLUG), *INTERRUPTED]),
+    ("restart before a starting run's bottle existed puts it back in the queue",
+     run(S.STARTING, slug=None, launch_prompt="acme/widgets#42: Fix it"), L.Restarted(None),
+     [L.Requeue()]),
+    ("restart of a starting run without a kept launch prompt fails it",
+     run(S.STARTING, slug=None), L.Restarted(None),
+     [L.MarkFailed("no bottle after restart"), L.Comment(42, NO_BOTTLE)]),
+    ("restart without a resuming run's bottle fails it", run(S.RESUMING, pr_number=43),
+     L.Restarted(None), [L.MarkFailed("the bottle is gone after restart"), L.Comment(43, NO_BOTTLE)]),
 ]
 
 IGNORED = [
@@ -73,11 +125,17 @@ IGNORED = [
     ("done for a destroyed run", run(S.DESTROYED), L.DoneSignal("done", "x")),
     ("watchdog on a frozen run", run(S.FROZEN), L.WatchdogExpired(5.0)),
     ("bottle exit after a done froze the run", run(S.FROZEN), L.BottleExited(0)),
+    ("wall-time stop after a done froze the run", run(S.FROZEN), L.BottleExited(124, timed_out=True)),
     ("free slot offered to a running run", run(S.RUNNING), L.SlotAvailable()),
+    ("exit of a start destroyed before it had a bottle", run(S.DESTROYED, slug=None),
+     L.BottleExited(0)),
+    ("restart finds a frozen run", run(S.FROZEN), L.Restarted(SLUG)),
+    ("bottle created for a running run", run(S.RUNNING), L.BottleCreated(SLUG)),
 ]
 
 _TARGET = {L.Freeze: None, L.MarkFailed: S.FAILED, L.Destroy: S.DESTROYED,
-           L.Resume: S.RESUMING, L.StartQueued: S.STARTING}
+           L.Resume: S.RESUMING, L.StartQueued: S.STARTING, L.Started: S.RUNNING,
+           L.Requeue: S.QUEUED}
 
 
 class DecideTest(unittest.TestCase):

@@ -5,27 +5,33 @@ CLI, blocks in start/resume until the bottle is frozen or destroyed."""
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 import unittest
+from pathlib import Path
 
 from bot_bottle.contrib.gitea.client import GiteaClient, GiteaForge
 from bot_bottle.orchestrator.dispatcher import Orchestrator
 from bot_bottle.orchestrator.executor import Executor
 from bot_bottle.orchestrator.model import RunState
+from bot_bottle.orchestrator.relay import Relay
 from bot_bottle.orchestrator.targeting import MARKER
 from bot_bottle.orchestrator.watchdog import Watchdog
 from bot_bottle.testing.fake_gitea import FakeGitea, gitea_json
 from bot_bottle.testing.fake_gitea_payloads import close_issue, comment_event, issue_event, \
     pull_request_event
 
-from ._fakes import FakeClock, HoldingBottleRunner, seed_run, temp_store
+from ._fakes import FakeClock, HoldingBottleRunner, temp_store
 
 OWNER, REPO, ORG, BOT = "acme", "widgets", "agents", "claude-bot"
 
 
 class DispatcherTest(unittest.TestCase):
     max_concurrent = 4
+
+    def make_runner(self):
+        return HoldingBottleRunner()
 
     def setUp(self) -> None:
         self.gitea = FakeGitea().start()
@@ -41,11 +47,16 @@ class DispatcherTest(unittest.TestCase):
         self.forge_factory = lambda owner, repo: GiteaForge(client, owner, repo)
         self.clock = FakeClock()
         self.store = temp_store(self)
-        self.runner = HoldingBottleRunner()
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.queue = Path(tmp.name) / "queue"  # where the sidecar writes done files
+        self.relay = Relay(self.store, self.queue, lambda: None, self.clock.now)
+        self.runner = self.make_runner()
         self.threads: list[threading.Thread] = []
         self.addCleanup(self._stop_bottles)  # runs before the store closes (cleanups are LIFO)
         self.executor = Executor(self.store, self.runner, sidecar_socket="/run/s.sock",
-                                 marker=MARKER, clock=self.clock.now, spawn=self._spawn)
+                                 marker=MARKER, clock=self.clock.now, spawn=self._spawn,
+                                 relay=self.relay.tick)
         self.orch = Orchestrator(self.store, self.executor, self.runner, self.forge_factory,
                                  org=ORG, known_agents=lambda: ["claude", "codex"],
                                  max_concurrent=self.max_concurrent, clock=self.clock.now)
@@ -187,8 +198,13 @@ class ConcurrencyTest(DispatcherTest):
         self.wait_state(issues[0], RunState.RUNNING)
         self.wait_state(issues[1], RunState.RUNNING)
         self.assertEqual([self.run_for(n).state for n in issues[2:]], [RunState.QUEUED] * 2)
+        queued = self.run_for(issues[2])
+        self.assertIn("acme/widgets#3: t2", queued.launch_prompt)
+        self.assertIsNone(queued.pending_prompt)  # that one is for a trusted comment's prompt
         self.signal_done(self.run_for(issues[0]))
-        self.wait_state(issues[2], RunState.RUNNING)
+        started = self.wait_state(issues[2], RunState.RUNNING)
+        self.assertEqual(self.runner.calls[-1][4], queued.launch_prompt)
+        self.assertIsNone(started.launch_prompt)
         self.assertIs(self.run_for(issues[3]).state, RunState.QUEUED)
         self.assertEqual(self.store.slot_holders(), 2)
 
@@ -255,42 +271,6 @@ class LifecycleTest(DispatcherTest):
         self.wait_state(n, RunState.TIMED_OUT)
         self.assertTrue(any("No progress" in c for c in self.issue_comments(n)))
 
-
-class ReconcileTest(DispatcherTest):
-    def test_restart_freezes_runs_with_a_bottle_and_fails_runs_without(self) -> None:
-        for title in ("one", "two", "three"):
-            self.gitea.add_issue(OWNER, REPO, title)
-        with_bottle = seed_run(self.store, 1, RunState.RUNNING, slug="acme-widgets-1")
-        starting = seed_run(self.store, 2, RunState.STARTING)
-        queued = seed_run(self.store, 3, RunState.QUEUED)
-        self.runner.states["acme-widgets-1"] = "running"
-        self.assertEqual(sorted(self.orch.reconcile()), [with_bottle.id, starting.id])
-        self.assertIs(self.store.get_run(with_bottle.id).state, RunState.FROZEN)
-        self.assertIn(("freeze", "acme-widgets-1"), self.runner.calls)
-        self.assertIs(self.store.get_run(starting.id).state, RunState.FAILED)
-        self.assertIs(self.store.get_run(queued.id).state, RunState.QUEUED)
-        self.assertEqual(self.orch.reconcile(), [])  # idempotent once settled
-        self.orch.process_pending()  # the queued run gets its slot
-        self.wait(lambda: self.store.get_run(queued.id).state is RunState.RUNNING)
-        self.assertTrue(any("restarted" in c for c in self.issue_comments(1)))
-
-
-    def test_a_done_signal_relayed_before_the_crash_is_applied_once_after_reconcile(self) -> None:
-        self.gitea.add_issue(OWNER, REPO, "one")
-        run = seed_run(self.store, 1, RunState.RUNNING, slug="acme-widgets-1")
-        self.runner.states["acme-widgets-1"] = "running"
-        self.store.record_done_event("f1", run.id, "done", "finished before the crash",
-                                     self.clock.now(), "done", "f1")
-        self.orch.reconcile()
-        self.orch.process_pending()
-        self.orch.process_pending()
-        after = self.store.get_run(run.id)
-        self.assertEqual((after.state, after.last_done_status, after.last_done_summary),
-                         (RunState.FROZEN, "done", "finished before the crash"))
-        self.assertEqual([c for c in self.runner.calls if c[0] == "freeze"],
-                         [("freeze", "acme-widgets-1")])
-        self.assertEqual(self.store.pending_done_events(), [])
-        self.assertEqual(sum("finished before the crash" in c for c in self.issue_comments(1)), 1)
 
 if __name__ == "__main__":
     unittest.main()

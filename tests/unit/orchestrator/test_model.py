@@ -1,11 +1,11 @@
 """`RunRecord.label`: one bottle slug per issue, readable for plain names, never shared by two
-repositories that slugify alike, and within the core's slug length."""
+repositories that slugify alike, and within the core's slug length; and the transition table."""
 
 from __future__ import annotations
 
 import unittest
 
-from bot_bottle.orchestrator.model import RunRecord, RunState
+from bot_bottle.orchestrator.model import IllegalTransition, RunRecord, RunState, check_transition
 from bot_bottle.state import MAX_SLUG, slugify
 
 
@@ -29,6 +29,15 @@ class LabelTest(unittest.TestCase):
         long = label("o" * 60, "r" * 60, 123456)
         self.assertLessEqual(len(slugify(long)), MAX_SLUG)
         self.assertRegex(slugify(long), r"-h[0-9a-f]{10}$")
+
+
+class TransitionTableTest(unittest.TestCase):
+    def test_only_a_starting_run_goes_back_to_the_queue(self) -> None:
+        check_transition(RunState.STARTING, RunState.QUEUED)  # its launch is made again
+        for state in RunState:
+            if state not in (RunState.STARTING,):
+                with self.subTest(state=state.value), self.assertRaises(IllegalTransition):
+                    check_transition(state, RunState.QUEUED)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""The done relay: queue files become done events once, in name order, across restarts."""
+"""The done relay: queue files become done events once, in name order, across restarts and
+passes from several threads."""
 
 from __future__ import annotations
 
 import tempfile
+import threading
 import unittest
 from pathlib import Path
 
@@ -40,6 +42,27 @@ class RelayTest(unittest.TestCase):
         self.assertFalse(path.exists())
         self.assertEqual(len(self.sources()), 1)
         self.assertEqual(self.wakes, [])
+
+    def test_passes_from_several_threads_record_each_file_once_and_never_fail(self) -> None:
+        # the relay's loop and bottle workers (before deciding on an exit) tick at once
+        for i in range(200):
+            write_done_file(self.queue, i, "done", "x", now_ns=i)
+        errors, counts = [], []
+
+        def tick():
+            try:
+                counts.append(self.relay.tick())
+            except Exception as exc:  # a file read by one pass and deleted by another
+                errors.append(exc)
+        threads = [threading.Thread(target=tick) for _ in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(10)
+        self.assertEqual(errors, [])
+        self.assertEqual(sum(counts), 200)
+        self.assertEqual(len(self.sources()), 200)
+        self.assertEqual(list(self.queue.iterdir()), [])
 
     def test_unreadable_file_is_set_aside_not_fatal(self) -> None:
         self.queue.mkdir()

@@ -1,4 +1,5 @@
-"""SubprocessBottleRunner against a fake core CLI: a small script that records argv and env."""
+"""SubprocessBottleRunner against a fake core CLI: a small script that records argv, env and
+what arrived on its stdin, and prints what a test asks for."""
 
 from __future__ import annotations
 
@@ -7,16 +8,19 @@ import os
 import sys
 import tempfile
 import textwrap
+import tracemalloc
 import unittest
 from pathlib import Path
 
-from bot_bottle.orchestrator.runner import BottleExit, RunnerError, SubprocessBottleRunner
+from bot_bottle.orchestrator.runner import MAX_PROMPT_BYTES, TAIL_LINE, BottleExit, RunnerError, \
+    SubprocessBottleRunner
 
 FAKE_CLI = textwrap.dedent("""
     import json, os, sys
+    stdin = sys.stdin.buffer.read().decode() if "--prompt-file" in sys.argv else None
     rec = os.environ["FAKE_RECORD"]
     with open(rec, "a") as f:
-        f.write(json.dumps({"argv": sys.argv[1:], "env": dict(os.environ)}) + "\\n")
+        f.write(json.dumps({"argv": sys.argv[1:], "env": dict(os.environ), "stdin": stdin}) + "\\n")
     mode = os.environ.get("FAKE_MODE", "ok")
     cmd = sys.argv[1]
     if mode == "error":
@@ -25,9 +29,19 @@ FAKE_CLI = textwrap.dedent("""
     if cmd in ("start", "resume"):
         print("bot-bottle: slug=acme-widgets-42", file=sys.stderr, flush=True)
         print("agent chatter", file=sys.stderr)
+        if mode == "huge":  # one line far longer than any the runner keeps
+            block = b"x" * (1 << 20)
+            for _ in range(int(os.environ["FAKE_MIB"])):
+                sys.stderr.buffer.write(block)
+            sys.stderr.buffer.write(b"\\n")
+        if mode in ("huge", "timeout"):
+            print("bot-bottle: timeout: the agent ran past its 30 s limit", file=sys.stderr)
+            sys.exit(124)
         sys.exit(int(os.environ.get("FAKE_EXIT", "0")))
     if cmd == "list":
         print(json.dumps([{"slug": "acme-widgets-42", "state": "frozen"}]))
+    if cmd == "logs":
+        sys.stdout.write(os.environ.get("FAKE_LOG", ""))
     sys.exit(0)
 """)
 
@@ -49,11 +63,12 @@ class SubprocessBottleRunnerTest(unittest.TestCase):
     def calls(self) -> list[dict]:
         return [json.loads(line) for line in self.record.read_text().splitlines()]
 
-    def start(self, runner: SubprocessBottleRunner, seen: list[str]) -> BottleExit:
+    def start(self, runner: SubprocessBottleRunner, seen: list[str], prompt: str = "fix it",
+              **kw) -> BottleExit:
         return runner.start(agent="claude", bottles=["py"], label="acme-widgets-42",
-                            prompt="fix it", on_slug=seen.append,
+                            prompt=prompt, on_slug=seen.append,
                             env={"BOT_BOTTLE_FORGE_SOCKET": "/tmp/s.sock",
-                                 "BOT_BOTTLE_FORGE_RUN_TOKEN": "run-tok"})
+                                 "BOT_BOTTLE_FORGE_RUN_TOKEN": "run-tok"}, **kw)
 
     def test_start_reads_slug_and_passes_argv_without_forge_secrets(self) -> None:
         seen: list[str] = []
@@ -62,10 +77,52 @@ class SubprocessBottleRunnerTest(unittest.TestCase):
         self.assertEqual(seen, ["acme-widgets-42"])
         call = self.calls()[0]
         self.assertEqual(call["argv"], ["start", "claude", "--headless", "--label", "acme-widgets-42",
-                                        "--prompt", "fix it", "--bottle", "py"])
+                                        "--prompt-file", "-", "--bottle", "py"])
+        self.assertEqual(call["stdin"], "fix it")
         self.assertNotIn("FORGE_TOKEN", call["env"])
         self.assertNotIn("FORGE_WEBHOOK_SECRET", call["env"])
         self.assertEqual(call["env"]["BOT_BOTTLE_FORGE_RUN_TOKEN"], "run-tok")
+
+    def test_the_prompt_travels_on_stdin_verbatim_whatever_it_looks_like(self) -> None:
+        big = "é" * 100_000  # 200 KB: more than one argv string may hold
+        prompts = ["-x", "--help", "- a bullet\n- another", "@/etc/passwd", big]
+        for prompt in prompts:
+            self.start(self.runner(), [], prompt=prompt)
+        self.assertEqual([c["stdin"] for c in self.calls()], prompts)
+        for call in self.calls():
+            self.assertFalse(set(prompts) & set(call["argv"]), "the prompt is never in argv")
+
+    def test_a_workspace_is_handed_to_start_as_an_absolute_path(self) -> None:
+        self.start(self.runner(), [], workspace="/home/b/checkouts/acme-widgets-42")
+        self.assertEqual(self.calls()[0]["argv"][-2:],
+                         ["--workspace", "/home/b/checkouts/acme-widgets-42"])
+        for bad in ("relative/dir", "--help", ""):
+            with self.subTest(workspace=bad), self.assertRaises(RunnerError):
+                self.start(self.runner(), [], workspace=bad)
+        self.assertEqual(len(self.calls()), 1)
+
+    def test_the_timeout_line_marks_the_exit_as_timed_out_with_its_limit(self) -> None:
+        result = self.start(self.runner(FAKE_MODE="timeout"), [])
+        self.assertEqual(result, BottleExit("acme-widgets-42", 124, timed_out=True, limit=30))
+
+    def test_an_endless_line_from_the_cli_is_read_in_bounded_memory(self) -> None:
+        runner = self.runner(FAKE_MODE="huge", FAKE_MIB="32")
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        result = self.start(runner, [])
+        _, peak = tracemalloc.get_traced_memory()
+        self.assertTrue(result.timed_out, "the line after the long one was still read")
+        self.assertLess(peak, 2 * 1024 * 1024, "a 32 MiB line was held in memory")
+
+    def test_log_tail_runs_logs_with_tail_and_cuts_long_lines(self) -> None:
+        log = "".join(f"line {i}\n" for i in range(30)) + "y" * (TAIL_LINE * 3) + "\nlast\n"
+        tail = self.runner(FAKE_LOG=log).log_tail("acme-widgets-42", 3)
+        self.assertEqual(self.calls()[0]["argv"], ["logs", "acme-widgets-42", "--tail", "3"])
+        self.assertEqual(tail.splitlines(), ["line 29", "y" * TAIL_LINE, "last"])
+        with self.assertRaisesRegex(RunnerError, "logs failed: agent 'nope' not found"):
+            self.runner(FAKE_MODE="error").log_tail("acme-widgets-42", 3)
+        with self.assertRaises(RunnerError):
+            self.runner().log_tail("../etc", 3)
 
     def test_a_cli_that_cannot_be_started_is_a_runner_error(self) -> None:
         missing = SubprocessBottleRunner([str(self.dir / "no-such-cli")], self.base_env)
@@ -74,12 +131,12 @@ class SubprocessBottleRunnerTest(unittest.TestCase):
         with self.assertRaisesRegex(RunnerError, "cannot run bot-bottle commit"):
             missing.freeze("acme-widgets-42")
 
-    def test_prompts_no_argv_can_carry_are_refused_before_spawning(self) -> None:
+    def test_prompts_over_the_bound_or_with_nul_are_refused_before_spawning(self) -> None:
         runner = self.runner()
         env = {"BOT_BOTTLE_FORGE_SOCKET": "/s", "BOT_BOTTLE_FORGE_RUN_TOKEN": "t"}
-        with self.assertRaisesRegex(RunnerError, "at most"):
-            runner.start(agent="claude", bottles=[], label="l", prompt="x" * 200_000, env=env,
-                         on_slug=lambda s: None)
+        with self.assertRaisesRegex(RunnerError, "at most 1048576 .1 MiB"):
+            runner.start(agent="claude", bottles=[], label="l", prompt="x" * (MAX_PROMPT_BYTES + 1),
+                         env=env, on_slug=lambda s: None)
         with self.assertRaisesRegex(RunnerError, "NUL"):
             runner.resume(slug="acme-widgets-42", prompt="a\x00b", env=env)
         self.assertFalse(self.record.exists(), "nothing was spawned")
@@ -96,7 +153,7 @@ class SubprocessBottleRunnerTest(unittest.TestCase):
         runner.destroy("acme-widgets-42")
         self.assertEqual(runner.bottle_states(), {"acme-widgets-42": "frozen"})
         self.assertEqual([c["argv"] for c in self.calls()], [
-            ["resume", "acme-widgets-42", "--headless", "--prompt", "again"],
+            ["resume", "acme-widgets-42", "--headless", "--prompt-file", "-"],
             ["commit", "acme-widgets-42"], ["destroy", "acme-widgets-42"], ["list", "--json"]])
         self.assertTrue(all("FORGE_TOKEN" not in c["env"] for c in self.calls()))
 

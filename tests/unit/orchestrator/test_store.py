@@ -68,6 +68,24 @@ class MigrationTest(StoreTestCase):
                          len(store_schema.MIGRATIONS))
         self.assertEqual([d.delivery_id for d in self.store.pending_deliveries(10)], ["d1"])
 
+    def test_version_2_keeps_launch_prompts_and_moves_a_queued_runs_prompt_there(self) -> None:
+        self.store.close()
+        old = self.dir / "v1.db"
+        conn = sqlite3.connect(old, isolation_level=None)
+        store_schema._v1(conn)
+        conn.execute("PRAGMA user_version = 1")
+        for issue, state, prompt in ((1, "queued", "launch me"), (2, "frozen", "a comment")):
+            conn.execute("INSERT INTO runs (owner, repo, issue_number, agent, bottles, state, "
+                         "created_at, updated_at, run_token, pending_prompt) "
+                         "VALUES ('acme', 'widgets', ?, 'claude', '[]', ?, 0, 0, ?, ?)",
+                         (issue, state, f"tok-{issue}", prompt))
+        conn.close()
+        store = self.open(old)
+        self.assertEqual(store.schema_version, 2)
+        queued, frozen = store.list_runs()
+        self.assertEqual((queued.launch_prompt, queued.pending_prompt), ("launch me", None))
+        self.assertEqual((frozen.launch_prompt, frozen.pending_prompt), (None, "a comment"))
+
     def test_a_file_that_is_not_a_database_is_a_store_error(self) -> None:
         junk = self.dir / "junk.db"
         junk.write_bytes(b"not a database at all" * 100)
@@ -238,6 +256,15 @@ class RunTest(StoreTestCase):
                          ("created", "queued", 100.0))
         self.assertNotIn("tok-1", str(entry.detail))
         self.assertIsNone(self.store.get_run(run.id + 1))
+
+    def test_a_launch_prompt_is_stored_with_the_run_and_kept_out_of_its_repr(self) -> None:
+        run = self.store.create_run("acme", "widgets", 1, "claude", (), RunState.STARTING,
+                                    "tok-1", 100.0, launch_prompt="acme/widgets#1: fix it")
+        self.assertEqual(self.store.get_run(run.id).launch_prompt, "acme/widgets#1: fix it")
+        self.assertNotIn("fix it", repr(run))
+        run = self.store.transition(run.id, RunState.RUNNING, now=101.0, reason="started",
+                                    slug="acme-widgets-1", launch_prompt=None)
+        self.assertIsNone(self.store.get_run(run.id).launch_prompt)
 
     def test_second_live_run_for_an_issue_is_refused_until_the_first_is_destroyed(self) -> None:
         first = self.create()
@@ -414,6 +441,18 @@ class DoneEventTest(StoreTestCase):
         self.assertEqual([e.source for e in self.store.pending_done_events()], ["b"])
         with self.assertRaises(StoreError):
             self.store.mark_done_processed(999)
+
+    def test_pending_done_events_of_one_run_and_whether_one_is_still_pending(self) -> None:
+        self.store.record_done_event("a", 1, "done", "", 1.0, "done", "a")
+        self.store.record_done_event("b", 2, "done", "", 2.0, "done", "b")
+        self.store.record_done_event("c", 1, "failed", "", 3.0, "done", "c")
+        self.assertEqual([e.source for e in self.store.pending_done_events(1)], ["a", "c"])
+        first = self.store.pending_done_events(1)[0]
+        self.assertTrue(self.store.done_event_pending(first.id))
+        self.store.mark_done_processed(first.id)
+        self.assertFalse(self.store.done_event_pending(first.id))
+        self.assertFalse(self.store.done_event_pending(999))
+        self.assertEqual([e.source for e in self.store.pending_done_events(1)], ["c"])
 
 
 class OutboxTest(StoreTestCase):
