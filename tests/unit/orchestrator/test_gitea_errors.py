@@ -232,7 +232,6 @@ class BrokenServerTests(unittest.TestCase):
         import socket
         import threading
         srv = socket.create_server(("127.0.0.1", 0))
-        self.addCleanup(srv.close)
         hits = []
 
         def loop():
@@ -245,7 +244,17 @@ class BrokenServerTests(unittest.TestCase):
                         conn.sendall(answer)
             except OSError:
                 pass
-        threading.Thread(target=loop, daemon=True).start()
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        # wake the blocked accept (shutdown), wait for the thread, only then close the
+        # socket; a thread still in accept after close could take a later test's listener
+        # that reused the descriptor number (it did: a FakeGitea.stop hung on it)
+        def stop():
+            srv.shutdown(socket.SHUT_RDWR)
+            thread.join(5)
+            srv.close()
+            self.assertFalse(thread.is_alive(), "the broken server's thread did not stop")
+        self.addCleanup(stop)
         client = GiteaClient(f"http://127.0.0.1:{srv.getsockname()[1]}", TOKEN, timeout=2, retries=2,
                              sleep=lambda s: None)
         return GiteaForge(client, "acme", "widgets"), hits
