@@ -1,6 +1,7 @@
 """One run of the agent in a bottle that exists: the prompt file, the provider's home setup,
-the agent log, the sandbox with its time limit, and the run's fields in the metadata
-(`run_started_at`, `ended_at`, `exit_code`, `timed_out`).
+the agent log, the egress gate (for `network = "egress"`, served by this process for exactly
+as long as the sandbox runs), the sandbox with its time limit, and the run's fields in the
+metadata (`run_started_at`, `ended_at`, `exit_code`, `timed_out`).
 """
 
 from __future__ import annotations
@@ -8,12 +9,15 @@ from __future__ import annotations
 import datetime as _dt
 import fcntl
 import os
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
 from . import state
 from .agent_log import DEFAULT_CAP, AgentLog
+from .backend.base import EGRESS_SOCKET
 from .errors import BackendError, UsageError
+from .gate.egress import Gate
 from .providers import get_provider
 from .resolve import secret_values
 
@@ -51,6 +55,14 @@ def write_prompt(path: Path, prompt: str | bytes) -> None:
         fh.write(data)
 
 
+def _serve_gate(plan, on_refuse) -> Gate:
+    path = plan.state_dir / EGRESS_SOCKET
+    try:
+        return Gate(plan.egress, on_refuse).listen(path)
+    except OSError as exc:
+        raise BackendError(f"egress gate: cannot listen on {path}: {exc.strerror or exc}") from exc
+
+
 def run_agent(home: Path, slug: str, backend, plan, prompt, *, kind: str, run: int,
               cap: int = DEFAULT_CAP, notify=None) -> int:
     """Run the agent once (`kind` 'start' or 'resume', the bottle's `run`-th run); returns its
@@ -64,17 +76,36 @@ def run_agent(home: Path, slug: str, backend, plan, prompt, *, kind: str, run: i
                               timed_out=False)
     log = AgentLog(plan.state_dir, secret_values(plan), cap)
     log.note(f"run {run} ({kind}) at {started}")
+    guard = threading.Lock()   # the gate's threads note refusals while the pump writes
+
+    def write(data: bytes) -> None:
+        with guard:
+            log.write(data)
+
+    def refused(host: str, port: int, reason: str) -> None:
+        message = f"egress refused: {host}:{port}: {reason}"
+        with guard:
+            log.note(message)
+        if notify:
+            notify(message)
 
     def on_pid(pid):
         with lock(home, slug):
             state.update_metadata(home, slug, state="running", pid=pid)
 
+    gate = None
     try:
-        result = backend.run(plan, on_pid, log.write)
+        if plan.egress is not None:
+            gate = _serve_gate(plan, refused)
+        result = backend.run(plan, on_pid, write)
     except BackendError as exc:
+        if gate is not None:
+            gate.stop()
         log.note(f"error: {exc}")
         log.close()
         raise
+    if gate is not None:
+        gate.stop()
     code = result.code
     if result.timed_out:
         code = TIMEOUT_EXIT

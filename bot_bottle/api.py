@@ -32,7 +32,8 @@ def plan_json(backend, plan) -> str:
     environment = {k: v if k in safe else "<redacted>" for k, v in sorted(plan.env.items())}
     return json.dumps({"slug": plan.slug, "backend": backend.name, "argv": backend.command(plan),
                        "mounts": backend.mounts(plan), "env": sorted(plan.env),
-                       "environment": environment, "timeout": plan.timeout}, indent=2)
+                       "environment": environment, "timeout": plan.timeout, "network": plan.network,
+                       "egress": plan.egress.public() if plan.egress else None}, indent=2)
 
 
 def start_headless(home: Path, agent: str, prompt: str | bytes, *, environ: dict, bottles=(),

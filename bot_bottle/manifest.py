@@ -4,7 +4,9 @@ Agent (`agents/<name>.toml`): provider, bottles, model, skills, env (table of st
 timeout (wall-time seconds), tools (host paths bound read-only at the same path), path (dirs
 prepended to the bottle's PATH; `~/` in both = the invoking user's home).
 Bottle (`bottles/<name>.toml`): backend, repo | dir (both optional, at most one), env (list of
-host var names), network, image, timeout.
+host var names), network (none | egress | host; unset = the provider's default, see `resolve`),
+egress (hostnames or `*.suffix` the egress gate lets through; implies network = "egress"),
+image, timeout.
 Every problem raises ManifestError naming the file, the key and what was expected.
 """
 
@@ -17,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ManifestError, UsageError
+from .gate.policy import check_entry
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PROVIDERS = ("claude", "codex", "pi", "command")
-NETWORKS = ("none", "host")
+NETWORKS = ("none", "egress", "host")
 
 
 def validate_name(kind: str, name: str) -> str:
@@ -51,9 +54,10 @@ class Bottle:
     repo: str | None = None
     dir: str | None = None
     env: tuple[str, ...] = ()
-    network: str = "none"
+    network: str | None = None      # None: the manifest does not say (the provider decides)
     image: str | None = None
     timeout: int | None = None
+    egress: tuple[str, ...] = ()    # allowlist entries for the egress gate
 
 
 def _load(path: Path) -> dict:
@@ -151,7 +155,7 @@ def load_bottle(home: Path, name: str) -> Bottle:
     validate_name("bottle", name)
     path = home / "bottles" / f"{name}.toml"
     data = _load(path)
-    _unknown(path, data, ("backend", "repo", "dir", "env", "network", "image", "timeout"))
+    _unknown(path, data, ("backend", "repo", "dir", "env", "network", "egress", "image", "timeout"))
     backend = _check(path, data, "backend", str, "'bwrap' or 'docker'") or "bwrap"
     if backend not in ("bwrap", "docker"):
         raise ManifestError(f"{path}: key 'backend' must be 'bwrap' or 'docker'")
@@ -161,8 +165,25 @@ def load_bottle(home: Path, name: str) -> Bottle:
         raise ManifestError(f"{path}: keys 'repo' and 'dir' exclude each other (at most one)")
     env = _names(path, "env", _check(path, data, "env", list, "a list of host variable names") or [],
                  ENV_NAME_RE, "variable name")
-    network = _check(path, data, "network", str, "'none' or 'host'") or "none"
-    if network not in NETWORKS:
-        raise ManifestError(f"{path}: key 'network' must be 'none' or 'host'")
-    return Bottle(name=name, backend=backend, repo=repo, dir=dir_, env=tuple(env), network=network,
-                  image=_check(path, data, "image", str, "a string"), timeout=_timeout(path, data))
+    network = _check(path, data, "network", str, "'none', 'egress' or 'host'")
+    if network is not None and network not in NETWORKS:
+        raise ManifestError(f"{path}: key 'network' must be 'none', 'egress' or 'host'")
+    egress = _egress(path, data)
+    if egress and network not in (None, "egress"):
+        raise ManifestError(f"{path}: key 'egress' needs network = \"egress\" (the bottle says {network!r})")
+    return Bottle(name=name, backend=backend, repo=repo, dir=dir_, env=tuple(env),
+                  network="egress" if egress and network is None else network,
+                  image=_check(path, data, "image", str, "a string"), timeout=_timeout(path, data),
+                  egress=egress)
+
+
+def _egress(path, data) -> tuple[str, ...]:
+    """The `egress` allowlist: host names, or `*.suffix`; never IP addresses."""
+    entries = _check(path, data, "egress", list, "a list of host names") or []
+    out = []
+    for raw in entries:
+        try:
+            out.append(check_entry(raw))
+        except ValueError as exc:
+            raise ManifestError(f"{path}: key 'egress' entry {raw!r} {exc}") from None
+    return tuple(dict.fromkeys(out))

@@ -1,6 +1,7 @@
-"""From manifests to a RunPlan: the bottle's environment, skills, tools, PATH and time limit,
-and the checks made before anything is created (tools allowed, skills present, the provider's
-program visible in the bottle). Also which bottle variables are secrets (`SAFE_ENV`).
+"""From manifests to a RunPlan: the bottle's environment, skills, tools, PATH, time limit and
+network (with the egress gate's plan), and the checks made before anything is created (tools
+allowed, skills present, the provider's program visible in the bottle). Also which bottle
+variables are secrets (`SAFE_ENV`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from pathlib import Path
 from . import state
 from .backend import get_backend
 from .backend.base import IN_FORGE_SOCKET, IN_HOME, IN_PKG, IN_RUN, IN_WORKSPACE, RunPlan
-from .errors import BackendError, ManifestError
+from .errors import BackendError, ManifestError, UsageError
+from .gate import plan as egress_plan
 from .manifest import load_agent, load_bottle
 from .providers import agent_argv, get_provider
 
@@ -76,6 +78,28 @@ def _forge(environ, env) -> str | None:
     return sock or None
 
 
+def default_network(provider_name: str) -> str:
+    """A provider that names API hosts gets the egress gate; one that names none (command)
+    gets no network at all."""
+    return "egress" if get_provider(provider_name).HOSTS else "none"
+
+
+def _network(agent, bottles) -> str:
+    chosen = {b.network or default_network(agent.provider) for b in bottles}
+    if len(chosen) != 1:
+        raise ManifestError(f"bottles disagree on network ({', '.join(sorted(chosen))})")
+    return chosen.pop()
+
+
+def _egress(agent, bottles, env, environ):
+    """The gate's plan (and its variables set in `env`) for an egress bottle."""
+    try:
+        return egress_plan.build(agent.provider, get_provider(agent.provider).HOSTS,
+                                 [e for b in bottles for e in b.egress], env, environ)
+    except ValueError as exc:
+        raise UsageError(f"egress gate: {exc}") from None
+
+
 def _timeout(agent, bottles) -> int | None:
     limits = [t for t in (agent.timeout, *(b.timeout for b in bottles)) if t is not None]
     return min(limits) if limits else None
@@ -87,21 +111,25 @@ def resolve(home: Path, agent_name: str, bottle_names, environ, slug: str, *, re
     bottles = [load_bottle(home, n) for n in (bottle_names or agent.bottles)]
     if not bottles:
         raise ManifestError(f"agent {agent.name}: no bottles (set 'bottles' or pass --bottle)")
-    if len({b.backend for b in bottles}) != 1 or len({b.network for b in bottles}) != 1:
-        raise ManifestError("bottles disagree on backend or network")
+    if len({b.backend for b in bottles}) != 1:
+        raise ManifestError("bottles disagree on backend")
+    network = _network(agent, bottles)
     _check_tools(home, agent)
     env = _bottle_env(agent, bottles, environ)
+    egress = _egress(agent, bottles, env, environ) if network == "egress" else None
     sdir = state.state_dir(home, slug)
     plan = RunPlan(slug=slug, state_dir=sdir,
                    agent_argv=tuple(agent_argv(agent, resume=resume)), env=env,
                    stdin=sdir / "prompt.txt", skills=_skills(home, agent), agent=agent,
-                   network=bottles[0].network, forge_socket=_forge(environ, env),
-                   image=bottles[0].image, tools=agent.tools, timeout=_timeout(agent, bottles))
+                   network=network, forge_socket=_forge(environ, env), image=bottles[0].image,
+                   tools=agent.tools, timeout=_timeout(agent, bottles), egress=egress)
     return agent, bottles, plan, get_backend(bottles[0].backend, environ)
 
 
 def check_program(backend, plan) -> None:
-    """Exit 4 (BackendError) unless the provider's program resolves inside the bottle."""
+    """Exit 4 (BackendError) unless the provider's program (and, for egress, python3 for the
+    gate's forwarder) resolves inside the bottle."""
+    check_forwarder(backend, plan)
     agent = plan.agent
     program = get_provider(agent.provider).BINARY or agent.command[0]
     found = backend.locate(plan, program)
@@ -115,14 +143,27 @@ def check_program(backend, plan) -> None:
                        "add its directory to the agent's path/tools")
 
 
+def check_forwarder(backend, plan) -> None:
+    """An egress bottle runs the gate's forwarder with the bottle's python3: exit 4 without one."""
+    if plan.network != "egress":
+        return
+    found = backend.locate(plan, "python3")
+    if found is not None and not found.path and not found.unchecked:
+        raise BackendError(f"network = \"egress\" needs python3 in the bottle (for the gate's "
+                           f"forwarder); none on its PATH ({plan.env.get('PATH', '')})")
+
+
 def safe_names(plan) -> set[str]:
     """Bottle variables whose values are not secrets: SAFE_ENV and the provider's fixed ones
     (unless the manifests changed their value)."""
     fixed = get_provider(plan.agent.provider).env(plan.agent)
+    if plan.egress is not None:   # the proxy URLs, the gate's base URL, the placeholder key
+        fixed = {**fixed, **plan.egress.env}
     return set(SAFE_ENV) | {k for k, v in fixed.items() if plan.env.get(k) == v}
 
 
 def secret_values(plan) -> list[str]:
     """The values to redact from the agent log: every other bottle variable's."""
     safe = safe_names(plan)
-    return [v for k, v in plan.env.items() if k not in safe and v]
+    keys = plan.egress.keys() if plan.egress is not None else []   # never in the bottle; belt and braces
+    return [v for k, v in plan.env.items() if k not in safe and v] + keys

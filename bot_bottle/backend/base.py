@@ -1,4 +1,5 @@
-"""The backend protocol and the plan a backend runs: argv, env, mounts, network, paths."""
+"""The backend protocol and the plan a backend runs: argv, env, mounts, network, paths, and
+what every backend puts in a bottle (its mounts, the egress forwarder in front of the agent)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import BackendError
+from ..gate import PROXY_PORT
 from .lookup import Found
 from .sandbox import SandboxExit
 
@@ -18,6 +20,9 @@ IN_HOME = "/home/agent"
 IN_PKG = "/opt/bot-bottle/bot_bottle"
 IN_RUN = "/run/bot-bottle"
 IN_FORGE_SOCKET = IN_RUN + "/forge.sock"
+IN_EGRESS_SOCKET = IN_RUN + "/egress.sock"
+FORWARDER = IN_PKG + "/gate/forwarder.py"
+EGRESS_SOCKET = "egress.sock"   # in the state dir, outside bottle/
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,7 @@ class RunPlan:
     agent: object = None                             # the Agent manifest (providers' hooks)
     tools: tuple[str, ...] = ()                      # host paths bound read-only at the same path
     timeout: int | None = None                       # wall-time seconds; None = no limit
+    egress: object = None                            # gate.plan.EgressPlan when network = "egress"
 
 
 class Backend(Protocol):
@@ -79,7 +85,20 @@ def bottle_mounts(plan) -> list[dict]:
                "mode": "ro"}]
     if plan.forge_socket:
         mounts.append({"src": plan.forge_socket, "dst": IN_FORGE_SOCKET, "mode": "rw"})
+    if plan.network == "egress":
+        mounts.append({"src": str(plan.state_dir / EGRESS_SOCKET), "dst": IN_EGRESS_SOCKET,
+                       "mode": "rw"})
     return mounts
+
+
+def sandbox_argv(plan) -> list[str]:
+    """What the sandbox runs: the agent's argv, behind the egress forwarder for `egress`
+    (it listens on the bottle's loopback, relays to the gate's socket, then runs the agent
+    as its child; `-I`: no PYTHON* variables or user site from the agent's environment)."""
+    if plan.network != "egress":
+        return list(plan.agent_argv)
+    return ["python3", "-I", FORWARDER, "--port", str(PROXY_PORT), "--socket", IN_EGRESS_SOCKET,
+            "--", *plan.agent_argv]
 
 
 def snapshot(bottle_dir: Path, dest: Path) -> None:

@@ -2,8 +2,9 @@
 
 Read-only host system dirs and the agent's `tools`, private /proc /dev /tmp, only workspace and
 home writable, the real $HOME never bound, clean environment, all namespaces unshared (network
-shared only for network = "host"). The installed bot_bottle package is bound read-only at
-/opt/bot-bottle.
+shared only for network = "host"; "egress" keeps the bottle's own loopback-only namespace and
+binds the gate's socket, with the forwarder in front of the agent). The installed bot_bottle
+package is bound read-only at /opt/bot-bottle.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from . import fill, lookup
 from .base import (IN_RUN, IN_WORKSPACE, RunPlan, bottle_mounts, find_program, restore_snapshot,
-                   snapshot, tool_mounts)
+                   sandbox_argv, snapshot, tool_mounts)
 from .sandbox import SandboxExit, run_sandbox, stop_process_group
 
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/etc")
@@ -54,7 +55,7 @@ class BwrapBackend:
         # the environment is bwrap's own (set in `run`), never `--setenv` arguments: argv is
         # world-readable in /proc, and the run token and API keys must not be
         argv += ["--chdir", IN_WORKSPACE]
-        return argv + ["--", *plan.agent_argv]
+        return argv + ["--", *sandbox_argv(plan)]
 
     def run(self, plan: RunPlan, on_pid, output) -> SandboxExit:
         argv = self.command(plan)

@@ -2,7 +2,9 @@
 
 Verified only against a fake `docker` executable (tests/integration/test_core_docker_fake.py) and
 the real client's `--help`, never a real engine (docs/core.md lists what that leaves open).
-Container name = image tag = `bot-bottle-<slug>`; network=none uses an `--internal` network.
+Container name = image tag = `bot-bottle-<slug>`; network=none uses an `--internal` network,
+egress docker's `--network none` with the gate's socket bound in and the forwarder (python3 in
+the image) in front of the agent, exactly as under bwrap.
 The agent's `tools` are bound read-only at the same path; the provider's binary is not looked up
 before the start (the image brings its own system, which the host cannot see).
 """
@@ -15,9 +17,16 @@ import subprocess
 from pathlib import Path
 
 from ..errors import BackendError
-from .base import IN_WORKSPACE, RunPlan, bottle_mounts, find_program, tool_mounts
+from .base import IN_WORKSPACE, RunPlan, bottle_mounts, find_program, sandbox_argv, tool_mounts
 from .bwrap import BwrapBackend
 from .sandbox import SandboxExit, run_sandbox
+
+
+def _network(plan: RunPlan) -> str:
+    """host: the host's; egress: docker's `none` (loopback only; the gate's socket is bound
+    in and the forwarder runs in front of the agent, so the image needs python3); none: an
+    `--internal` network of the bottle's own."""
+    return {"host": "host", "egress": "none"}.get(plan.network, f"bot-bottle-{plan.slug}")
 
 
 CLIENT_VARS = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH",
@@ -60,15 +69,15 @@ class DockerBackend:
 
     def command(self, plan: RunPlan) -> list[str]:
         argv = ["docker", "run", "--rm", "-i", "--name", f"bot-bottle-{plan.slug}", "-w", IN_WORKSPACE,
-                "--network", "host" if plan.network == "host" else f"bot-bottle-{plan.slug}"]
+                "--network", _network(plan)]
         for m in self.mounts(plan):
             argv += ["-v", f"{m['src']}:{m['dst']}" + (":ro" if m["mode"] == "ro" else "")]
         for k in sorted(plan.env):  # `-e NAME` takes the value from docker's own environment,
             argv += ["-e", k]       # so secrets stay out of the world-readable argv
-        return argv + [plan.image or "python:3-slim", *plan.agent_argv]
+        return argv + [plan.image or "python:3-slim", *sandbox_argv(plan)]
 
     def run(self, plan: RunPlan, on_pid, output) -> SandboxExit:
-        if plan.network != "host":
+        if plan.network == "none":
             self._call("network", "create", "--internal", f"bot-bottle-{plan.slug}", check=False)
         argv = self.command(plan)
         argv[0] = self._docker()

@@ -16,15 +16,23 @@ MAX_PROMPT_FILE = 16 * 1024 * 1024
 EPILOG = """environment:
   BOT_BOTTLE_HOME           manifests (agents/, bottles/, skills/) and state/ (default: ~/.bot-bottle)
   BOT_BOTTLE_LOG_MAX_BYTES  cap of each bottle's agent log, both files together (default: 10 MiB)
+  ANTHROPIC_API_KEY, OPENAI_API_KEY
+                            network = "egress": the key the egress gate adds to the agent's API
+                            requests (the bottle gets a placeholder); ANTHROPIC_BASE_URL and
+                            OPENAI_BASE_URL: the real API the gate forwards them to
+  BOT_BOTTLE_EGRESS_CA_FILE CA bundle the egress gate trusts for provider APIs (replaces the system's)
+  BOT_BOTTLE_EGRESS_PIN     name=ip:port,... sends allowlisted names there, bypassing the address rules
+                            (tests and development only)
 
 exit codes:
   0    success (start/resume: the agent's own exit code, 128+N if killed by signal N)
   2    usage or manifest error (missing agent/bottle/skill, bad TOML, label giving an empty slug)
   3    state conflict (slug in use, unknown slug, resume of a never-frozen or running bottle)
-  4    backend failure (bwrap, docker or git missing, the agent's program not in the bottle,
-       clone failure, an OS error on the host)
+  4    backend failure (bwrap, docker or git missing, the agent's program (or, for egress,
+       python3) not in the bottle, clone failure, an OS error on the host)
   124  start/resume: the agent ran past its time limit ('timeout') and was stopped
-errors are one line on stderr: 'bot-bottle: error: ...'"""
+errors are one line on stderr: 'bot-bottle: error: ...'; each destination the egress gate
+refuses: 'bot-bottle: egress refused: <host>:<port>: <reason>'"""
 
 
 class _Parser(argparse.ArgumentParser):

@@ -268,7 +268,20 @@ class OrchestratorProcess:
         try:
             return wait_for(predicate, timeout, interval, what)
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{self.log()}") from None
+            raise AssertionError(f"{exc}\n{self.log()}\n{self.process_tree()}") from None
+
+    def process_tree(self) -> str:
+        """The child's descendants with their argv (what a timed-out wait was stuck behind)."""
+        if not self.alive():
+            return "--- the orchestrator is not running"
+        lines = []
+        for pid in _descendants(self.proc.pid):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            lines.append(f"{pid} " + " ".join(a.decode(errors="replace") for a in argv)[:300])
+        return "--- processes under the orchestrator:\n" + "\n".join(lines)
 
 
 def _descendants(pid: int) -> list[int]:

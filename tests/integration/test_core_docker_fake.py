@@ -149,6 +149,38 @@ class DockerFakeTest(unittest.TestCase):
                                     ["rmi", "-f", "bot-bottle-scripted:frozen"]])
         self.assertFalse((home / "state" / "scripted").exists())
 
+    def test_an_egress_bottle_runs_with_network_none_the_gates_socket_and_the_forwarder(self):
+        home = make_home(self)
+        (home / "bottles" / "b1.toml").write_text(
+            f'dir = "{home / "src"}"\nbackend = "docker"\negress = ["pypi.org"]\n')
+        path, calls = self._fake_docker()
+        bindir = Path(path.split(":")[0])
+        # while `docker run` runs, the gate serves the socket it binds: ask it for a refused host
+        (bindir / "docker").write_text(FAKE.replace('if sys.argv[1] == "run":\n', """if sys.argv[1] == "run":
+    import socket
+    src = next(v.split(":")[0] for v in sys.argv if v.endswith(":/run/bot-bottle/egress.sock"))
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(src)
+    s.sendall(b"CONNECT evil.example:443 HTTP/1.1\\r\\n\\r\\n")
+    open(os.path.join(here, "gate"), "wb").write(s.recv(1000))
+""", 1))
+        r = cli(home, "start", "scripted", "--headless", "--prompt", "p", path=path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        log = calls()
+        self.assertFalse([c for c in log if c[:2] == ["network", "create"]], log)
+        run = next(c for c in log if c[0] == "run")
+        self.assertEqual(run[run.index("--network") + 1], "none")
+        sock = home / "state" / "scripted" / "egress.sock"
+        self.assertIn(f"{sock}:/run/bot-bottle/egress.sock", [run[i + 1] for i, a in enumerate(run) if a == "-v"])
+        self.assertIn("HTTPS_PROXY", [run[i + 1] for i, a in enumerate(run) if a == "-e"])
+        image = run.index("python:3-slim")
+        self.assertEqual(run[image + 1:image + 10],
+                         ["python3", "-I", "/opt/bot-bottle/bot_bottle/gate/forwarder.py", "--port", "3128",
+                          "--socket", "/run/bot-bottle/egress.sock", "--", "python3"])
+        self.assertIn(b"403 Forbidden", (bindir / "gate").read_bytes())
+        self.assertIn("bot-bottle: egress refused: evil.example:443: not on the bottle's egress allowlist", r.stderr)
+        self.assertFalse(sock.exists())
+
     @unittest.skipUnless(shutil.which("docker"), "no real docker client on PATH")
     def test_every_flag_we_pass_is_known_to_the_real_docker_client(self):
         """No engine needed: the real client's `--help` of each subcommand lists each flag we use."""

@@ -1,6 +1,6 @@
 """Integration: what an agent can and cannot reach inside a real bwrap bottle — host system
 read-only, only workspace and home writable, the real $HOME and the state dir invisible, a
-clean environment, and no network unless the bottle says `host`."""
+clean environment, and no network unless the bottle says `host` (`egress`: only the proxy)."""
 
 import json
 import socket
@@ -74,6 +74,12 @@ class IsolationTest(unittest.TestCase):
                         rep["env"])
         self.assertNotIn("SECRET_ON_HOST", rep["env"])
         self.assertFalse(rep["connects"], "a network=none bottle reached the host's loopback")
+
+    def test_egress_bottle_has_no_direct_route_only_the_proxy_variables(self):
+        rep = self.probe("egress")
+        self.assertFalse(rep["connects"], "an egress bottle reached the host's loopback directly")
+        self.assertTrue({"HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"} <= set(rep["env"]), rep["env"])
+        self.assertNotIn("SECRET_ON_HOST", rep["env"])
 
     def test_host_network_bottle_reaches_the_host(self):
         self.assertTrue(self.probe("host")["connects"])

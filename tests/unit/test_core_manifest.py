@@ -58,6 +58,13 @@ class ManifestTest(unittest.TestCase):
             ("agents", 'provider="claude"\nbottles=["b"]\nskills="x"\n', "skills"),
             ("agents", 'provider="claude"\nbottles=["b"]\nenv={"1X"="v"}\n', "env"),
             ("agents", 'provider="claude"\nbottles=["../b"]\n', "bottles"),
+            ("bottles", 'egress="pypi.org"\n', "egress"),
+            ("bottles", 'egress=["169.254.169.254"]\n', "is an IP address"),
+            ("bottles", 'egress=["127.1"]\n', "is an IP address"),
+            ("bottles", 'egress=["*.com"]\n', "wildcard"),
+            ("bottles", 'egress=["https://pypi.org"]\n', "must be a hostname"),
+            ("bottles", 'egress=["pypi.org"]\nnetwork="none"\n', "needs network = \"egress\""),
+            ("bottles", 'egress=["pypi.org"]\nnetwork="host"\n', "needs network"),
         ]
         for kind, text, word in cases:
             with self.subTest(text=text):
@@ -86,6 +93,18 @@ class ManifestTest(unittest.TestCase):
         self.write("bottles", "b", 'network="host"\n')
         b = load_bottle(self.home, "b")
         self.assertEqual((b.repo, b.dir, b.network, b.timeout), (None, None, "host", None))
+
+    def test_network_is_unset_unless_the_bottle_says_and_an_egress_list_implies_egress(self):
+        for text, network, egress in [('dir="y"\n', None, ()),
+                                      ('network="egress"\n', "egress", ()),
+                                      ('network="none"\n', "none", ()),
+                                      ('egress=["PyPI.org", "*.pythonhosted.org", "pypi.org"]\n', "egress",
+                                       ("pypi.org", "*.pythonhosted.org")),
+                                      ('network="egress"\negress=["pypi.org"]\n', "egress", ("pypi.org",))]:
+            with self.subTest(text=text):
+                self.write("bottles", "b", text)
+                b = load_bottle(self.home, "b")
+                self.assertEqual((b.network, b.egress), (network, egress))
 
     def test_missing_manifest_and_bad_name(self):
         with self.assertRaisesRegex(ManifestError, "not found"):
