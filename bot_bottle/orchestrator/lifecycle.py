@@ -4,7 +4,8 @@ Inputs are events already classified by targeting (launch requested, trusted com
 PR/issue closed, done signal, watchdog expiry, bottle exit, runner failure, a free slot,
 a start's bottle created, the orchestrator restarted while the run worked).
 Outputs are frozen action values that the executor (the `Orchestrator` shell) carries out.
-`decide` does no I/O and reads no clock; it is tested table-driven.
+Both are defined in `lifecycle_events` and re-exported here. `decide` does no I/O and reads
+no clock; it is tested table-driven.
 
 Decisions worth knowing:
 - a bottle exiting without a done signal is frozen with `last_done_status = "exited:<code>"`
@@ -16,193 +17,34 @@ Decisions worth knowing:
   exits gets the one done comment);
 - a trusted comment while the bottle runs is remembered (`pending_prompt`) and used to resume
   right after the next freeze;
-- one run per issue, ever: a launch request for an issue with any run is ignored;
+- one run per issue, ever: a launch request for an issue with any run is ignored; but a run
+  that failed (or was stopped) before it had a bottle — a clone while Gitea was down, a
+  refused start — is launched again by a trusted comment, with its launch prompt followed by
+  the comment (failure comments say "Comment to retry.");
 - the issue closing only destroys a run without a PR; a run with a PR waits for the PR;
   a run destroyed while `starting` destroys the bottle its start makes, when its slug comes
-  and again when the start ends;
+  and again when the start ends; a run stopped (or failed by the watchdog) while `starting`
+  freezes that bottle when its slug comes, so its agent really stops;
 - after a restart a working run whose bottle exists is frozen (a comment resumes it); a
   `starting` one whose bottle was never made goes back to the queue with its launch prompt.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+# the events and actions live in `lifecycle_events`; re-exported so callers use `L.<Name>`
+from bot_bottle.orchestrator.lifecycle_events import (  # noqa: F401
+    Action, BottleCreated, BottleExited, Comment, Destroy, DestroyBottle, DoneSignal, Event,
+    Freeze, FreezeBottle, Ignore, IssueClosed, Launch, LaunchRequested, MarkFailed, PrClosed,
+    Queue, RecordDone, RecordSlug, Relaunch, RememberPrompt, Requeue, Restarted, Resume,
+    RunnerFailed, SlotAvailable, StartQueued, Started, StopRequested, TrustedComment,
+    WatchdogExpired)
 from bot_bottle.orchestrator.log_tail import quote
 from bot_bottle.orchestrator.model import RunRecord, RunState
 
-# ---- inputs -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LaunchRequested:
-    agent: str
-    bottles: tuple[str, ...]
-    slot_free: bool
-
-
-@dataclass(frozen=True)
-class SlotAvailable:
-    """A running slot freed; offered to the oldest queued run."""
-
-
-@dataclass(frozen=True)
-class TrustedComment:
-    body: str
-
-
-@dataclass(frozen=True)
-class StopRequested:
-    pass
-
-
-@dataclass(frozen=True)
-class PrClosed:
-    merged: bool
-
-
-@dataclass(frozen=True)
-class IssueClosed:
-    pass
-
-
-@dataclass(frozen=True)
-class DoneSignal:
-    status: str  # done | blocked | failed
-    summary: str
-
-
-@dataclass(frozen=True)
-class WatchdogExpired:
-    idle_seconds: float
-
-
-@dataclass(frozen=True)
-class BottleExited:
-    """The agent's process ended. `log_tail` is the bottle log's end, already cleaned
-    (`log_tail.clean`); `timed_out` when the core stopped it at its wall-time `limit` (s)."""
-    code: int
-    log_tail: str = ""
-    timed_out: bool = False
-    limit: int | None = None
-
-
-@dataclass(frozen=True)
-class RunnerFailed:
-    reason: str
-    log_tail: str = ""
-
-
-@dataclass(frozen=True)
-class BottleCreated:
-    """The CLI of a start in flight printed its bottle's slug."""
-    slug: str
-
-
-@dataclass(frozen=True)
-class Restarted:
-    """Start-up found the run working: its waiter died with the previous process. `slug` is
-    its bottle when the runner lists one (None: no bottle exists)."""
-    slug: str | None
-
-
-Event = (LaunchRequested | SlotAvailable | TrustedComment | StopRequested | PrClosed
-         | IssueClosed | DoneSignal | WatchdogExpired | BottleExited | RunnerFailed
-         | BottleCreated | Restarted)
-
-# ---- outputs ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Launch:
-    """Create the run (if new) in `starting` and start its bottle."""
-    agent: str
-    bottles: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Queue:
-    agent: str
-    bottles: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class StartQueued:
-    pass
-
-
-@dataclass(frozen=True)
-class Resume:
-    prompt: str
-
-
-@dataclass(frozen=True)
-class RememberPrompt:
-    prompt: str
-
-
-@dataclass(frozen=True)
-class Freeze:
-    """runner.freeze(slug), then state `frozen` (or `timed_out`)."""
-    state: RunState = RunState.FROZEN
-
-
-@dataclass(frozen=True)
-class RecordDone:
-    status: str
-    summary: str
-
-
-@dataclass(frozen=True)
-class Destroy:
-    pass
-
-
-@dataclass(frozen=True)
-class MarkFailed:
-    reason: str
-
-
-@dataclass(frozen=True)
-class Comment:
-    number: int
-    body: str
-
-
-@dataclass(frozen=True)
-class Ignore:
-    reason: str
-
-
-@dataclass(frozen=True)
-class Started:
-    """The bottle exists: record its slug, state `running` (the launch prompt is spent)."""
-    slug: str
-
-
-@dataclass(frozen=True)
-class RecordSlug:
-    """Record the run's bottle without a state change."""
-    slug: str
-
-
-@dataclass(frozen=True)
-class DestroyBottle:
-    """Destroy a bottle made for a run that is already destroyed (state unchanged)."""
-    slug: str
-
-
-@dataclass(frozen=True)
-class Requeue:
-    """Back to `queued`, keeping the launch prompt: the launch is made again."""
-
-
-Action = (Launch | Queue | StartQueued | Resume | RememberPrompt | Freeze | RecordDone
-          | Destroy | MarkFailed | Comment | Ignore | Started | RecordSlug | DestroyBottle
-          | Requeue)
-
 _WORKING = (RunState.STARTING, RunState.RUNNING, RunState.RESUMING)
 _RESUMABLE = (RunState.FROZEN, RunState.TIMED_OUT, RunState.FAILED)
+# states a run may end in without a bottle: failed before one existed, stopped while starting
+_RELAUNCHABLE = (RunState.FAILED, RunState.FROZEN)
 
 
 def _target(run: RunRecord) -> int:
@@ -211,6 +53,12 @@ def _target(run: RunRecord) -> int:
 
 def _after_freeze(run: RunRecord) -> list[Action]:
     return [Resume(run.pending_prompt)] if run.pending_prompt else []
+
+
+def _relaunch_prompt(launch_prompt: str, comment: str) -> str:
+    """The prompt a relaunch starts with: the issue's launch prompt, then the comment."""
+    return (f"{launch_prompt}\n\n---\nAn earlier start of this run ended before the agent "
+            f"ran. A comment on the issue asked to retry:\n\n{comment}")
 
 
 def _with_log(body: str, log_tail: str) -> str:
@@ -235,9 +83,10 @@ def decide(run: RunRecord | None, event: Event) -> list[Action]:
         if state is RunState.STARTING:
             return [Started(event.slug)]
         if state in _RESUMABLE and not run.slug:
-            # stopped or failed (watchdog) while starting: keep the bottle reachable, so a
-            # comment resumes it and a close destroys it
-            return [RecordSlug(event.slug)]
+            # stopped or failed (watchdog) while starting: its agent must not work on unseen;
+            # the bottle is frozen and kept with the run, so a comment resumes it and a close
+            # destroys it
+            return [FreezeBottle(event.slug)]
         return [Ignore(f"bottle {event.slug} created for a {state.value} run")]
 
     if isinstance(event, Restarted):
@@ -251,6 +100,9 @@ def decide(run: RunRecord | None, event: Event) -> list[Action]:
             return [RememberPrompt(event.body)]
         if state in _RESUMABLE and run.slug:
             return [Resume(event.body)]
+        if state in _RELAUNCHABLE and not run.slug and run.launch_prompt is not None:
+            # it never had a bottle (say the clone failed while Gitea was down): make it now
+            return [Relaunch(_relaunch_prompt(run.launch_prompt, event.body))]
         return [Ignore(f"cannot resume a {state.value} run without a bottle")]
 
     if isinstance(event, StopRequested):
@@ -315,9 +167,11 @@ def decide(run: RunRecord | None, event: Event) -> list[Action]:
 
     if isinstance(event, RunnerFailed):
         if state in (RunState.QUEUED, *_WORKING):
+            # a comment resumes its bottle, or relaunches a run that never had one
+            retry = "\n\nComment to retry." if run.slug or run.launch_prompt is not None else ""
             return [MarkFailed(event.reason),
-                    Comment(run.issue_number, _with_log(f"Could not run the agent: {event.reason}",
-                                                        event.log_tail))]
+                    Comment(run.issue_number, _with_log(
+                        f"Could not run the agent: {event.reason}{retry}", event.log_tail))]
         return [Ignore(f"runner failure for a {state.value} run: {event.reason}")]
 
     raise TypeError(f"unknown event {event!r}")

@@ -54,11 +54,13 @@ ALLOWED_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     # back to `queued`: the process that was starting it died before the bottle existed
     S.STARTING: frozenset({S.QUEUED, S.RUNNING, S.FROZEN, S.FAILED, S.DESTROYED}),
     S.RUNNING: frozenset({S.FROZEN, S.TIMED_OUT, S.FAILED, S.DESTROYED}),
-    S.FROZEN: frozenset({S.RESUMING, S.DESTROYED}),
+    # back to `queued` (also from `failed`): a run that never had a bottle (stopped while
+    # starting, or its clone or start failed) is launched again by a trusted comment
+    S.FROZEN: frozenset({S.RESUMING, S.QUEUED, S.DESTROYED}),
     S.RESUMING: frozenset({S.RUNNING, S.FROZEN, S.FAILED, S.DESTROYED}),
     S.TIMED_OUT: frozenset({S.RESUMING, S.DESTROYED}),
     # a failed run may still own a frozen bottle: a trusted comment retries it, a close cleans up
-    S.FAILED: frozenset({S.RESUMING, S.DESTROYED}),
+    S.FAILED: frozenset({S.RESUMING, S.QUEUED, S.DESTROYED}),
     S.DESTROYED: frozenset(),
 }
 del S

@@ -2,7 +2,9 @@
 `GET /runs/<id>/provenance`.
 
 Pure rendering: the caller reads the store and the clock and passes the values in. The run
-token is a credential of the bottle and is never part of any view.
+token is a credential of the bottle and is never part of any view; nor are the prompts a run
+keeps (its launch prompt and a remembered comment): up to 1 MiB each, the issue's and the
+comments' text, which are the forge's to show, not the dashboard's.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ from bot_bottle.orchestrator.model import RunRecord
 
 # Fields that must never leave the orchestrator.
 SECRET_FIELDS = frozenset({"run_token"})
+# Fields no view shows: large, and none of the views' business.
+PROMPT_FIELDS = frozenset({"launch_prompt", "pending_prompt"})
 
 
 def run_json(run: RunRecord, now: float | None) -> dict:
-    """Every `RunRecord` field except the token, the state as its value, and `age_seconds`
-    (whole seconds since creation; `None` when no `now` is given)."""
+    """Every `RunRecord` field except the token and the prompts, the state as its value, and
+    `age_seconds` (whole seconds since creation; `None` when no `now` is given)."""
     out: dict = {}
     for field in dataclasses.fields(run):
-        if field.name in SECRET_FIELDS:
+        if field.name in SECRET_FIELDS or field.name in PROMPT_FIELDS:
             continue
         out[field.name] = _plain(getattr(run, field.name))
     out["age_seconds"] = None if now is None else max(0, int(now - run.created_at))

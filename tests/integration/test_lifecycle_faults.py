@@ -5,11 +5,14 @@ real process, the real core CLI and real bwrap bottles:
   reported as an exit without done), over ten runs;
 - closing the issue while its run is `starting` leaves no bottle and no agent process, even
   though the start in flight makes its bottle after the close (the CLI waits at a gate,
-  `_gated_cli`, until the run is destroyed).
+  `_gated_cli`, until the run is destroyed);
+- `/bot-bottle stop` while the run is `starting` stops the agent its start runs once the
+  bottle exists: the bottle is frozen, no agent process is left.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -20,9 +23,9 @@ import unittest
 import uuid
 from pathlib import Path
 
-from bot_bottle.testing.fake_gitea_payloads import close_issue, issue_event
+from bot_bottle.testing.fake_gitea_payloads import close_issue, comment_event, issue_event
 from tests.integration import _gated_cli
-from tests.integration._core_home import make_home
+from tests.integration._core_home import cli, make_home
 from tests.integration._orchestrator import AGENT_USER as BOT, make_forge, start_orchestrator
 
 OWNER, REPO = "acme", "widgets"
@@ -96,8 +99,10 @@ class OneCommentPerDoneTest(unittest.TestCase):
 
 
 @unittest.skipUnless(shutil.which("bwrap") or os.environ.get("CI"), "needs bubblewrap")
-class CloseWhileStartingTest(unittest.TestCase):
-    def test_closing_the_issue_while_its_bottle_starts_leaves_no_bottle_and_no_agent(self) -> None:
+class WhileStartingTest(unittest.TestCase):
+    """A run whose start waits at the gate (no bottle yet) while its agent is a sleeper."""
+
+    def start_gated(self):
         home = make_home(self)
         token = f"waiting-agent-{uuid.uuid4().hex}"  # finds the agent's processes in /proc
         (home / "agents" / "waiter.toml").write_text(
@@ -115,7 +120,29 @@ class CloseWhileStartingTest(unittest.TestCase):
                                   what="the start to wait at the gate")
         [run] = orch.runs()
         self.assertEqual(run["state"], "starting")
+        return home, token, g, orch, n, cli_pid
 
+    def test_stop_while_the_bottle_starts_freezes_it_once_made_and_no_agent_runs_on(self) -> None:
+        home, token, g, orch, n, cli_pid = self.start_gated()
+        stop = g.add_comment(OWNER, REPO, n, "/bot-bottle stop", "alice")
+        self.assertEqual(orch.deliver("issue_comment", "issue_comment",
+                                      comment_event(g, OWNER, REPO, n, stop, "alice"))[0], 202)
+        orch.wait_for(lambda: orch.runs()[0]["state"] == "frozen", timeout=30,
+                      what="the run frozen by the stop")
+        _gated_cli.open_gate(home)  # the start in flight now makes its bottle
+        orch.wait_for(lambda: _gated_cli.ended(cli_pid), timeout=30,
+                      what="the start to end (its bottle frozen)")
+        self.assertEqual(processes_with(token), [], "the agent runs on after the stop")
+        [run] = orch.runs()
+        self.assertEqual((run["state"], run["slug"]), ("frozen", "acme-widgets-1"))
+        listed = cli(home, "list", "--json")
+        self.assertEqual(listed.returncode, 0, listed.stderr)
+        self.assertEqual([(b["slug"], b["state"]) for b in json.loads(listed.stdout)],
+                         [("acme-widgets-1", "frozen")])
+        self.assertEqual(orch.stop(), 0, orch.log())
+
+    def test_closing_the_issue_while_its_bottle_starts_leaves_no_bottle_and_no_agent(self) -> None:
+        home, token, g, orch, n, cli_pid = self.start_gated()
         close_issue(g, OWNER, REPO, n)
         self.assertEqual(orch.deliver("issues", "issues",
                                       issue_event(g, OWNER, REPO, n, "closed", "alice"))[0], 202)

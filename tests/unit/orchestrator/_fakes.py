@@ -1,5 +1,7 @@
-"""Shared test doubles for the orchestrator tests: fakes with state, never mocks; plus
-helpers that put a real `SqliteRunStore` on a temp file and seed runs into it."""
+"""Shared test doubles for the orchestrator tests: fakes with state, never mocks (a runner
+that returns at once, one that holds like the CLI until frozen or destroyed, one whose start
+waits at a gate before its slug); plus helpers that put a real `SqliteRunStore` on a temp
+file and seed runs into it."""
 
 from __future__ import annotations
 
@@ -121,6 +123,23 @@ class HoldingBottleRunner(FakeBottleRunner):
     def release_all(self) -> None:
         for slug in list(self._held):
             self._release(slug)
+
+
+class GatedStartRunner(HoldingBottleRunner):
+    """A start whose CLI prints its slug only once `slug_gate` is set (`entered` says it is
+    waiting there), then holds until frozen or destroyed, like the real CLI."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.slug_gate = threading.Event(), threading.Event()
+
+    def start(self, *, agent, bottles, label, prompt, env, on_slug, workspace=None) -> BottleExit:
+        def gated(slug: str) -> None:
+            self.entered.set()
+            self.slug_gate.wait(10)
+            on_slug(slug)
+        return super().start(agent=agent, bottles=bottles, label=label, prompt=prompt, env=env,
+                             on_slug=gated, workspace=workspace)
 
 
 def temp_store(test: unittest.TestCase, clock=None) -> SqliteRunStore:

@@ -26,6 +26,9 @@ INTERRUPTED = [L.Freeze(), L.RecordDone("interrupted", ""),
                L.Comment(42, "The orchestrator restarted while the agent worked; the bottle is "
                              "frozen. Comment to resume it.")]
 NO_BOTTLE = "The orchestrator restarted and found no bottle for this run; the run failed."
+RETRY = "\n\nComment to retry."
+RELAUNCH_PROMPT = ("LP\n\n---\nAn earlier start of this run ended before the agent ran. A comment "
+                   "on the issue asked to retry:\n\nGitea is back, try again")
 
 CASES = [
     ("new issue with a free slot is launched", None,
@@ -65,12 +68,26 @@ CASES = [
      L.WatchdogExpired(600.0),
      [L.Freeze(), L.RecordDone("timed_out", "the bottle did not start within 600 s"),
       L.Comment(43, "the bottle did not start within 600 s; it is frozen. Comment to retry.")]),
-    ("runner failure marks failed and says why on the issue", run(S.STARTING, pr_number=43),
+    ("runner failure marks failed and says why on the issue, and that a comment retries",
+     run(S.STARTING, slug=None, launch_prompt="acme/widgets#42: Fix it"),
      L.RunnerFailed("agent 'x' not found"),
+     [L.MarkFailed("agent 'x' not found"),
+      L.Comment(42, "Could not run the agent: agent 'x' not found" + RETRY)]),
+    ("runner failure of a run without a kept launch prompt offers no retry",
+     run(S.STARTING, slug=None, pr_number=43), L.RunnerFailed("agent 'x' not found"),
      [L.MarkFailed("agent 'x' not found"), L.Comment(42, "Could not run the agent: agent 'x' not found")]),
     ("runner failure quotes the bottle log's last lines", run(S.RESUMING),
      L.RunnerFailed("resume failed", LOG),
-     [L.MarkFailed("resume failed"), L.Comment(42, "Could not run the agent: resume failed" + QUOTED_LOG)]),
+     [L.MarkFailed("resume failed"),
+      L.Comment(42, "Could not run the agent: resume failed" + RETRY + QUOTED_LOG)]),
+    ("trusted comment on a run that failed before it had a bottle relaunches it with its "
+     "launch prompt and the comment", run(S.FAILED, slug=None, launch_prompt="LP"),
+     L.TrustedComment("Gitea is back, try again"), [L.Relaunch(RELAUNCH_PROMPT)]),
+    ("trusted comment on a run stopped before it had a bottle relaunches it",
+     run(S.FROZEN, slug=None, launch_prompt="LP"), L.TrustedComment("Gitea is back, try again"),
+     [L.Relaunch(RELAUNCH_PROMPT)]),
+    ("trusted comment on a failed run with a bottle resumes it", run(S.FAILED, launch_prompt="LP"),
+     L.TrustedComment("go on"), [L.Resume("go on")]),
     ("bottle exit without done quotes the bottle log's last lines", run(S.RUNNING),
      L.BottleExited(1, LOG),
      [L.Freeze(), L.RecordDone("exited:1", ""),
@@ -96,10 +113,10 @@ CASES = [
      run(S.DESTROYED, slug=None), L.BottleCreated(SLUG), [L.DestroyBottle(SLUG)]),
     ("a start that ends after its run was destroyed destroys the bottle again",
      run(S.DESTROYED), L.BottleExited(0), [L.DestroyBottle(SLUG)]),
-    ("a bottle created after the watchdog failed its start is kept with the run",
-     run(S.FAILED, slug=None), L.BottleCreated(SLUG), [L.RecordSlug(SLUG)]),
-    ("a bottle created after a stop froze its start is kept with the run",
-     run(S.FROZEN, slug=None), L.BottleCreated(SLUG), [L.RecordSlug(SLUG)]),
+    ("a bottle created after the watchdog failed its start is kept with the run, frozen",
+     run(S.FAILED, slug=None), L.BottleCreated(SLUG), [L.FreezeBottle(SLUG)]),
+    ("a bottle created after a stop froze its start is kept with the run, frozen",
+     run(S.FROZEN, slug=None), L.BottleCreated(SLUG), [L.FreezeBottle(SLUG)]),
     ("restart with a running run's bottle freezes it and says so", run(S.RUNNING),
      L.Restarted(SLUG), INTERRUPTED),
     ("restart finds the bottle of a starting run whose slug was never recorded",
@@ -120,6 +137,10 @@ IGNORED = [
     ("comment without any run", None, L.TrustedComment("hi")),
     ("comment on a destroyed run", run(S.DESTROYED), L.TrustedComment("hi")),
     ("comment on a queued run", run(S.QUEUED, slug=None), L.TrustedComment("hi")),
+    ("comment on a failed run with neither a bottle nor a launch prompt", run(S.FAILED, slug=None),
+     L.TrustedComment("hi")),
+    ("comment on a queued run that keeps its launch prompt",
+     run(S.QUEUED, slug=None, launch_prompt="LP"), L.TrustedComment("hi")),
     ("stop on a frozen run", run(S.FROZEN), L.StopRequested()),
     ("issue closed while the run has a PR", run(S.FROZEN, pr_number=43), L.IssueClosed()),
     ("done for a destroyed run", run(S.DESTROYED), L.DoneSignal("done", "x")),
@@ -135,7 +156,7 @@ IGNORED = [
 
 _TARGET = {L.Freeze: None, L.MarkFailed: S.FAILED, L.Destroy: S.DESTROYED,
            L.Resume: S.RESUMING, L.StartQueued: S.STARTING, L.Started: S.RUNNING,
-           L.Requeue: S.QUEUED}
+           L.Requeue: S.QUEUED, L.Relaunch: S.QUEUED}
 
 
 class DecideTest(unittest.TestCase):

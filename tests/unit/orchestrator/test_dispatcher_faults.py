@@ -14,7 +14,7 @@ from bot_bottle.orchestrator.runner import BottleExit, RunnerError
 from bot_bottle.orchestrator.sidecar import write_done_file
 from bot_bottle.testing.fake_gitea_payloads import close_issue, issue_event
 
-from ._fakes import FakeBottleRunner, HoldingBottleRunner, seed_run
+from ._fakes import FakeBottleRunner, GatedStartRunner, seed_run
 from .test_dispatcher import OWNER, REPO, DispatcherTest
 
 
@@ -94,23 +94,6 @@ class DoneThenExitTest(DispatcherTest):
         self.orch.process_pending()  # the dispatcher's turn: nothing left to apply
         self.assertEqual(self.comments_about(n), (1, 0))
         self.assertEqual(self.store.get_run(run.id).last_done_summary, "run 1")
-
-
-class GatedStartRunner(HoldingBottleRunner):
-    """A start whose CLI prints its slug only once `slug_gate` is set (`entered` says it is
-    waiting there), then holds until frozen or destroyed, like the real CLI."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entered, self.slug_gate = threading.Event(), threading.Event()
-
-    def start(self, *, agent, bottles, label, prompt, env, on_slug, workspace=None) -> BottleExit:
-        def gated(slug: str) -> None:
-            self.entered.set()
-            self.slug_gate.wait(10)
-            on_slug(slug)
-        return super().start(agent=agent, bottles=bottles, label=label, prompt=prompt, env=env,
-                             on_slug=gated, workspace=workspace)
 
 
 class CloseWhileStartingTest(DispatcherTest):

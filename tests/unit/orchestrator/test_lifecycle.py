@@ -8,7 +8,7 @@ import unittest
 from bot_bottle.contrib.forge.base import ForgeUnavailable
 from bot_bottle.orchestrator import lifecycle as L
 from bot_bottle.orchestrator.executor import Executor, launch_prompt
-from bot_bottle.orchestrator.model import RunState
+from bot_bottle.orchestrator.model import OrchestratorError, RunState
 from bot_bottle.orchestrator.runner import RunnerError
 from bot_bottle.testing.fake_forge import FakeForge
 
@@ -60,6 +60,13 @@ class ExecutorTest(unittest.TestCase):
         self.assertEqual(self.ex.drain_outbox(lambda o, r: self.forge, self.clock.now()), 1)
         bodies = [c.body for c in self.forge.read_comments(self.issue)]
         self.assertTrue(any("agent 'claude' not found" in b and MARKER in b for b in bodies))
+
+    def test_actions_that_make_a_run_are_refused_for_an_existing_run(self) -> None:
+        run = self.store.get_run(self.launch().id)
+        for action in (L.Launch("claude", ()), L.Queue("claude", ())):
+            with self.subTest(action=action), self.assertRaises(OrchestratorError):
+                self.ex.apply(run, [action])
+        self.assertEqual(self.store.get_run(run.id), run, "nothing changed")
 
     def test_outbox_keeps_comments_while_the_forge_is_down(self) -> None:
         run = self.launch()

@@ -32,13 +32,16 @@ class LabelTest(unittest.TestCase):
 
 
 class TransitionTableTest(unittest.TestCase):
-    def test_only_a_starting_run_goes_back_to_the_queue(self) -> None:
-        check_transition(RunState.STARTING, RunState.QUEUED)  # its launch is made again
+    def test_only_a_starting_run_or_one_that_ended_without_a_bottle_goes_back_to_the_queue(
+            self) -> None:
+        back = (RunState.STARTING,  # a restart makes its launch again
+                RunState.FAILED, RunState.FROZEN)  # a comment relaunches a run with no bottle
+        for state in back:
+            check_transition(state, RunState.QUEUED)
         for state in RunState:
-            if state not in (RunState.STARTING,):
+            if state not in back:
                 with self.subTest(state=state.value), self.assertRaises(IllegalTransition):
                     check_transition(state, RunState.QUEUED)
-
 
 if __name__ == "__main__":
     unittest.main()

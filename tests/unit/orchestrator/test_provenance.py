@@ -36,8 +36,19 @@ class RunJsonTests(unittest.TestCase):
 
     def test_every_other_field_is_included(self):
         out = run_json(make_run(), NOW)
-        expected = {f.name for f in dataclasses.fields(RunRecord)} - {"run_token"}
+        expected = {f.name for f in dataclasses.fields(RunRecord)} - {
+            "run_token", "launch_prompt", "pending_prompt"}
         self.assertEqual(set(out) - {"age_seconds"}, expected)
+
+    def test_the_prompts_a_run_keeps_are_left_out_however_large(self):
+        run = make_run(launch_prompt="issue text " * 100_000, pending_prompt="a comment's prompt")
+        out = run_json(run, NOW)
+        self.assertNotIn("launch_prompt", out)
+        self.assertNotIn("pending_prompt", out)
+        text = json.dumps(provenance_json(run, [], now=NOW))
+        self.assertNotIn("issue text", text)
+        self.assertNotIn("a comment's prompt", text)
+        self.assertLess(len(text), 2000)
 
     def test_state_is_its_value_and_tuples_are_lists(self):
         out = run_json(make_run(), NOW)

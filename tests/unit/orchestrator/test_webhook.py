@@ -419,8 +419,10 @@ class StoreViewsTest(ServerTest):
     def setUp(self) -> None:
         super().setUp()
         run = self.store.create_run("acme", "widgets", 42, "claude", ["default"], RunState.QUEUED,
-                                    "tok-secret-1", now=1_699_999_000.0)
-        self.store.transition(run.id, RunState.STARTING, now=1_699_999_500.0, reason="launch")
+                                    "tok-secret-1", now=1_699_999_000.0,
+                                    launch_prompt="launch-prompt-text " * 1000)
+        self.store.transition(run.id, RunState.STARTING, now=1_699_999_500.0, reason="launch",
+                              pending_prompt="remembered-comment-text")
         self.run_id = run.id
         self.port = self.serve(WebhookApp(self.store, verify=functools.partial(verify_signature, SECRET),
                                           clock=lambda: 1_700_000_000.0))
@@ -428,6 +430,9 @@ class StoreViewsTest(ServerTest):
     def get(self, path: str):
         status, ctype, data = self.request("GET", path)
         self.assertNotIn(b"tok-secret-1", data)
+        # the prompts the run keeps are no view's business (and up to 1 MiB each)
+        self.assertNotIn(b"launch-prompt-text", data)
+        self.assertNotIn(b"remembered-comment-text", data)
         return status, ctype, data
 
     def test_dashboard_lists_the_run_with_its_last_op(self) -> None:

@@ -211,6 +211,25 @@ class ExecutorWorkspaceTest(unittest.TestCase):
         self.assertIn("not found", comment)
         self.assertNotIn(TOKEN, comment)
 
+    def test_a_run_whose_clone_failed_is_cloned_and_started_again_after_a_trusted_comment(
+            self) -> None:
+        run = self.launch(repo="late")  # not served yet: as if Gitea were briefly down
+        self.assertEqual(self.store.get_run(run.id).state, RunState.FAILED)
+        self.ex.drain_outbox(lambda o, r: self.forge, self.clock.now())
+        [said] = [c.body for c in self.forge.read_comments(self.issue)]
+        self.assertIn("Comment to retry.", said)
+        self.g.add_repo("acme", "late", files={"README.md": "back\n"})
+        self.ex.event(run.id, L.TrustedComment("Gitea is back."))
+        self.assertEqual(self.store.get_run(run.id).state, RunState.QUEUED)
+        self.ex.event(run.id, L.SlotAvailable())
+        self.assertEqual(self.runner.workspaces, [str(self.home / "checkouts" / run.label)])
+        self.assertEqual(self.seen, [[".git", "README.md"]])
+        prompt = self.runner.calls[0][4]
+        self.assertTrue(prompt.startswith(launch_prompt("Fix it", "details")), prompt)
+        self.assertTrue(prompt.endswith("\n\nGitea is back."), prompt)
+        final = self.store.get_run(run.id)  # the fake agent exits 0 without a done signal
+        self.assertEqual((final.state, final.slug), (RunState.FROZEN, run.label))
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -1,0 +1,195 @@
+"""The lifecycle's vocabulary: the events `lifecycle.decide` takes (already classified by
+targeting, or raised by the executor's workers and start-up) and the actions it returns, all
+frozen values. `lifecycle` re-exports every name, so callers write `L.BottleExited`,
+`L.Freeze`; what each action does to the store and the runner is the executor's business.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot_bottle.orchestrator.model import RunState
+
+# ---- inputs -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LaunchRequested:
+    agent: str
+    bottles: tuple[str, ...]
+    slot_free: bool
+
+
+@dataclass(frozen=True)
+class SlotAvailable:
+    """A running slot freed; offered to the oldest queued run."""
+
+
+@dataclass(frozen=True)
+class TrustedComment:
+    body: str
+
+
+@dataclass(frozen=True)
+class StopRequested:
+    pass
+
+
+@dataclass(frozen=True)
+class PrClosed:
+    merged: bool
+
+
+@dataclass(frozen=True)
+class IssueClosed:
+    pass
+
+
+@dataclass(frozen=True)
+class DoneSignal:
+    status: str  # done | blocked | failed
+    summary: str
+
+
+@dataclass(frozen=True)
+class WatchdogExpired:
+    idle_seconds: float
+
+
+@dataclass(frozen=True)
+class BottleExited:
+    """The agent's process ended. `log_tail` is the bottle log's end, already cleaned
+    (`log_tail.clean`); `timed_out` when the core stopped it at its wall-time `limit` (s)."""
+    code: int
+    log_tail: str = ""
+    timed_out: bool = False
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class RunnerFailed:
+    reason: str
+    log_tail: str = ""
+
+
+@dataclass(frozen=True)
+class BottleCreated:
+    """The CLI of a start in flight printed its bottle's slug."""
+    slug: str
+
+
+@dataclass(frozen=True)
+class Restarted:
+    """Start-up found the run working: its waiter died with the previous process. `slug` is
+    its bottle when the runner lists one (None: no bottle exists)."""
+    slug: str | None
+
+
+Event = (LaunchRequested | SlotAvailable | TrustedComment | StopRequested | PrClosed
+         | IssueClosed | DoneSignal | WatchdogExpired | BottleExited | RunnerFailed
+         | BottleCreated | Restarted)
+
+# ---- outputs ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Create the run (if new) in `starting` and start its bottle."""
+    agent: str
+    bottles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Queue:
+    agent: str
+    bottles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StartQueued:
+    pass
+
+
+@dataclass(frozen=True)
+class Resume:
+    prompt: str
+
+
+@dataclass(frozen=True)
+class RememberPrompt:
+    prompt: str
+
+
+@dataclass(frozen=True)
+class Freeze:
+    """runner.freeze(slug), then state `frozen` (or `timed_out`)."""
+    state: RunState = RunState.FROZEN
+
+
+@dataclass(frozen=True)
+class RecordDone:
+    status: str
+    summary: str
+
+
+@dataclass(frozen=True)
+class Destroy:
+    pass
+
+
+@dataclass(frozen=True)
+class MarkFailed:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Comment:
+    number: int
+    body: str
+
+
+@dataclass(frozen=True)
+class Ignore:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Started:
+    """The bottle exists: record its slug, state `running` (the launch prompt is spent)."""
+    slug: str
+
+
+@dataclass(frozen=True)
+class RecordSlug:
+    """Record the run's bottle without a state change."""
+    slug: str
+
+
+@dataclass(frozen=True)
+class DestroyBottle:
+    """Destroy a bottle made for a run that is already destroyed (state unchanged)."""
+    slug: str
+
+
+@dataclass(frozen=True)
+class FreezeBottle:
+    """Record the bottle a start made for a run already stopped or failed, and freeze it
+    (state unchanged), so its agent does not work on unnoticed."""
+    slug: str
+
+
+@dataclass(frozen=True)
+class Requeue:
+    """Back to `queued`, keeping the launch prompt: the launch is made again."""
+
+
+@dataclass(frozen=True)
+class Relaunch:
+    """A failed run that never had a bottle goes back to `queued` with `prompt` as its new
+    launch prompt (the executor refuses while the failed start is still in flight)."""
+    prompt: str
+
+
+Action = (Launch | Queue | StartQueued | Resume | RememberPrompt | Freeze | RecordDone
+          | Destroy | MarkFailed | Comment | Ignore | Started | RecordSlug | DestroyBottle
+          | FreezeBottle | Requeue | Relaunch)

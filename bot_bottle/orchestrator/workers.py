@@ -1,0 +1,153 @@
+"""The blocking side of the lifecycle shell: a run's start (the clone of its repository, then
+the core CLI) and its resumes, each on a worker thread from an injected `spawn` (tests pass a
+synchronous one), and how each ends, handed back as a lifecycle event through `decide_event`
+(the `Executor`'s `event`), so the dispatcher never waits on a CLI.
+
+A launch's worker first checks out the issue's repository (`workspace.Workspaces`, when
+configured) and hands it to `start --workspace`. When the agent's process ends (or the runner
+fails) the worker reads the bottle log's last lines and redacts our secrets from them before
+raising the event, so `decide` stays pure. A start that fails because the start of the
+previous process made the bottle after all adopts that bottle. The runs whose start is in
+flight here are known (`starting`): a relaunch never races one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+from bot_bottle.orchestrator import lifecycle as L
+from bot_bottle.orchestrator import log_tail
+from bot_bottle.orchestrator.model import OrchestratorError, RunRecord, RunState
+from bot_bottle.orchestrator.runner import BottleExit, BottleRunner
+
+log = logging.getLogger(__name__)
+
+
+class BottleWorkers:
+    def __init__(self, store, runner: BottleRunner, *, decide_event: Callable[..., object],
+                 sidecar_socket: str, clock: Callable[[], float],
+                 spawn: Callable[[Callable[[], None]], None], workspaces=None,
+                 secret_values: tuple[str, ...] = ()) -> None:
+        self._store = store
+        self._runner = runner
+        # `decide_event(run_id, event, start_ended=False)`: decided under the run's lock
+        self._decide_event = decide_event
+        self._socket = sidecar_socket
+        self._clock = clock
+        self._spawn = spawn
+        self._workspaces = workspaces  # None: the bottles' own repos/dirs are the workspace
+        self._secret_values = tuple(secret_values)  # redacted from quoted logs (with run tokens)
+        self._guard = threading.Lock()
+        self._starting: set[int] = set()  # runs whose start is in flight in this process
+
+    def starting(self, run_id: int) -> bool:
+        """True while the run's start (clone, then the CLI) is in flight in this process."""
+        with self._guard:
+            return run_id in self._starting
+
+    def start_ended(self, run_id: int) -> None:
+        """Called under the run's lock with the start's last event, so a relaunch decided
+        right after it is not refused."""
+        with self._guard:
+            self._starting.discard(run_id)
+
+    def env(self, run: RunRecord) -> dict[str, str]:
+        return {"BOT_BOTTLE_FORGE_SOCKET": self._socket, "BOT_BOTTLE_FORGE_RUN_TOKEN": run.run_token}
+
+    def start(self, run: RunRecord, prompt: str) -> None:
+        with self._guard:
+            self._starting.add(run.id)
+
+        def work() -> None:
+            try:
+                self._launch(run, prompt)
+            finally:  # normally already done with the start's last event
+                self.start_ended(run.id)
+        self._spawn(work)
+
+    def resume(self, run: RunRecord, prompt: str) -> None:
+        self._spawn(lambda: self._resume(run, prompt))
+
+    def _launch(self, run: RunRecord, prompt: str) -> None:
+        def on_slug(slug: str) -> None:
+            self._decide_event(run.id, L.BottleCreated(slug))
+        workspace = None
+        try:
+            if self._workspaces is not None:  # the clone runs here, never on the dispatcher
+                workspace = self._workspaces.prepare(run.owner, run.repo, run.label)
+            result = self._runner.start(agent=run.agent, bottles=run.bottles, label=run.label,
+                                        prompt=prompt, env=self.env(run), on_slug=on_slug,
+                                        workspace=workspace)
+        except Exception as exc:  # whatever went wrong, the run must not stay `starting`
+            self._start_failed(run.id, exc)
+            return
+        finally:
+            if workspace is not None:  # the CLI moves it into the bottle; else it is ours
+                self._workspaces.discard(workspace)
+        self._exited(run, result, start_ended=True)
+
+    def _start_failed(self, run_id: int, exc: Exception) -> None:
+        orphan = self._orphan_bottle(run_id)
+        if orphan is not None:
+            try:  # the bottle the previous process's start made: frozen, like at restart
+                self._decide_event(run_id, L.Restarted(orphan), start_ended=True)
+                return
+            except Exception as failure:  # it could not be frozen
+                exc = failure
+        self._failed(run_id, exc, start_ended=True)
+
+    def _orphan_bottle(self, run_id: int) -> str | None:
+        """After a failed start of a run that went back to the queue (a restart, or a comment
+        relaunching it): the bottle under its label, if an earlier start outlived the process
+        that launched it and made the bottle after all (this start then found the slug taken).
+        A run's first launch adopts nothing: a bottle with its label is not ours."""
+        try:
+            run = self._store.get_run(run_id)
+            requeued = any(e.kind == "transition" and e.detail.get("to") == "queued"
+                           for e in self._store.op_log(run_id))
+            if run is None or run.state is not RunState.STARTING or run.slug or not requeued:
+                return None
+            return run.expected_slug if run.expected_slug in self._runner.bottle_states() else None
+        except Exception:  # cannot tell: the start's own failure is reported
+            log.exception("could not look for an orphaned bottle of run %s", run_id)
+            return None
+
+    def _resume(self, run: RunRecord, prompt: str) -> None:
+        try:
+            self._store.transition(run.id, RunState.RUNNING, now=self._clock(), reason="resumed")
+            result = self._runner.resume(slug=run.slug, prompt=prompt, env=self.env(run))
+        except Exception as exc:  # whatever went wrong, the run must not stay `resuming`
+            self._failed(run.id, exc)
+            return
+        self._exited(run, result)
+
+    def _exited(self, run: RunRecord, result: BottleExit, *, start_ended: bool = False) -> None:
+        tail = self._log_tail(run, result.slug)
+        self._decide_event(run.id, L.BottleExited(result.exit_code, tail, result.timed_out,
+                                                  result.limit), start_ended=start_ended)
+
+    def _log_tail(self, run: RunRecord, slug: str | None) -> str:
+        """The bottle log's last lines, cleaned for a comment ("" when there is none)."""
+        if not slug:
+            return ""
+        try:
+            raw = self._runner.log_tail(slug, log_tail.LINES)
+        except Exception as exc:  # a missing log must not lose the exit itself
+            log.warning("no log tail for run %s (%s): %s", run.id, slug, exc)
+            return ""
+        return log_tail.clean(raw, (run.run_token, *self._secret_values))
+
+    def _failed(self, run_id: int, exc: Exception, *, start_ended: bool = False) -> None:
+        if not isinstance(exc, OrchestratorError):
+            log.exception("bottle worker for run %s failed", run_id)
+        try:
+            run = self._store.get_run(run_id)
+            tail = self._log_tail(run, run.slug) if run is not None else ""
+            reason = log_tail.clean(str(exc) or type(exc).__name__,
+                                    (run.run_token if run else "", *self._secret_values),
+                                    lines=5, width=1000)
+            self._decide_event(run_id, L.RunnerFailed(reason, tail), start_ended=start_ended)
+        except Exception:  # the store itself is failing: reconcile picks the run up on restart
+            log.exception("could not record the failure of run %s", run_id)
