@@ -2,6 +2,12 @@
 the agent log, the egress gate (for `network = "egress"`, served by this process for exactly
 as long as the sandbox runs), the sandbox with its time limit, and the run's fields in the
 metadata (`run_started_at`, `ended_at`, `exit_code`, `timed_out`).
+
+A `commit` or `destroy` may land at any moment after the CLI printed the slug, before the
+sandbox has a pid for it to stop. So the bottle's lock is held from the last look at its state
+until the sandbox's pid is in the metadata: a bottle frozen (or freezing) by then never starts
+its agent (the run ends with `STOPPED_EXIT`, as if `commit` had stopped it), a destroyed one
+ends the run with an error and leaves nothing behind, and a `commit` after that finds the pid.
 """
 
 from __future__ import annotations
@@ -16,12 +22,15 @@ from pathlib import Path
 from . import state
 from .agent_log import DEFAULT_CAP, AgentLog
 from .backend.base import EGRESS_SOCKET
-from .errors import BackendError, UsageError
+from .backend.sandbox import SandboxExit
+from .errors import BackendError, StateConflictError, UsageError
 from .gate.egress import Gate
 from .providers import get_provider
 from .resolve import secret_values
 
 TIMEOUT_EXIT = 124   # like coreutils `timeout`
+STOPPED_EXIT = 143   # 128 + SIGTERM: what a sandbox that `commit` stopped exits with
+STOPPED_STATES = ("freezing", "frozen")
 LOG_CAP_VAR = "BOT_BOTTLE_LOG_MAX_BYTES"
 
 
@@ -31,11 +40,30 @@ def now() -> str:
 
 @contextmanager
 def lock(home: Path, slug: str):
-    root = home / "state"
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{state.check_slug(slug)}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    held = BottleLock(home, slug)
+    try:
         yield
+    finally:
+        held.release()
+
+
+class BottleLock:
+    """The bottle's lock (an flock every CLI process takes around its metadata), held from
+    creation until `release()`, which may come from a callback (the sandbox's pid)."""
+
+    def __init__(self, home: Path, slug: str) -> None:
+        root = home / "state"
+        root.mkdir(parents=True, exist_ok=True)
+        self._fh = open(root / f".{state.check_slug(slug)}.lock", "w")  # not inherited (PEP 446)
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_EX)
+        except BaseException:
+            self._fh.close()
+            raise
+
+    def release(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()   # closing the only descriptor drops the flock
 
 
 def log_cap(environ) -> int:
@@ -66,15 +94,9 @@ def _serve_gate(plan, on_refuse) -> Gate:
 def run_agent(home: Path, slug: str, backend, plan, prompt, *, kind: str, run: int,
               cap: int = DEFAULT_CAP, notify=None) -> int:
     """Run the agent once (`kind` 'start' or 'resume', the bottle's `run`-th run); returns its
-    exit code, TIMEOUT_EXIT when the time limit stopped it."""
-    write_prompt(plan.state_dir / "prompt.txt", prompt)
-    get_provider(plan.agent.provider).prepare_home(
-        plan.agent, plan.state_dir / "bottle" / "home", plan.env, plan.skills)
-    started = now()
-    with lock(home, slug):
-        state.update_metadata(home, slug, run_started_at=started, ended_at=None, exit_code=None,
-                              timed_out=False)
-    log = AgentLog(plan.state_dir, secret_values(plan), cap)
+    exit code, TIMEOUT_EXIT when the time limit stopped it, STOPPED_EXIT when a commit got
+    in before the sandbox started; StateConflictError when the bottle was destroyed first."""
+    log, started = _prepare(home, slug, plan, prompt, cap)
     log.note(f"run {run} ({kind}) at {started}")
     guard = threading.Lock()   # the gate's threads note refusals while the pump writes
 
@@ -89,23 +111,36 @@ def run_agent(home: Path, slug: str, backend, plan, prompt, *, kind: str, run: i
         if notify:
             notify(message)
 
-    def on_pid(pid):
-        with lock(home, slug):
-            state.update_metadata(home, slug, state="running", pid=pid)
+    held: list[BottleLock] = []
 
-    gate = None
+    def on_pid(pid):   # called with the bottle's lock held (below): nothing ran in between
+        state.update_metadata(home, slug, state="running", pid=pid)
+        held.pop().release()
+
+    gates: list[Gate] = []
+
+    def settle() -> None:
+        while held:    # the sandbox did not start (or failed before reporting its pid)
+            held.pop().release()
+        while gates:   # before the log closes: the gate's threads write to it
+            gates.pop().stop()
+
     try:
         if plan.egress is not None:
-            gate = _serve_gate(plan, refused)
-        result = backend.run(plan, on_pid, write)
-    except BackendError as exc:
-        if gate is not None:
-            gate.stop()
+            gates.append(_serve_gate(plan, refused))
+        held.append(BottleLock(home, slug))
+        stopped = _stopped(home, slug)
+        result = None if stopped else backend.run(plan, on_pid, write)
+    except (BackendError, StateConflictError) as exc:
+        settle()
         log.note(f"error: {exc}")
         log.close()
         raise
-    if gate is not None:
-        gate.stop()
+    finally:
+        settle()
+    if result is None:
+        log.note(f"stopped before the agent started: the bottle is {stopped}")
+        result = SandboxExit(STOPPED_EXIT)
     code = result.code
     if result.timed_out:
         code = TIMEOUT_EXIT
@@ -116,10 +151,49 @@ def run_agent(home: Path, slug: str, backend, plan, prompt, *, kind: str, run: i
     log.note(f"exit {code}")
     log.close()
     with lock(home, slug):
-        meta = state.read_metadata(home, slug) or {}
+        meta = state.read_metadata(home, slug)
+        if meta is None:   # destroyed while the agent ran: remove what the run wrote since
+            state.remove_state(home, slug)
+            return code
         if meta.get("state") == "running":
             meta["state"] = "exited"
         meta.update(pid=None, exit_code=code, timed_out=result.timed_out, ended_at=now())
-        if meta.get("slug"):
-            state.write_metadata(home, slug, meta)
+        state.write_metadata(home, slug, meta)
     return code
+
+
+def _prepare(home: Path, slug: str, plan, prompt, cap: int) -> tuple[AgentLog, str]:
+    """The prompt file, the provider's home, the run's start in the metadata, the open log.
+    A destroy that got in first makes this a StateConflictError (not the OSError of a file
+    whose directory vanished) and leaves nothing behind."""
+    try:
+        write_prompt(plan.state_dir / "prompt.txt", prompt)
+        get_provider(plan.agent.provider).prepare_home(
+            plan.agent, plan.state_dir / "bottle" / "home", plan.env, plan.skills)
+        started = now()
+        with lock(home, slug):
+            _check_not_destroyed(home, slug)
+            state.update_metadata(home, slug, run_started_at=started, ended_at=None,
+                                  exit_code=None, timed_out=False)
+        return AgentLog(plan.state_dir, secret_values(plan), cap), started
+    except OSError:
+        with lock(home, slug):
+            _check_not_destroyed(home, slug)
+        raise
+
+
+def _check_not_destroyed(home: Path, slug: str) -> dict:
+    """The bottle's metadata; StateConflictError when it was destroyed (the caller holds the
+    lock). Whatever the run wrote into the state directory before is removed."""
+    meta = state.read_metadata(home, slug)
+    if meta is None:
+        state.remove_state(home, slug)
+        raise StateConflictError(f"bottle {slug!r} was destroyed before its agent started")
+    return meta
+
+
+def _stopped(home: Path, slug: str) -> str | None:
+    """With the lock held, just before the sandbox starts: the state that forbids it to (a
+    commit got in first) or None; StateConflictError when the bottle was destroyed."""
+    st = _check_not_destroyed(home, slug).get("state")
+    return st if st in STOPPED_STATES else None

@@ -67,8 +67,14 @@ def start_headless(home: Path, agent: str, prompt: str | bytes, *, environ: dict
                               for b in bottle_ms if b.repo or b.dir], ws)
         if on_slug:
             on_slug(slug)
-        with _lock(home, slug):
-            state.update_metadata(home, slug, state="running", session={"provider": agent_m.provider, "runs": 1})
+        with _lock(home, slug):   # a commit or destroy may have got in since the slug line
+            meta = state.read_metadata(home, slug)
+            if meta is None:
+                raise StateConflictError(f"bottle {slug!r} was destroyed before its agent started")
+            if meta.get("state") == "creating":
+                meta["state"] = "running"
+            meta["session"] = {"provider": agent_m.provider, "runs": 1}
+            state.write_metadata(home, slug, meta)
     except BaseException:
         state.remove_state(home, slug)
         raise

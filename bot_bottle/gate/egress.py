@@ -6,6 +6,8 @@ Each connection from the bottle's forwarder carries one request head, handled by
   form with `Connection: close`, the response relayed;
 - `/_upstream/<route>/...` (origin form, i.e. not a proxy request): the provider's API, with
   the real key swapped in (`credentials.py`), over verified HTTPS;
+- `/_git/...` (origin form): the orchestrator's git gate, `/git/...` on its sidecar socket
+  (`plan.git`), with the agent's credentials dropped and the run's bearer token added;
 anything else gets 400. A refused destination gets 403 with a plain-text body saying why and
 is reported to `on_refuse(host, port, reason)` (the CLI prints it and writes it to the agent
 log). Every connection has its own (reused) thread, at most MAX_CONNECTIONS at a time; `stop()`
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
-from . import PROXY_PORT, ROUTE_PREFIX
+from . import GIT_ROUTE_PREFIX, GIT_SOCKET_PREFIX, PROXY_PORT, ROUTE_PREFIX
 from .credentials import connect as connect_upstream, ssl_context
 from .http import HOP_BY_HOP, Head, HeadError, answer, build_head, parse_head, read_head, split_authority
 from .pipe import Workers, relay
@@ -54,6 +56,7 @@ class Gate:
         self.policy = Policy(plan.allow, {n: (ip, port) for n, ip, port in plan.pins},
                              host_addresses() if own is None else own, resolve)
         self.routes = {u.route: u for u in plan.upstreams}
+        self.git = plan.git
         self.context = ssl_context(plan.ca_file)
         self.on_refuse = on_refuse or (lambda host, port, reason: None)
         self.counts: Counter = Counter()
@@ -64,7 +67,8 @@ class Gate:
         self._max = max_connections
         self._slots = threading.BoundedSemaphore(max_connections)
         self._path: Path | None = None
-        self._handlers = {"CONNECT": self._connect, "proxy": self._proxy, "upstream": self._upstream}
+        self._handlers = {"CONNECT": self._connect, "proxy": self._proxy, "upstream": self._upstream,
+                          "git": self._git}
 
     # ---- lifecycle
     def listen(self, path: Path) -> "Gate":
@@ -195,10 +199,11 @@ class Gate:
             host, port = split_authority(parts.netloc, 80)
         except ValueError as exc:
             raise HeadError(f"{head.start[1]!r}: {exc}") from None
-        if host in ("127.0.0.1", "localhost") and port == PROXY_PORT and parts.path.startswith(ROUTE_PREFIX):
-            # a client that sent its base-URL request through the proxy despite NO_PROXY
+        if host in ("127.0.0.1", "localhost") and port == PROXY_PORT \
+                and parts.path.startswith((ROUTE_PREFIX, GIT_ROUTE_PREFIX)):
+            # a client that sent its base-URL (or git) request through the proxy despite NO_PROXY
             head.start[1] = parts.path + (f"?{parts.query}" if parts.query else "")
-            return self._upstream(conn, head, rest, opened)
+            return self._handlers[_kind(head)](conn, head, rest, opened)
         upstream = self._dial(self._check(host, port), opened)
         self.counts["http"] += 1
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -225,6 +230,30 @@ class Gate:
                                     route.headers(head)) + rest)
         relay(conn, upstream, rewrite_response=True, half_close_upstream=False)
 
+    def _git(self, conn, head: Head, rest: bytes, opened: list) -> None:
+        if self.git is None:
+            raise _Answer(404, "Not Found", "bot-bottle egress gate: no git gate for this bottle "
+                                             "(it is not run by the orchestrator)")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(CONNECT_TIMEOUT)
+            _unix_connect(sock, Path(self.git.socket))
+            sock.settimeout(None)
+        except OSError as exc:
+            sock.close()
+            raise _Answer(502, "Bad Gateway", f"bot-bottle egress gate: the git gate is not "
+                                               f"reachable ({exc.strerror or exc})") from None
+        self._track(sock)
+        opened.append(sock)
+        self.counts["git"] += 1
+        target = GIT_SOCKET_PREFIX + head.start[1][len(GIT_ROUTE_PREFIX):]
+        # whatever credentials the agent's git sent are dropped: the run's token is the only one
+        headers = ([("Host", "localhost")]
+                   + head.without(HOP_BY_HOP | {"host", "authorization", "cookie"})
+                   + [("Authorization", f"Bearer {self.git.token}"), ("Connection", "close")])
+        sock.sendall(build_head([head.start[0], target, "HTTP/1.1"], headers) + rest)
+        relay(conn, sock, rewrite_response=True, half_close_upstream=False)
+
 
 def _kind(head: Head) -> str:
     method, target = head.start[0], head.start[1]
@@ -234,7 +263,10 @@ def _kind(head: Head) -> str:
         return "proxy"
     if target.startswith(ROUTE_PREFIX):
         return "upstream"
-    raise HeadError("not a proxy request (use the proxy or the /_upstream/<route>/ base URL)")
+    if target.startswith(GIT_ROUTE_PREFIX):
+        return "git"
+    raise HeadError("not a proxy request (use the proxy, the /_upstream/<route>/ base URL "
+                    "or the /_git/ remote)")
 
 
 def _bind(sock: socket.socket, path: Path) -> None:
@@ -246,6 +278,18 @@ def _bind(sock: socket.socket, path: Path) -> None:
     dfd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
     try:
         sock.bind(f"/proc/self/fd/{dfd}/{path.name}")
+    finally:
+        os.close(dfd)
+
+
+def _unix_connect(sock: socket.socket, path: Path) -> None:
+    """Connect to `path`, through its directory's handle when it is longer than sun_path."""
+    if len(os.fsencode(str(path))) <= MAX_UNIX_PATH:
+        sock.connect(str(path))
+        return
+    dfd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        sock.connect(f"/proc/self/fd/{dfd}/{path.name}")
     finally:
         os.close(dfd)
 

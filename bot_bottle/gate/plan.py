@@ -7,6 +7,10 @@ points at the gate and its key variable holds `PLACEHOLDER` (when the host has a
 provider's hosts then leave the CONNECT allowlist). The
 real key is looked up where a bottle would have got it (the agent's `env` table, a bottle's
 `env` names) and then in the CLI's environment; it goes into the plan, never the bottle.
+
+When the CLI runs for the orchestrator (its environment has `BOT_BOTTLE_FORGE_SOCKET` and
+`BOT_BOTTLE_FORGE_RUN_TOKEN`) the plan also gets the git route (`GitRoute`): the gate relays
+`/_git/...` to that socket's `/git/...` with the run token as the bearer.
 """
 
 from __future__ import annotations
@@ -23,12 +27,20 @@ PROXY_VARS = ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")
 
 
 @dataclass(frozen=True)
+class GitRoute:
+    """Where the gate relays `/_git/...`: the orchestrator's sidecar socket (a host path)."""
+    socket: str
+    token: str = field(default="", repr=False)   # the run's bearer token
+
+
+@dataclass(frozen=True)
 class EgressPlan:
     allow: tuple[str, ...]                               # allowlist entries
     upstreams: tuple[Upstream, ...] = ()                 # credential routes
     pins: tuple[tuple[str, str, int | None], ...] = ()   # (name, ip, port or None)
     ca_file: str | None = None
     env: dict = field(default_factory=dict)              # what the gate sets in the bottle
+    git: GitRoute | None = None                          # the git gate, for an orchestrator run
 
     def keys(self) -> list[str]:
         return [u.key for u in self.upstreams if u.key]
@@ -39,7 +51,7 @@ class EgressPlan:
                 "upstreams": {u.route: {"base_url": u.base_url, "key_injected": bool(u.key)}
                               for u in self.upstreams},
                 "pins": {name: f"{ip}:{port}" if port else ip for name, ip, port in self.pins},
-                "ca_file": self.ca_file}
+                "ca_file": self.ca_file, "git": self.git is not None}
 
 
 def build(provider_name: str, hosts, bottle_entries, env: dict, environ) -> EgressPlan:
@@ -70,6 +82,8 @@ def build(provider_name: str, hosts, bottle_entries, env: dict, environ) -> Egre
     # account's key to carry the workspace away (the manifest may still list the host)
     injected = any(u.key for u in upstreams)
     allow = tuple(dict.fromkeys([*(() if injected else hosts), *bottle_entries]))
+    sock = environ.get("BOT_BOTTLE_FORGE_SOCKET")
+    git = GitRoute(sock, environ.get("BOT_BOTTLE_FORGE_RUN_TOKEN", "")) if sock else None
     return EgressPlan(allow, tuple(upstreams),
                       tuple((n, ip, port) for n, (ip, port) in sorted(pins.items())),
-                      ca_file, dict(gate_env))
+                      ca_file, dict(gate_env), git)

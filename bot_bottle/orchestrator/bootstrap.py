@@ -2,10 +2,11 @@
 orchestrator core and owns the service's threads.
 
 `build(config)` makes a `Service` (store, Gitea forge, subprocess runner, workspace
-checkouts, executor, dispatcher, webhook server, sidecar, relay, watchdog) without starting
-anything; tests and the demo pass their own `forge_factory` or `runner`. `Service.start()` reconciles, then
-starts the threads; `Service.stop()` stops accepting, lets in-flight requests finish, and
-leaves bottles as they are.
+checkouts, the git gate on the sidecar's socket and its PR opener, executor, dispatcher,
+webhook server, sidecar, relay, watchdog) without starting anything; tests and the demo pass
+their own `forge_factory` or `runner`. `Service.start()` reconciles, then starts the threads;
+`Service.stop()` stops accepting, lets in-flight requests finish, and leaves bottles as they
+are.
 """
 
 from __future__ import annotations
@@ -24,15 +25,19 @@ from bot_bottle.contrib.gitea.client import GiteaClient, GiteaForge
 from bot_bottle.contrib.gitea.signature import verify_signature
 from bot_bottle.orchestrator.config import Config
 from bot_bottle.orchestrator.dispatcher import Orchestrator, agents_in
+from bot_bottle.orchestrator.egress_log import EgressRefusals, describe_run
 from bot_bottle.orchestrator.executor import Executor
+from bot_bottle.orchestrator.git_gate import GitGate
+from bot_bottle.orchestrator.git_gate_repo import GateRepos
 from bot_bottle.orchestrator.model import OrchestratorError
+from bot_bottle.orchestrator.pr_opener import PrOpener
 from bot_bottle.orchestrator.relay import Relay
 from bot_bottle.orchestrator.runner import SubprocessBottleRunner
-from bot_bottle.orchestrator.sidecar import SidecarApp, SidecarServer
+from bot_bottle.orchestrator.sidecar import SidecarApp, SidecarServer, service_secrets
 from bot_bottle.orchestrator.store import SqliteRunStore
 from bot_bottle.orchestrator.targeting import MARKER
 from bot_bottle.orchestrator.watchdog import Watchdog
-from bot_bottle.orchestrator.webhook import WebhookApp, make_server
+from bot_bottle.orchestrator.webhook import StoreViews, WebhookApp, make_server
 from bot_bottle.orchestrator.workspace import Workspaces
 
 log = logging.getLogger(__name__)
@@ -124,7 +129,8 @@ def build(config: Config, *, forge_factory: Callable[[str, str], object] | None 
     forge_states = forge_state.SqliteForgeStateStore(store.side_connection(), migrate=False)
     store.add_run_listener(lambda run: forge_states.put(forge_state_of(run)))
     forge_factory = forge_factory or gitea_forge_factory(config)
-    runner = runner or SubprocessBottleRunner(config.cli, config.child_env)
+    refusals = EgressRefusals(describe_run(store))  # the CLI's egress refusal lines
+    runner = runner or SubprocessBottleRunner(config.cli, config.child_env, refusals=refusals)
     orchestrator: Orchestrator | None = None
 
     def wake() -> None:
@@ -135,24 +141,43 @@ def build(config: Config, *, forge_factory: Callable[[str, str], object] | None 
     relay = Relay(store, Path(config.queue_dir), wake, clock)
     workspaces = (Workspaces(config.gitea_url, config.token, config.home, env=config.child_env,
                              timeout=config.clone_timeout) if config.clone_workspace else None)
+    # what the sidecar's write scan and the git gate's push scan look for by value
+    known = service_secrets(config.token, config.webhook_secret, config.child_env)
+    # the git gate comes with the clone: the workspace's origin is the gate
+    gate_repos = (GateRepos(config.gitea_url, config.token, config.home, env=config.child_env,
+                            known=known, timeout=config.clone_timeout)
+                  if config.clone_workspace else None)
+    listener: list = []  # the webhook server, once made: the default public URL is its address
+
+    def provenance_url(run_id: int) -> str:
+        base = config.public_url
+        if not base and listener:
+            host, port = listener[0].server_address[:2]
+            base = f"http://{host}:{port}"
+        return f"{base}/runs/{run_id}/provenance"
+
+    pr_opener = (PrOpener(store, gate_repos, forge_factory, provenance_url=provenance_url,
+                          clock=clock, marker=MARKER) if gate_repos is not None else None)
     executor = Executor(store, runner, sidecar_socket=str(Path(config.sidecar_socket).resolve()),
                         marker=MARKER, clock=clock, on_slot_freed=wake, workspaces=workspaces,
-                        secret_values=(config.token, config.webhook_secret), relay=relay.tick)
+                        secret_values=(config.token, config.webhook_secret), relay=relay.tick,
+                        pr_opener=pr_opener, gate_repos=gate_repos)
     orchestrator = Orchestrator(store, executor, runner, forge_factory, org=config.agent_org,
                                 known_agents=agents_in(config.home),
                                 max_concurrent=config.max_concurrent_runs, clock=clock,
                                 outbox_backoff=config.outbox_backoff)
     secret = config.webhook_secret.encode()
     app = WebhookApp(store, verify=functools.partial(verify_signature, secret), wake=wake,
-                     clock=clock)
+                     clock=clock, views=StoreViews(store, clock, counters=refusals.counters))
     sidecar_app = SidecarApp(store, lambda owner, repo: MarkedForge(forge_factory(owner, repo)),
-                             Path(config.queue_dir), clock, time.time_ns)
+                             Path(config.queue_dir), clock, time.time_ns, secret_values=known)
     try:
         webhook = make_server(config.webhook_host, config.webhook_port, app)
     except OSError as exc:
         store.close()
         raise OrchestratorError(f"cannot listen on {config.webhook_host}:{config.webhook_port}: "
                                 f"{exc.strerror or exc}") from exc
+    listener.append(webhook)
     try:
         sidecar = SidecarServer(Path(config.sidecar_socket), sidecar_app)
     except OSError as exc:
@@ -160,5 +185,7 @@ def build(config: Config, *, forge_factory: Callable[[str, str], object] | None 
         store.close()
         raise OrchestratorError(f"cannot create the sidecar socket {config.sidecar_socket}: "
                                 f"{exc.strerror or exc}") from exc
+    if gate_repos is not None:  # git smart HTTP under /git/ on the same socket
+        sidecar.git_gate = GitGate(store, gate_repos, clock=clock, marker=MARKER)
     watchdog = Watchdog(store, orchestrator.on_watchdog, config.watchdog_timeout, clock)
     return Service(config, store, forge_states, orchestrator, webhook, sidecar, relay, watchdog)

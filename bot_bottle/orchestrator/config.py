@@ -49,6 +49,9 @@ class Config:
     outbox_backoff: float = 30.0
     clone_workspace: bool = True  # the repository is the bottle's workspace
     clone_timeout: float = 600.0
+    # where people reach the service (PR bodies link a run's provenance there); "" = the
+    # webhook listener's own address
+    public_url: str = ""
     cli: tuple[str, ...] = (sys.executable, "-m", "bot_bottle")
     child_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -67,7 +70,11 @@ class Config:
             problems.append("FORGE_GITEA_URL must start with http:// or https://")
         if url and not urlsplit(url).netloc:
             problems.append("FORGE_GITEA_URL has no host")
-        if url and "@" in urlsplit(url).netloc:  # it becomes the workspace's git remote
+        public_url = get("FORGE_PUBLIC_URL").rstrip("/")
+        if public_url and (urlsplit(public_url).scheme not in ("http", "https")
+                           or not urlsplit(public_url).netloc):
+            problems.append("FORGE_PUBLIC_URL must be an http:// or https:// URL")
+        if url and "@" in urlsplit(url).netloc:  # it is Gitea's git URL for our clones
             problems.append("FORGE_GITEA_URL must not carry a user or password "
                             "(the token is FORGE_TOKEN)")
         port = _int(environ, "FORGE_WEBHOOK_PORT", 8477, 0, 65535, problems)
@@ -101,7 +108,8 @@ class Config:
             sidecar_socket=get("FORGE_SIDECAR_SOCKET") or _join(home, "forge-sidecar.sock"),
             watchdog_timeout=timeout, max_concurrent_runs=max_runs,
             gitea_timeout=gitea_timeout, outbox_backoff=outbox_backoff,
-            clone_workspace=clone, clone_timeout=clone_timeout, cli=cli, child_env=child)
+            clone_workspace=clone, clone_timeout=clone_timeout, public_url=public_url, cli=cli,
+            child_env=child)
 
 
 def _join(base: str, name: str) -> str:

@@ -1,9 +1,11 @@
 """`python -m bot_bottle.orchestrator demo`: the whole lifecycle on this machine with no Gitea.
 
 It starts the embedded fake Gitea (the one the tests use), the real orchestrator service on a
-free loopback port with a temporary home, and the scripted agent in a real bwrap bottle, then
-plays a maintainer: assign and label an issue, wait for the PR and the done signal (frozen),
-comment on the PR (resumed with the comment, frozen again), merge (destroyed). Every step is
+free loopback port with a temporary home, and the scripted agent in a real bwrap bottle
+(`network = "egress"`, nothing allowlisted), then plays a maintainer: assign and label an
+issue; the agent commits in the issue's repository and delivers its branch with `git push
+origin HEAD` through the git gate, then signals done (frozen), and the service opens the PR;
+comment on the PR (resumed with the comment, pushes again, frozen again), merge (destroyed). Every step is
 printed with the comments it brought (each done signal gets exactly one); it ends with the
 `status` table, exits 0 on success and removes what it made.
 """
@@ -43,10 +45,12 @@ class Demo:
                  out: Callable[[str], None] = print) -> None:
         self.out = out
         (root / "home").mkdir()
-        self.home = make_scripted_home(root / "home")
+        # the agent pushes through the git gate: its bottle needs the egress network (an empty
+        # allowlist: the gate's own routes are all it reaches)
+        self.home = make_scripted_home(root / "home", ["--push"], network="egress", repo=False)
         self.gitea = FakeGitea().start()
         g = self.gitea
-        g.add_repo(OWNER, REPO)
+        g.add_repo(OWNER, REPO, files={"README.md": "# widgets\n"})
         g.add_token("demo-token", BOT)
         g.add_org_member(ORG, BOT)
         g.set_permission(OWNER, REPO, MAINTAINER, "write")
@@ -111,13 +115,19 @@ class Demo:
                             user=MAINTAINER, labels=("bot-bottle:scripted",), assignees=(BOT,))
         out(f"2. {MAINTAINER} assigns {OWNER}/{REPO}#{issue} to {BOT}, label bot-bottle:scripted")
         self.send("issues", "issue_assign", issue_event(g, OWNER, REPO, issue, "assigned", MAINTAINER))
-        run = self.wait("the agent to finish its first run",
-                        lambda r: r.state is RunState.FROZEN and r.last_done_status == "done", issue)
-        out(f"3. run {run.id} ran the scripted agent in bottle {run.slug}; it opened PR "
-            f"#{run.pr_number} and signalled done: {run.last_done_summary!r}; bottle frozen")
+        run = self.wait("the agent to finish its first run and the PR",
+                        lambda r: r.state is RunState.FROZEN and r.last_done_status == "done"
+                        and r.pr_number is not None, issue)
+        branch = f"bot-bottle/{run.slug}"
+        pushes = [op.detail for op in self.service.store.op_log(run.id) if op.kind == "git.push"]
+        if [p["result"] for p in pushes] != ["pushed"]:
+            raise DemoFailed(f"the agent's push did not go through the git gate: {pushes}")
         pr = run.pr_number
-        if pr is None:
-            raise DemoFailed("the agent did not open a pull request")
+        out(f"3. run {run.id} ran the scripted agent in bottle {run.slug}; it pushed {branch} "
+            f"through the git gate and signalled done: {run.last_done_summary!r}; bottle frozen; "
+            f"the service opened PR #{pr}")
+        [opened] = [p for p in g.prs(OWNER, REPO) if p["number"] == pr]
+        out(f"      PR #{pr} {opened['title']!r}: {opened['pr']['head']} -> {opened['pr']['base']}")
         self.show_new_comments(1, issue, pr)
         body = "Please also greet the moon."
         cid = g.add_comment(OWNER, REPO, pr, body, MAINTAINER)
@@ -126,8 +136,11 @@ class Demo:
                   comment_event(g, OWNER, REPO, pr, cid, MAINTAINER))
         run = self.wait("the resumed agent to finish",
                         lambda r: r.state is RunState.FROZEN and r.last_done_summary == "run 2", issue)
-        out(f"5. the bottle resumed from its snapshot with the comment as prompt, signalled "
-            f"done again ({run.last_done_summary!r}) and was frozen")
+        pushes = [op.detail for op in self.service.store.op_log(run.id) if op.kind == "git.push"]
+        out(f"5. the bottle resumed from its snapshot with the comment as prompt, pushed again "
+            f"({len(pushes)} pushes, all {'/'.join(sorted({p['result'] for p in pushes}))}), "
+            f"signalled done again ({run.last_done_summary!r}) and was frozen; still "
+            f"{len(g.prs(OWNER, REPO))} PR")
         self.show_new_comments(2, issue, pr)
         close_issue(g, OWNER, REPO, pr, merged=True)
         out(f"6. {MAINTAINER} merges PR #{pr}")

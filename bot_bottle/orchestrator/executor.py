@@ -9,6 +9,8 @@ run's done signals (each once, under the run's lock), so an agent that signalled
 exited is not also reported as exiting without done. A run keeps its launch prompt until its
 bottle exists (a restart, or a trusted comment after a failure, launches it again from
 there); a relaunch waits until no start of the run is in flight in this process.
+`OpenPr` goes to the `pr_opener` (`pr_opener.PrOpener`, when the git gate is configured); a
+destroyed run's gate repository is removed with its bottle.
 """
 
 from __future__ import annotations
@@ -31,7 +33,12 @@ SIDECAR_HELP = (
     "in $BOT_BOTTLE_FORGE_SOCKET with header `Authorization: Bearer $BOT_BOTTLE_FORGE_RUN_TOKEN`. "
     "Endpoints: GET /issues/{n}, GET /pulls/{n}, GET /issues/{n}/comments, "
     "POST /issues/{n}/comments {body}, PATCH /issues/{n} {body}, POST /pulls {title,body,head,base}. "
-    "When finished you MUST POST /done {\"status\": \"done\"|\"blocked\"|\"failed\", \"summary\": \"...\"}.")
+    "When finished you MUST POST /done {\"status\": \"done\"|\"blocked\"|\"failed\", \"summary\": \"...\"}.\n"
+    "The working directory is a checkout of the repository on your branch `bot-bottle/...`: "
+    "before you signal done, commit your work and deliver it with `git push origin HEAD` "
+    "(origin is the bot-bottle git gate: only your branch is accepted, and a push holding a "
+    "secret is refused). If you open no pull request yourself, one is opened from your branch "
+    "when you signal done.")
 
 
 def launch_prompt(title: str, body: str, where: str = "") -> str:
@@ -49,8 +56,11 @@ class Executor:
                  clock: Callable[[], float], spawn: Callable[[Callable[[], None]], None] = _thread_spawn,
                  on_slot_freed: Callable[[], None] = lambda: None, workspaces=None,
                  secret_values: tuple[str, ...] = (),
-                 relay: Callable[[], object] = lambda: 0) -> None:
+                 relay: Callable[[], object] = lambda: 0, pr_opener=None,
+                 gate_repos=None) -> None:
         self._store = store
+        self._pr_opener = pr_opener    # None: no git gate, done opens no PR
+        self._gate_repos = gate_repos  # the git gate's per-run repositories, removed on destroy
         self._relay = relay  # one pass of the done relay (`Relay.tick`), before an exit
         self._runner = runner
         self._marker = marker
@@ -69,6 +79,7 @@ class Executor:
             L.RememberPrompt: self._remember, L.Freeze: self._freeze,
             L.RecordDone: self._record_done, L.Destroy: self._destroy,
             L.MarkFailed: self._mark_failed, L.Comment: self._comment,
+            L.OpenPr: self._open_pr,
         }
 
     def _lock(self, run_id: int) -> threading.RLock:
@@ -183,6 +194,8 @@ class Executor:
     def _destroy(self, run: RunRecord, action: L.Destroy, now: float) -> RunRecord:
         if run.slug:
             self._runner.destroy(run.slug)
+        if self._gate_repos is not None:
+            self._gate_repos.discard(run)
         run = self._store.transition(run.id, RunState.DESTROYED, now=now, reason="destroy")
         self._on_slot_freed()
         return run
@@ -192,6 +205,11 @@ class Executor:
                                      error=action.reason)
         self._on_slot_freed()
         return run
+
+    def _open_pr(self, run: RunRecord, action: L.OpenPr, now: float) -> RunRecord:
+        if self._pr_opener is None:
+            return run
+        return self._pr_opener.open(run)
 
     def _comment(self, run: RunRecord, action: L.Comment, now: float) -> RunRecord:
         self._store.enqueue_comment(run.id, run.owner, run.repo, action.number,

@@ -15,6 +15,9 @@ Decisions worth knowing:
   frozen run still records its status and comments, without a second freeze (the executor
   applies the run's relayed done signals before an exit, so an agent that signals done and
   exits gets the one done comment);
+- a done signal with status `done` for a run without a PR also opens one (`OpenPr`: the
+  executor opens it when the run's branch on Gitea has commits the default branch lacks, as the
+  git gate delivered them); the done comment goes to the issue then, later ones to the PR;
 - a trusted comment while the bottle runs is remembered (`pending_prompt`) and used to resume
   right after the next freeze;
 - one run per issue, ever: a launch request for an issue with any run is ignored; but a run
@@ -34,7 +37,7 @@ from __future__ import annotations
 # the events and actions live in `lifecycle_events`; re-exported so callers use `L.<Name>`
 from bot_bottle.orchestrator.lifecycle_events import (  # noqa: F401
     Action, BottleCreated, BottleExited, Comment, Destroy, DestroyBottle, DoneSignal, Event,
-    Freeze, FreezeBottle, Ignore, IssueClosed, Launch, LaunchRequested, MarkFailed, PrClosed,
+    Freeze, FreezeBottle, Ignore, IssueClosed, Launch, LaunchRequested, MarkFailed, OpenPr, PrClosed,
     Queue, RecordDone, RecordSlug, Relaunch, RememberPrompt, Requeue, Restarted, Resume,
     RunnerFailed, SlotAvailable, StartQueued, Started, StopRequested, TrustedComment,
     WatchdogExpired)
@@ -122,7 +125,9 @@ def decide(run: RunRecord | None, event: Event) -> list[Action]:
     if isinstance(event, DoneSignal):
         summary = event.summary or "(no summary)"
         body = f"Agent finished with status **{event.status}**:\n\n{summary}"
-        record = [RecordDone(event.status, event.summary), Comment(_target(run), body)]
+        # an agent that pushed its branch through the git gate but opened no PR gets one
+        deliver = [OpenPr()] if event.status == "done" and run.pr_number is None else []
+        record = [RecordDone(event.status, event.summary), *deliver, Comment(_target(run), body)]
         if state in _WORKING:
             return [Freeze(), *record, *_after_freeze(run)]
         if state is RunState.FROZEN:  # the bottle exited before its done signal was relayed

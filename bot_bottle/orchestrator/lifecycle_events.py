@@ -179,6 +179,12 @@ class FreezeBottle:
 
 
 @dataclass(frozen=True)
+class OpenPr:
+    """The agent is done and has no PR: open one from its branch on Gitea when that branch has
+    commits the default branch lacks (the git gate delivered them), recorded as the run's PR."""
+
+
+@dataclass(frozen=True)
 class Requeue:
     """Back to `queued`, keeping the launch prompt: the launch is made again."""
 
@@ -192,4 +198,4 @@ class Relaunch:
 
 Action = (Launch | Queue | StartQueued | Resume | RememberPrompt | Freeze | RecordDone
           | Destroy | MarkFailed | Comment | Ignore | Started | RecordSlug | DestroyBottle
-          | FreezeBottle | Requeue | Relaunch)
+          | FreezeBottle | Requeue | Relaunch | OpenPr)

@@ -6,7 +6,8 @@ is the configured base environment minus `FORGE_TOKEN`/`FORGE_WEBHOOK_SECRET`, p
 the per-run `env` (sidecar socket and run token). Names are validated before they reach argv.
 The prompt goes to the CLI on stdin (`--prompt-file -`), never in argv (world-readable, and
 one argv string is limited to 128 KiB). Whatever the CLI prints, memory stays bounded: its
-output is read a line at a time and a line is cut at `MAX_LINE` bytes, the rest skipped.
+output is read a line at a time and a line is cut at `MAX_LINE` bytes, the rest skipped. The
+egress gate's refusal lines go to `egress_log` (logged with the run, counted for /metrics).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Protocol, Sequence
 
+from bot_bottle.orchestrator.egress_log import EgressRefusals
 from bot_bottle.orchestrator.model import OrchestratorError
 
 log = logging.getLogger(__name__)
@@ -145,10 +147,11 @@ class SubprocessBottleRunner:
     """Runs `cli + [subcommand, ...]` as a child process (argv lists, never a shell)."""
 
     def __init__(self, cli: Sequence[str], env: Mapping[str, str], *,
-                 timeout: float = 300.0) -> None:
+                 timeout: float = 300.0, refusals: EgressRefusals | None = None) -> None:
         self._cli = list(cli)
         self._env = sanitized_env(env)
         self._timeout = timeout  # for the short commands (commit, destroy, list)
+        self.refusals = refusals or EgressRefusals()
 
     def _blocking(self, args: list[str], env: Mapping[str, str], prompt: bytes,
                   on_slug: Callable[[str], None] | None) -> BottleExit:
@@ -163,6 +166,7 @@ class SubprocessBottleRunner:
         slug: str | None = None
         error: str | None = None
         timeout: str | None = None
+        refused = self.refusals.watch(env.get("BOT_BOTTLE_FORGE_RUN_TOKEN"))
         assert proc.stderr is not None
         with proc:
             feeder.start()
@@ -170,16 +174,18 @@ class SubprocessBottleRunner:
                 line = raw.decode("utf-8", "replace")
                 if slug is None and error is None and line.startswith(SLUG_LINE):
                     slug = _check("slug", line[len(SLUG_LINE):].strip(), _SLUG_RE)
+                    refused.slug = slug
                     if on_slug is not None:
                         on_slug(slug)
                 elif line.startswith(ERROR_PREFIX) and error is None:
                     error = line[len(ERROR_PREFIX):][:2000]
                 elif line.startswith(TIMEOUT_PREFIX) and timeout is None:
                     timeout = line[len(TIMEOUT_PREFIX):][:2000]
-                else:
+                elif not refused.line(line):
                     log.debug("bottle stderr: %s", line[:2000])
             code = proc.wait()
             feeder.join(5)
+        refused.close()
         if slug is None:
             raise RunnerError(error or f"bot-bottle {args[0]} exited {code} without a slug line")
         if timeout is None:

@@ -3,7 +3,11 @@ agent reaches the forge, scoped to its run, plus `POST /done` written atomically
 queue directory for the relay.
 
 `SidecarApp.handle(method, path, token, body) -> (status, payload)` holds all decisions and
-is tested without sockets; `SidecarServer` is the thin stdlib transport. The socket is made
+is tested without sockets; `SidecarServer` is the thin stdlib transport. Every text the agent
+writes to the forge (a comment, a description, a PR's title and body) is first scanned with
+`gate.secrets` for the run's token, the service's secrets (`FORGE_TOKEN`, the provider keys the
+egress gate injects) and common token shapes; a hit is refused with 422 and a reason naming
+the kind and line (never the value), and logged. The socket is made
 mode 0o666: the bottle's processes run under a user namespace whose uid need not match ours,
 and the per-run bearer token (not the file mode) is the access control.
 """
@@ -19,9 +23,11 @@ import uuid
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from bot_bottle.contrib.forge.base import ForgeError, ForgeNotFound, ForgeScopeError, ScopedForge
+from bot_bottle.gate import secrets
+from bot_bottle.gate.credentials import CREDENTIALS
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1 << 20
@@ -63,14 +69,42 @@ def _err(status: int, reason: str) -> tuple[int, dict]:
     return status, {"status": "error", "reason": reason}
 
 
+def service_secrets(forge_token: str, webhook_secret: str,
+                    cli_env: Mapping[str, str]) -> dict[str, str]:
+    """The service's secrets by name, for the write scan: its forge token and webhook secret,
+    and each provider key the egress gates inject (read from the CLI's environment)."""
+    found = {"FORGE_TOKEN": forge_token, "FORGE_WEBHOOK_SECRET": webhook_secret}
+    for credential in CREDENTIALS.values():
+        if cli_env.get(credential.key_env):
+            found[credential.key_env] = cli_env[credential.key_env]
+    return found
+
+
+class SecretRefused(Exception):
+    """A write held a secret; the message names the field, kind and line, never the value."""
+
+
+def check_texts(what: str, texts: dict[str, str], known: Mapping[str, str]) -> None:
+    """SecretRefused naming the first finding of the fields `texts` of `what` ("the comment")."""
+    for field_name, text in texts.items():
+        found = secrets.scan(text, known)
+        if found:
+            kinds = ", ".join(sorted({f.kind for f in found}))
+            raise SecretRefused(f"refused: {what}'s {field_name} holds a secret ({kinds}; line "
+                                f"{found[0].line}); nothing was written, remove it and retry")
+
+
 class SidecarApp:
     def __init__(self, store, forge_factory: Callable[[str, str], Any], queue_dir: Path,
-                 clock: Callable[[], float], time_ns: Callable[[], int]) -> None:
+                 clock: Callable[[], float], time_ns: Callable[[], int],
+                 secret_values: Mapping[str, str] | None = None) -> None:
         self._store = store
         self._forge_factory = forge_factory
         self._queue_dir = Path(queue_dir)
         self._clock = clock
         self._time_ns = time_ns
+        # label -> value of the service's secrets (FORGE_TOKEN, injected provider keys)
+        self._secret_values = dict(secret_values or {})
 
     def handle(self, method: str, path: str, token: str | None, body: bytes) -> tuple[int, Any]:
         run = self._store.get_run_by_token(token) if token else None
@@ -95,6 +129,10 @@ class SidecarApp:
             status, payload = _err(404, str(exc))
         except ForgeError as exc:
             status, payload = _err(502, f"forge failed: {exc}")
+        except SecretRefused as exc:
+            status, payload = _err(422, str(exc))
+            log.warning("sidecar %s %s: %s repo=%s issue=%s run=%s", method, path, exc,
+                        run.repo_full_name, run.issue_number, run.id)
         self._log(run, op, path, status)
         return status, payload
 
@@ -111,6 +149,13 @@ class SidecarApp:
             opened.add(run.pr_number)
         return tuple(sorted(opened))
 
+    def _scan(self, run, op: str, data: dict) -> None:
+        if op not in _WRITES:
+            return
+        what, fields = _WRITES[op]
+        texts = {name: _text(data, name) for name in fields}
+        check_texts(what, texts, {"the run token": run.run_token, **self._secret_values})
+
     def _dispatch(self, run, op: str, args: tuple, data: dict) -> tuple[int, Any]:
         if op == "done":
             status, summary = data["status"], data.get("summary", "")
@@ -118,6 +163,7 @@ class SidecarApp:
                 raise ValueError(f"status must be one of {DONE_STATUSES} and summary a string")
             write_done_file(self._queue_dir, run.id, status, summary, self._time_ns())
             return 202, {"status": "accepted"}
+        self._scan(run, op, data)
         prs = self._opened_prs(run)
         forge = ScopedForge(self._forge_factory(run.owner, run.repo), run.owner, run.repo,
                             run.issue_number, pr_numbers=prs)
@@ -141,6 +187,12 @@ class SidecarApp:
         return 201, asdict(pr)
 
 
+# what each writing route sends to the forge: (how a refusal names it, its text fields)
+_WRITES = {"post_comment": ("the comment", ("body",)),
+           "update_description": ("the description", ("body",)),
+           "open_pr": ("the pull request", ("title", "body", "head", "base"))}
+
+
 def _text(data: dict, key: str) -> str:
     value = data[key]
     if not isinstance(value, str):
@@ -159,6 +211,8 @@ class _Handler(BaseHTTPRequestHandler):
         log.info("sidecar %s", format % args)
 
     def _serve(self) -> None:
+        if self.path.startswith("/git/") and self.server.git_gate is not None:
+            return self.server.git_gate.serve(self)  # git smart HTTP: git_gate.GitGate
         raw_length = (self.headers.get("Content-Length") or "0").strip()
         length = int(raw_length) if raw_length.isdigit() else -1
         if length < 0:
@@ -185,6 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
 class SidecarServer(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
     request_queue_size = 128
+    git_gate = None  # serves /git/ (git_gate.GitGate); set by bootstrap
 
     def __init__(self, path: Path, app: SidecarApp) -> None:
         self.app = app

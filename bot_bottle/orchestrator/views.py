@@ -103,9 +103,11 @@ def _number(value: float) -> str:
 
 
 def metrics_text(run_counts: Mapping[str, int], delivery_counts: Mapping[str, int],
-                 extra: Mapping[str, float] | None = None) -> str:
+                 extra: Mapping[str, float] | None = None,
+                 counters: Mapping[str, tuple[str, float]] | None = None) -> str:
     """Prometheus text exposition (version 0.0.4). Every run state is listed, 0 when absent,
-    so that series do not vanish; `extra` maps further metric names to gauge values."""
+    so that series do not vanish; `extra` maps further metric names to gauge values,
+    `counters` further counter names (ending in `_total`) to (help text, value)."""
     runs = {state.value: 0 for state in RunState}
     runs.update(run_counts)
     lines = ["# HELP bot_bottle_runs Runs by state.", "# TYPE bot_bottle_runs gauge"]
@@ -119,6 +121,12 @@ def metrics_text(run_counts: Mapping[str, int], delivery_counts: Mapping[str, in
         if not METRIC_NAME.fullmatch(name):
             raise ValueError(f"invalid Prometheus metric name: {name!r}")
         lines += [f"# HELP {name} {name.replace('_', ' ')}.", f"# TYPE {name} gauge",
+                  f"{name} {_number(value)}"]
+    for name, (help_text, value) in sorted((counters or {}).items()):
+        if not METRIC_NAME.fullmatch(name) or not name.endswith("_total"):
+            raise ValueError(f"invalid Prometheus counter name: {name!r}")
+        help_text = help_text.replace("\\", "\\\\").replace("\n", "\\n")
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter",
                   f"{name} {_number(value)}"]
     return "\n".join(lines) + "\n"
 

@@ -214,10 +214,12 @@ class StoreViews:
     """The read-only pages, from the store and the renderers (imported lazily)."""
 
     def __init__(self, store, clock: Callable[[], float] = time.time,
-                 extra_metrics: Callable[[], Mapping[str, float]] | None = None) -> None:
+                 extra_metrics: Callable[[], Mapping[str, float]] | None = None,
+                 counters: Callable[[], Mapping[str, tuple[str, float]]] | None = None) -> None:
         self._store = store
         self._clock = clock
         self._extra = extra_metrics
+        self._counters = counters  # e.g. `EgressRefusals.counters`: name -> (help, value)
 
     def dashboard(self) -> str:
         from bot_bottle.orchestrator import views
@@ -250,5 +252,6 @@ class StoreViews:
     def metrics(self) -> str:
         from bot_bottle.orchestrator import views
         extra = dict(self._extra()) if self._extra else {}
+        counters = dict(self._counters()) if self._counters else {}
         return views.metrics_text(self._store.count_runs_by_state(),
-                                  self._store.delivery_counts(), extra)
+                                  self._store.delivery_counts(), extra, counters)

@@ -3,8 +3,10 @@
 `Workspaces.prepare(owner, repo, label)` runs on the run's worker thread before `bot-bottle
 start`: it clones `{FORGE_GITEA_URL}/{owner}/{repo}.git` at its default branch (the remote
 HEAD) into `$BOT_BOTTLE_HOME/checkouts/<slug>` (mode 0700; a stale one left by a crash is
-removed first), creates branch `bot-bottle/<slug>` and returns the directory, which the core
-CLI moves into the bottle as `/workspace` (`start --workspace DIR`). `discard` removes what
+removed first), creates branch `bot-bottle/<slug>` (tracking nothing), points `origin` at the
+git gate (`http://127.0.0.1:3128/_git/<owner>/<repo>.git`: the egress gate relays it to the
+orchestrator's git gate, `git_gate.py`, which alone pushes to Gitea) and returns the
+directory, which the core CLI moves into the bottle as `/workspace` (`start --workspace DIR`). `discard` removes what
 the CLI did not take (a start that failed before moving it). `FORGE_CLONE_WORKSPACE=0` turns
 the whole thing off (bootstrap then passes no `Workspaces`).
 
@@ -27,6 +29,7 @@ from typing import Mapping
 from urllib.parse import quote
 
 from bot_bottle.errors import BotBottleError
+from bot_bottle.gate import GIT_ROUTE_PREFIX, PROXY_URL
 from bot_bottle.orchestrator.model import OrchestratorError
 from bot_bottle.state import CHECKOUTS, slugify
 
@@ -37,6 +40,42 @@ BRANCH_PREFIX = "bot-bottle/"
 
 class WorkspaceError(OrchestratorError):
     """The issue's repository could not be checked out; the message is safe to show."""
+
+
+def check_names(owner: str, repo: str) -> None:
+    for kind, name in (("owner", owner), ("repository", repo)):
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise WorkspaceError(f"invalid {kind} name {name!r}")
+
+
+def branch_for(label: str) -> str:
+    """The run's branch, `bot-bottle/<slug>`: the one ref the git gate accepts from it."""
+    try:
+        return BRANCH_PREFIX + slugify(label)
+    except BotBottleError as exc:
+        raise WorkspaceError(str(exc)) from exc
+
+
+def gate_remote(owner: str, repo: str) -> str:
+    """The workspace's `origin` inside the bottle: the git gate, through the egress gate."""
+    check_names(owner, repo)
+    return f"{PROXY_URL}{GIT_ROUTE_PREFIX}{quote(owner)}/{quote(repo)}.git"
+
+
+def token_env(env: Mapping[str, str], url: str, token: str) -> dict[str, str]:
+    """`env` for a git command that talks to Gitea at `url` with `token`: the token as an
+    extra header for that URL only, set through git's environment (never argv or a file), no
+    credential helper and no prompt. Inherited by git's children (a hook among them)."""
+    env = {k: v for k, v in env.items() if not k.startswith("GIT_CONFIG_")}
+    env.update({
+        "GIT_TERMINAL_PROMPT": "0", "GCM_INTERACTIVE": "never", "GIT_ASKPASS": "",
+        "GIT_CONFIG_COUNT": "2",
+        "GIT_CONFIG_KEY_0": f"http.{url}/.extraHeader",
+        "GIT_CONFIG_VALUE_0": f"Authorization: token {token}",
+        # an empty helper list: no stored credential is used, none is saved
+        "GIT_CONFIG_KEY_1": "credential.helper", "GIT_CONFIG_VALUE_1": "",
+    })
+    return env
 
 
 class Workspaces:
@@ -53,18 +92,14 @@ class Workspaces:
         return f"Workspaces({self._url!r}, root={str(self._root)!r})"
 
     def clone_url(self, owner: str, repo: str) -> str:
-        for kind, name in (("owner", owner), ("repository", repo)):
-            if not isinstance(name, str) or not NAME_RE.match(name):
-                raise WorkspaceError(f"invalid {kind} name {name!r}")
+        check_names(owner, repo)
         return f"{self._url}/{quote(owner)}/{quote(repo)}.git"
 
     def prepare(self, owner: str, repo: str, label: str) -> str:
         """Clone the repository for the run labelled `label`; the checkout's path."""
         url = self.clone_url(owner, repo)
-        try:
-            slug = slugify(label)
-        except BotBottleError as exc:
-            raise WorkspaceError(str(exc)) from exc
+        branch = branch_for(label)
+        slug = branch[len(BRANCH_PREFIX):]
         self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self._root, 0o700)
         dest = self._root / slug
@@ -72,8 +107,10 @@ class Workspaces:
         dest.mkdir(mode=0o700)
         try:
             self._git(["clone", "--quiet", "--", url, str(dest)], f"clone {owner}/{repo}")
-            self._git(["-C", str(dest), "checkout", "--quiet", "-b", BRANCH_PREFIX + slug],
-                      f"create branch {BRANCH_PREFIX}{slug} in {owner}/{repo}")
+            self._git(["-C", str(dest), "checkout", "--quiet", "-b", branch],
+                      f"create branch {branch} in {owner}/{repo}")
+            self._git(["-C", str(dest), "remote", "set-url", "origin", gate_remote(owner, repo)],
+                      f"point origin of {owner}/{repo} at the git gate")
         except BaseException:
             self.discard(dest)
             raise
@@ -86,16 +123,7 @@ class Workspaces:
         shutil.rmtree(path, ignore_errors=True)
 
     def _git_env(self) -> dict[str, str]:
-        env = {k: v for k, v in self._env.items() if not k.startswith("GIT_CONFIG_")}
-        env.update({
-            "GIT_TERMINAL_PROMPT": "0", "GCM_INTERACTIVE": "never", "GIT_ASKPASS": "",
-            "GIT_CONFIG_COUNT": "2",
-            "GIT_CONFIG_KEY_0": f"http.{self._url}/.extraHeader",
-            "GIT_CONFIG_VALUE_0": f"Authorization: token {self._token}",
-            # an empty helper list: no stored credential is used, none is saved
-            "GIT_CONFIG_KEY_1": "credential.helper", "GIT_CONFIG_VALUE_1": "",
-        })
-        return env
+        return token_env(self._env, self._url, self._token)
 
     def _git(self, args: list[str], what: str) -> None:
         try:

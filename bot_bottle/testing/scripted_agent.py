@@ -1,11 +1,14 @@
 """A scripted test agent (stdlib only) run through the `command` provider inside a bottle.
 
 `python3 /opt/bot-bottle/bot_bottle/testing/scripted_agent.py [--exit-code N] [--sleep S]
-[--issue N] [--branch B]`: reads the prompt (the file BOT_BOTTLE_PROMPT_FILE, else stdin),
-appends "run <k>: <prompt>" to AGENT_LOG.md in the working directory, commits it on the branch
-(default bot/work), and when BOT_BOTTLE_FORGE_SOCKET is set talks to the sidecar: on run 1 it
-opens a PR and comments on the issue (--issue, else the first `#N` in the prompt); it always
-POSTs /done. The sidecar helpers below are importable for other tests.
+[--issue N] [--branch B] [--push]`: reads the prompt (the file BOT_BOTTLE_PROMPT_FILE, else
+stdin), appends "run <k>: <prompt>" to AGENT_LOG.md in the working directory, commits it on the
+branch (default bot/work), and when BOT_BOTTLE_FORGE_SOCKET is set talks to the sidecar: on
+run 1 it opens a PR and comments on the issue (--issue, else the first `#N` in the prompt); it
+always POSTs /done. With --push it commits on the branch checked out (the orchestrator's
+`bot-bottle/<slug>`) and delivers it with `git push origin HEAD` through the git gate instead of
+opening a PR (the service opens it after done); a refused push makes its done `failed`. The
+sidecar helpers below are importable for other tests.
 """
 
 from __future__ import annotations
@@ -61,10 +64,12 @@ def done(sock, token, status, summary):
     return sidecar_call(sock, token, "POST", "/done", {"status": status, "summary": summary})
 
 
+GIT = ["git", "-c", "user.name=bot-bottle scripted agent", "-c", "user.email=agent@bot-bottle.invalid",
+       "-c", "safe.directory=*"]
+
+
 def _git(*args):
-    base = ["git", "-c", "user.name=bot-bottle scripted agent", "-c", "user.email=agent@bot-bottle.invalid",
-            "-c", "safe.directory=*"]
-    subprocess.run(base + list(args), check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    subprocess.run(GIT + list(args), check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
 
 
 def main(argv=None) -> int:
@@ -73,6 +78,8 @@ def main(argv=None) -> int:
     p.add_argument("--sleep", type=float, default=0.0, help="sleep this long before exiting")
     p.add_argument("--issue", type=int, help="issue number for the sidecar comment")
     p.add_argument("--branch", default="bot/work", help="branch to commit on")
+    p.add_argument("--push", action="store_true",
+                   help="commit on the current branch and `git push origin HEAD` (no sidecar PR)")
     args = p.parse_args(argv)
     prompt_file = os.environ.get("BOT_BOTTLE_PROMPT_FILE")
     if prompt_file and os.path.exists(prompt_file):
@@ -89,10 +96,19 @@ def main(argv=None) -> int:
     with open(log, "a", encoding="utf-8") as fh:
         fh.write(f"run {run}: {prompt}\n")
     print(f"scripted-agent: run {run}, saw {runs} earlier run(s)", flush=True)
+    status = "done" if args.exit_code == 0 else "failed"
     if os.path.isdir(".git"):
-        _git("checkout", "-q", "-B", args.branch)
+        if not args.push:
+            _git("checkout", "-q", "-B", args.branch)
         _git("add", log)
         _git("commit", "-q", "-m", f"scripted agent run {run}")
+        if args.push:
+            pushed = subprocess.run(GIT + ["push", "-q", "origin", "HEAD"], stdin=subprocess.DEVNULL,
+                                    capture_output=True, text=True)
+            print(f"scripted-agent: git push origin HEAD exited {pushed.returncode}", flush=True)
+            if pushed.returncode != 0:
+                print(pushed.stderr, end="", flush=True)
+                status = "failed"
     sock = os.environ.get("BOT_BOTTLE_FORGE_SOCKET")
     if sock:
         token = os.environ.get("BOT_BOTTLE_FORGE_RUN_TOKEN", "")
@@ -100,10 +116,11 @@ def main(argv=None) -> int:
         if issue is None and (m := re.search(r"#(\d+)", prompt)):
             issue = int(m.group(1))
         if run == 1:
-            open_pr(sock, token, args.branch, "scripted agent work", f"run {run}")
+            if not args.push:
+                open_pr(sock, token, args.branch, "scripted agent work", f"run {run}")
             if issue is not None:
                 comment(sock, token, issue, f"scripted agent: run {run} done")
-        done(sock, token, "done" if args.exit_code == 0 else "failed", f"run {run}")
+        done(sock, token, status, f"run {run}")
     if args.sleep:
         time.sleep(args.sleep)
     return args.exit_code

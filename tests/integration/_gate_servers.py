@@ -12,6 +12,8 @@ import subprocess
 import threading
 from pathlib import Path
 
+from tests._serve import serve_connections
+
 ACK_WAIT = 20.0   # seconds the stream waits for the client's ack before ending anyway
 
 
@@ -105,16 +107,10 @@ def tls_server(cert: Path, key: Path, add_cleanup, label="tls") -> Server:
 def counting_listener(add_cleanup) -> tuple[int, list]:
     """A TCP port on the host's 127.0.0.1 that counts the connections it accepts."""
     listener = socket.create_server(("127.0.0.1", 0))
-    add_cleanup(listener.close)
     accepted: list = []
 
-    def loop():
-        try:
-            while True:
-                conn, _ = listener.accept()
-                accepted.append(1)
-                conn.close()
-        except OSError:
-            pass
-    threading.Thread(target=loop, daemon=True).start()
+    def count(conn):
+        accepted.append(1)
+        conn.close()
+    serve_connections(add_cleanup, listener, count)
     return listener.getsockname()[1], accepted

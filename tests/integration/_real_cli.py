@@ -6,11 +6,15 @@ place goes on the bottle's PATH (pi and codex need a newer node than Debian's).
 
 API (kept small: the claude, pi and codex tests share it):
 - `require_clis(*names)`: fail unless each `.ci/agents/node_modules/.bin/<name>` runs.
-- `CliHome(add_cleanup, provider, env=..., model=None, skills=None)`: a temp
+- `CliHome(add_cleanup, provider, env=..., model=None, skills=None, gate_env=None)`: a temp
   BOT_BOTTLE_HOME with agent `<provider>` (the `tools`/`path` keys make the CLIs and node
   visible in the bottle; `env` is the agent's env table, e.g. base URL and API key; `skills`
   maps a skill name to its SKILL.md text) and bottle `ws` cloning a one-file git repo
   (README) with `network = "host"` so the bottle reaches a fake model server on 127.0.0.1.
+  With `gate_env` (e.g. `{"ANTHROPIC_API_KEY": key, "ANTHROPIC_BASE_URL": fake_url}`) the
+  bottle leaves `network` unset, so the provider's default, the egress gate, applies, and
+  those variables go into bot-bottle's own environment (the host side, where the gate reads
+  the key and the upstream; a loopback upstream may be plain http), never the manifests.
   `add_cleanup` is `self.addCleanup` or `cls.addClassCleanup`.
   - `start(label, prompt, via_file=False) -> slug`, `commit(slug)`, `resume(slug, prompt,
     via_file=False)`: run `python -m bot_bottle ...` as a subprocess; each asserts exit 0
@@ -74,11 +78,13 @@ def require_clis(*names: str) -> None:
 
 class CliHome:
     def __init__(self, add_cleanup, provider: str, *, env: dict[str, str],
-                 model: str | None = None, skills: dict[str, str] | None = None) -> None:
+                 model: str | None = None, skills: dict[str, str] | None = None,
+                 gate_env: dict[str, str] | None = None) -> None:
         tmp = tempfile.TemporaryDirectory(prefix=f"bb-real-{provider}-")
         add_cleanup(tmp.cleanup)
         self.home = Path(tmp.name)
         self.provider = provider
+        self.gate_env = dict(gate_env or {})
         for d in ("agents", "bottles", "src"):
             (self.home / d).mkdir()
         for name, text in (skills or {}).items():
@@ -96,8 +102,9 @@ class CliHome:
         lines += [f"{k} = {_toml_str(v)}" for k, v in env.items()]
         (self.home / "agents" / f"{provider}.toml").write_text("\n".join(lines) + "\n",
                                                                encoding="utf-8")
+        network = "" if gate_env is not None else 'network = "host"\n'
         (self.home / "bottles" / "ws.toml").write_text(
-            f'repo = {_toml_str(str(self.home / "src"))}\nnetwork = "host"\n', encoding="utf-8")
+            f'repo = {_toml_str(str(self.home / "src"))}\n{network}', encoding="utf-8")
 
     @staticmethod
     def _git_repo(src: Path) -> None:
@@ -110,10 +117,12 @@ class CliHome:
     # ---- the bot-bottle CLI
     def _cli(self, *args: str) -> subprocess.CompletedProcess:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.home),
-               "BOT_BOTTLE_HOME": str(self.home), "PYTHONPATH": str(REPO_ROOT)}
-        return subprocess.run([sys.executable, "-W", "error", "-m", "bot_bottle", *args],
-                              env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT,
-                              cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL)
+               "BOT_BOTTLE_HOME": str(self.home), "PYTHONPATH": str(REPO_ROOT), **self.gate_env}
+        r = subprocess.run([sys.executable, "-W", "error", "-m", "bot_bottle", *args],
+                           env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+                           cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL)
+        self.last_stderr = r.stderr
+        return r
 
     def _prompt_args(self, prompt: str, via_file: bool) -> list[str]:
         if not via_file:
@@ -149,3 +158,7 @@ class CliHome:
 
     def workspace(self, slug: str) -> Path:
         return self.home / "state" / slug / "bottle" / "workspace"
+
+    def bottle(self, slug: str) -> Path:
+        """The bottle's whole tree on the host (its home, workspace, ...)."""
+        return self.home / "state" / slug / "bottle"

@@ -4,9 +4,10 @@ clean environment, and no network unless the bottle says `host` (`egress`: only 
 
 import json
 import socket
-import threading
 import unittest
 from pathlib import Path
+
+from tests._serve import serve_connections
 
 from ._core_home import cli, make_home
 
@@ -38,19 +39,10 @@ with open("REPORT.json", "w") as fh:
 
 
 class IsolationTest(unittest.TestCase):
-    @staticmethod
-    def _accept(listener):
-        try:
-            while True:
-                listener.accept()[0].close()
-        except OSError:
-            pass  # closed by cleanup
-
     def probe(self, network):
         home = make_home(self)
         listener = socket.create_server(("127.0.0.1", 0))
-        self.addCleanup(listener.close)
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        serve_connections(self.addCleanup, listener, socket.socket.close)
         port = listener.getsockname()[1]
         argv = ["python3", "-c", PROBE, str(Path.home()), str(home / "state"), str(port)]
         (home / "agents" / "probe.toml").write_text(

@@ -1,6 +1,7 @@
 """The README's main-job command: `python -m bot_bottle.orchestrator demo` walks the whole
-lifecycle with the embedded fake Gitea and a real bottle, shows exactly one comment per done
-signal, exits 0 and leaves nothing behind."""
+lifecycle with the embedded fake Gitea and a real bottle: the agent delivers its branch by
+`git push` through the git gate (no sidecar PR) and the service opens the PR after done; it
+shows exactly one comment per done signal, exits 0 and leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -27,11 +28,18 @@ class DemoTest(unittest.TestCase):
         out = done.stdout
         for step in range(1, 8):
             self.assertRegex(out, rf"(?m)^{step}\. ")
-        self.assertIn("opened PR #2 and signalled done: 'run 1'", out)
-        self.assertIn("signalled done again ('run 2')", out)
-        # exactly one comment per done signal, and no false "exited without done" beside it
+        self.assertIn("it pushed bot-bottle/acme-widgets-1 through the git gate and signalled "
+                      "done: 'run 1'; bottle frozen; the service opened PR #2", out)
+        self.assertIn("PR #2 'Add a greeting': bot-bottle/acme-widgets-1 -> main", out)
+        self.assertIn("pushed again (2 pushes, all pushed), signalled done again ('run 2') and "
+                      "was frozen; still 1 PR", out)
+        # exactly one comment per done signal (the first on the issue: the PR came after it;
+        # then on the PR), and no false "exited without done" beside them
+        self.assertEqual(len(re.findall(r"(?m)^ +comment on issue #1 by claude-bot: Agent finished "
+                                        r"with status \*\*done\*\*", out)), 1, out)
         self.assertEqual(len(re.findall(r"(?m)^ +comment on PR #2 by claude-bot: Agent finished "
-                                        r"with status \*\*done\*\*", out)), 2, out)
+                                        r"with status \*\*done\*\*", out)), 1, out)
+        self.assertNotIn("sidecar.open_pr", out)
         self.assertNotIn("without signalling done", out)
         self.assertRegex(out, r"(?m)^1\s+acme/widgets#1\s+#2\s+scripted\s+acme-widgets-1\s+destroyed")
         self.assertIn("demo finished", out)

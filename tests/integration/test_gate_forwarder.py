@@ -8,12 +8,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 from pathlib import Path
 
 import bot_bottle.gate.forwarder as forwarder_module
+from tests._serve import serve_connections
 
 FORWARDER = forwarder_module.__file__
 
@@ -37,17 +37,11 @@ class ForwarderTest(unittest.TestCase):
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(self.sock_path)
         listener.listen()
-        self.addCleanup(listener.close)
 
-        def loop():
-            try:
-                while True:
-                    conn, _ = listener.accept()
-                    with conn:
-                        conn.sendall(conn.recv(1000).upper())
-            except OSError:
-                pass
-        threading.Thread(target=loop, daemon=True).start()
+        def upper(conn):
+            with conn:
+                conn.sendall(conn.recv(1000).upper())
+        serve_connections(self.addCleanup, listener, upper)
 
     def forwarder(self, *command, **kw) -> subprocess.Popen:
         proc = subprocess.Popen([sys.executable, "-I", FORWARDER, "--port", str(self.port), "--socket",
@@ -73,14 +67,12 @@ class ForwarderTest(unittest.TestCase):
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(self.sock_path)
         listener.listen()
-        self.addCleanup(listener.close)
 
-        def echo():
-            conn, _ = listener.accept()
+        def echo(conn):
             with conn:
                 while data := conn.recv(65536):
                     conn.sendall(data)
-        threading.Thread(target=echo, daemon=True).start()
+        serve_connections(self.addCleanup, listener, echo)
         script = ("import hashlib, os, socket, threading\n"
                   f"s = socket.create_connection(('127.0.0.1', {self.port}))\n"
                   "blob = os.urandom(8 << 20)\n"

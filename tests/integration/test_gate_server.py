@@ -2,8 +2,10 @@
 unix socket in this process, against real servers on 127.0.0.1 (plain TCP, HTTP, and HTTPS
 with an `openssl` certificate), spoken to the way the bottle's forwarder relays the agent."""
 
+import http.server
 import os
 import socket
+import socketserver
 import ssl
 import stat
 import tempfile
@@ -15,7 +17,8 @@ from pathlib import Path
 from bot_bottle.gate import PLACEHOLDER
 from bot_bottle.gate.credentials import Upstream
 from bot_bottle.gate.egress import Gate
-from bot_bottle.gate.plan import EgressPlan
+from bot_bottle.gate.plan import EgressPlan, GitRoute
+from tests._serve import serve_connections
 from tests.integration._gate_servers import Server, make_cert, tls_server
 
 KEY = "sk-ant-api03-" + "k" * 40
@@ -61,17 +64,11 @@ class GateServerTest(unittest.TestCase):
 
     def echo_server(self) -> int:
         listener = socket.create_server(("127.0.0.1", 0))
-        self.addCleanup(listener.close)
 
-        def loop():
-            try:
-                while True:
-                    conn, _ = listener.accept()
-                    threading.Thread(target=lambda c=conn: (c.sendall(b"echo:" + c.recv(100)), c.close()),
-                                     daemon=True).start()
-            except OSError:
-                pass
-        threading.Thread(target=loop, daemon=True).start()
+        def echo(conn):
+            threading.Thread(target=lambda c=conn: (c.sendall(b"echo:" + c.recv(100)), c.close()),
+                             daemon=True).start()
+        serve_connections(self.addCleanup, listener, echo)
         return listener.getsockname()[1]
 
     def test_the_socket_is_private_to_the_user_and_gone_after_stop(self):
@@ -196,6 +193,69 @@ class GateServerTest(unittest.TestCase):
         self.addCleanup(upstream.close)
         self.gate_obj.stop()
         self.assertEqual(c.recv(100), b"", "the tunnel outlived the gate")
+
+    def git_socket(self) -> tuple[Path, list]:
+        """A stand-in for the orchestrator's sidecar socket: records each request, answers 200."""
+        seen: list = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                seen.append((self.command, self.path, self.headers.get_all("Authorization"),
+                             self.headers.get("Connection"), body))
+                self.send_response(200)
+                self.send_header("Content-Length", "5")
+                self.end_headers()
+                self.wfile.write(b"hello")
+
+            do_GET = do_POST
+
+        path = self.dir.parent / "sidecar.sock"
+        server = socketserver.ThreadingUnixStreamServer(str(path), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        return path, seen
+
+    def git_gate(self, sock: Path | None) -> Path:
+        plan = EgressPlan(allow=(), git=GitRoute(str(sock), "the-run-token") if sock else None)
+        gate = Gate(plan, lambda *a: self.refusals.append(a)).listen(self.dir / "egress.sock")
+        self.addCleanup(gate.stop)
+        return self.dir / "egress.sock"
+
+    def test_the_git_route_reaches_the_sidecar_socket_with_the_run_token_in_place_of_the_agents(self):
+        sock, seen = self.git_socket()
+        path = self.git_gate(sock)
+        c = self.client(path)
+        c.sendall(b"POST /_git/acme/widgets.git/git-receive-pack HTTP/1.1\r\nHost: 127.0.0.1:3128\r\n"
+                  b"Authorization: Basic bWU6c3RvbGVu\r\nContent-Length: 4\r\n\r\npack")
+        data = recv_all(c).decode()
+        self.assertTrue(data.startswith("HTTP/1.1 200 ") and data.endswith("hello"), data)
+        c = self.client(path)   # also when the agent's client sends it through the proxy
+        c.sendall(b"GET http://127.0.0.1:3128/_git/acme/widgets.git/info/refs?service=git-upload-pack "
+                  b"HTTP/1.1\r\nHost: 127.0.0.1:3128\r\n\r\n")
+        self.assertTrue(recv_all(c).startswith(b"HTTP/1.1 200 "))
+        self.assertEqual(seen, [
+            ("POST", "/git/acme/widgets.git/git-receive-pack", ["Bearer the-run-token"], "close", b"pack"),
+            ("GET", "/git/acme/widgets.git/info/refs?service=git-upload-pack", ["Bearer the-run-token"],
+             "close", b"")])
+        self.assertEqual(self.refusals, [])
+
+    def test_the_git_route_without_an_orchestrator_or_its_socket_is_an_error_not_a_hang(self):
+        for sock, status, words in [(None, 404, "no git gate for this bottle"),
+                                    (self.dir.parent / "missing.sock", 502, "git gate is not reachable")]:
+            with self.subTest(status=status):
+                c = self.client(self.git_gate(sock))
+                c.sendall(b"GET /_git/acme/widgets.git/info/refs HTTP/1.1\r\n\r\n")
+                data = recv_all(c).decode()
+                self.assertTrue(data.startswith(f"HTTP/1.1 {status} "), data)
+                self.assertIn(words, data)
 
     def test_bad_tls_context_settings_fail_loudly(self):
         with self.assertRaises((OSError, ssl.SSLError)):

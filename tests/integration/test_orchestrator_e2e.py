@@ -93,11 +93,12 @@ class OrchestratorLifecycleTest(unittest.TestCase):
         slug = run["slug"]
         self.assertIn("run 1: acme/widgets#1: Add a greeting", self.snapshot_log(slug))
         # the workspace is the repository, checked out on the run's branch, with a
-        # remote that carries no credential and the orchestrator's token in no file
+        # remote that carries no credential (the git gate, through the egress gate) and the
+        # orchestrator's token in no file
         files = self.snapshot_files(slug)
         self.assertEqual(files["README.md"], b"widgets\n")
         self.assertIn(f".git/refs/heads/bot-bottle/{slug}", files)
-        self.assertIn(f"url = {g.git_url(OWNER, REPO)}\n".encode(), files[".git/config"])
+        self.assertIn(b"url = http://127.0.0.1:3128/_git/acme/widgets.git\n", files[".git/config"])
         self.assertFalse([name for name, data in files.items() if TOKEN.encode() in data])
 
         # the agent's own comment coming back as a webhook is not a prompt

@@ -91,6 +91,14 @@ class PlanTest(unittest.TestCase):
         self.assertEqual(plan.env["ANTHROPIC_BASE_URL"], PROXY + "/_upstream/anthropic")
         self.assertEqual(plan.egress.upstreams[0].key, "")
 
+    def test_a_run_of_the_orchestrator_gets_the_git_route_to_its_sidecar_socket(self):
+        self.assertIsNone(self.plan("command", 'network = "egress"\n').egress.git)
+        plan = self.plan("command", 'network = "egress"\n', environ={
+            "BOT_BOTTLE_FORGE_SOCKET": "/srv/bb/forge.sock", "BOT_BOTTLE_FORGE_RUN_TOKEN": "rt-123"})
+        self.assertEqual((plan.egress.git.socket, plan.egress.git.token), ("/srv/bb/forge.sock", "rt-123"))
+        self.assertTrue(plan.egress.public()["git"])
+        self.assertNotIn("rt-123", repr(plan.egress) + repr(plan.egress.public()))
+
     def test_the_operators_base_url_is_the_upstream(self):
         plan = self.plan("codex", environ={"OPENAI_API_KEY": "sk-proj-x1234567", "OPENAI_BASE_URL": "https://llm.internal/v1/"})
         [up] = plan.egress.upstreams

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import unittest
 from urllib.parse import parse_qs
 
@@ -13,6 +14,7 @@ from bot_bottle.contrib.forge.base import (
     ForgeAuthError, ForgeError, ForgeNotFound, ForgeUnavailable, ForgeValidationError,
 )
 from bot_bottle.contrib.gitea.client import GiteaClient, GiteaForge
+from tests._serve import serve_connections
 from ._gitea_helpers import quiet_client_log, TOKEN, forge_for, start_fake
 
 STATUS_TABLE = [  # status, error class, retried on GET
@@ -229,32 +231,15 @@ class BrokenServerTests(unittest.TestCase):
     gives a ForgeUnavailable, never a raw http.client/json error; reads are retried."""
 
     def serve(self, answer: bytes):
-        import socket
-        import threading
         srv = socket.create_server(("127.0.0.1", 0))
         hits = []
 
-        def loop():
-            try:
-                while True:
-                    conn, _ = srv.accept()
-                    with conn:
-                        conn.recv(65536)
-                        hits.append(1)
-                        conn.sendall(answer)
-            except OSError:
-                pass
-        thread = threading.Thread(target=loop, daemon=True)
-        thread.start()
-        # wake the blocked accept (shutdown), wait for the thread, only then close the
-        # socket; a thread still in accept after close could take a later test's listener
-        # that reused the descriptor number (it did: a FakeGitea.stop hung on it)
-        def stop():
-            srv.shutdown(socket.SHUT_RDWR)
-            thread.join(5)
-            srv.close()
-            self.assertFalse(thread.is_alive(), "the broken server's thread did not stop")
-        self.addCleanup(stop)
+        def answer_once(conn):
+            with conn:
+                conn.recv(65536)
+                hits.append(1)
+                conn.sendall(answer)
+        serve_connections(self.addCleanup, srv, answer_once)
         client = GiteaClient(f"http://127.0.0.1:{srv.getsockname()[1]}", TOKEN, timeout=2, retries=2,
                              sleep=lambda s: None)
         return GiteaForge(client, "acme", "widgets"), hits

@@ -12,8 +12,11 @@ import tracemalloc
 import unittest
 from pathlib import Path
 
+from bot_bottle.orchestrator import egress_log
+from bot_bottle.orchestrator.egress_log import EgressRefusals
 from bot_bottle.orchestrator.runner import MAX_PROMPT_BYTES, TAIL_LINE, BottleExit, RunnerError, \
     SubprocessBottleRunner
+from bot_bottle.orchestrator.views import metrics_text
 
 FAKE_CLI = textwrap.dedent("""
     import json, os, sys
@@ -34,6 +37,9 @@ FAKE_CLI = textwrap.dedent("""
             for _ in range(int(os.environ["FAKE_MIB"])):
                 sys.stderr.buffer.write(block)
             sys.stderr.buffer.write(b"\\n")
+        for i in range(int(os.environ.get("FAKE_REFUSALS", "0"))):
+            print(f"bot-bottle: egress refused: 169.254.169.254:80: link-local address {i}",
+                  file=sys.stderr)
         if mode in ("huge", "timeout"):
             print("bot-bottle: timeout: the agent ran past its 30 s limit", file=sys.stderr)
             sys.exit(124)
@@ -113,6 +119,51 @@ class SubprocessBottleRunnerTest(unittest.TestCase):
         _, peak = tracemalloc.get_traced_memory()
         self.assertTrue(result.timed_out, "the line after the long one was still read")
         self.assertLess(peak, 2 * 1024 * 1024, "a 32 MiB line was held in memory")
+
+    def refusing_runner(self, count: int) -> SubprocessBottleRunner:
+        where = {"run-tok": "repo=acme/widgets issue=42 run=7"}
+        refusals = EgressRefusals(where.get)
+        return SubprocessBottleRunner([sys.executable, str(self.dir / "fake_cli.py")],
+                                      {**self.base_env, "FAKE_REFUSALS": str(count)}, timeout=30,
+                                      refusals=refusals)
+
+    def test_egress_refusals_are_logged_with_the_run_and_counted_for_metrics(self) -> None:
+        runner = self.refusing_runner(3)
+        with self.assertLogs(egress_log.log, "WARNING") as logs:
+            result = self.start(runner, [])
+        self.assertEqual(result, BottleExit("acme-widgets-42", 0))
+        self.assertEqual(len(logs.records), 3)
+        for i, record in enumerate(logs.records):
+            self.assertEqual(record.getMessage(),
+                             f"egress refused: 169.254.169.254:80: link-local address {i} "
+                             "repo=acme/widgets issue=42 run=7 slug=acme-widgets-42")
+        self.assertEqual(runner.refusals.total, 3)
+        text = metrics_text({}, {}, counters=runner.refusals.counters())
+        self.assertIn("# TYPE bot_bottle_egress_refused_total counter\n", text)
+        self.assertIn("\nbot_bottle_egress_refused_total 3\n", text)
+
+    def test_a_flood_of_egress_refusals_logs_a_bounded_number_of_lines_in_bounded_memory(self) -> None:
+        count = 20000
+        runner = self.refusing_runner(count)
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        with self.assertLogs(egress_log.log, "WARNING") as logs:
+            self.start(runner, [])
+        _, peak = tracemalloc.get_traced_memory()
+        self.assertEqual(runner.refusals.total, count)
+        self.assertEqual(len(logs.records), egress_log.LOG_LIMIT + 1)
+        self.assertEqual(logs.records[-1].getMessage(),
+                         f"egress refused {count - egress_log.LOG_LIMIT} more times (not logged "
+                         "one by one) repo=acme/widgets issue=42 run=7 slug=acme-widgets-42")
+        self.assertLess(peak, 1024 * 1024, "the refusal lines were kept")
+
+    def test_a_refusal_of_a_run_the_store_does_not_know_is_still_logged_and_counted(self) -> None:
+        runner = self.refusing_runner(1)
+        with self.assertLogs(egress_log.log, "WARNING") as logs:
+            runner.start(agent="claude", bottles=[], label="x", prompt="p",
+                         on_slug=lambda slug: None, env={"BOT_BOTTLE_FORGE_RUN_TOKEN": "unknown"})
+        self.assertIn("repo=- issue=- run=- slug=acme-widgets-42", logs.output[0])
+        self.assertEqual(runner.refusals.total, 1)
 
     def test_log_tail_runs_logs_with_tail_and_cuts_long_lines(self) -> None:
         log = "".join(f"line {i}\n" for i in range(30)) + "y" * (TAIL_LINE * 3) + "\nlast\n"

@@ -134,6 +134,21 @@ class MetricsTests(unittest.TestCase):
         with self.assertRaises(ValueError):
             metrics_text({}, {}, {"bad name": 1})
 
+    def test_counters_are_typed_counter_with_their_help_text(self):
+        text = metrics_text({}, {}, counters={"bot_bottle_egress_refused_total": ("Refused.", 4)})
+        self.assertIn("# HELP bot_bottle_egress_refused_total Refused.\n"
+                      "# TYPE bot_bottle_egress_refused_total counter\n"
+                      "bot_bottle_egress_refused_total 4\n", text)
+        for line in text.splitlines():
+            with self.subTest(line=line):
+                if not line.startswith("#"):
+                    self.assertRegex(line, self.LINE)
+
+    def test_a_counter_name_must_be_valid_and_end_in_total(self):
+        for name in ("bad name_total", "bot_bottle_refused"):
+            with self.subTest(name=name), self.assertRaises(ValueError):
+                metrics_text({}, {}, counters={name: ("x", 1)})
+
 
 class StatusTableTests(unittest.TestCase):
     def test_header_and_aligned_columns(self):

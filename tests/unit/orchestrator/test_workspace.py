@@ -55,9 +55,9 @@ class WorkspacesTest(unittest.TestCase):
                    env: dict | None = None) -> Workspaces:
         return Workspaces(url or self.g.url, token, self.home, env=env or self.env, timeout=timeout)
 
-    def git(self, checkout: str, *args: str) -> str:
+    def git(self, checkout: str, *args: str, check: bool = True) -> str:
         return subprocess.run(["git", "-C", checkout, *args], capture_output=True, text=True,
-                              check=True, env=self.env).stdout.strip()
+                              check=check, env=self.env).stdout.strip()
 
     def test_the_clone_is_the_default_branch_on_a_new_bot_bottle_branch_in_a_private_dir(self) -> None:
         path = self.workspaces().prepare("acme", "widgets", LABEL)
@@ -68,13 +68,16 @@ class WorkspacesTest(unittest.TestCase):
         for private in (self.home / "checkouts", Path(path)):
             self.assertEqual(stat.S_IMODE(private.stat().st_mode), 0o700, private)
 
-    def test_the_token_is_in_no_file_of_the_checkout_and_not_in_its_remote(self) -> None:
+    def test_the_token_is_in_no_file_of_the_checkout_and_its_remote_is_the_git_gate(self) -> None:
         path = self.workspaces().prepare("acme", "widgets", LABEL)
         self.assertEqual(files_containing(Path(path), TOKEN.encode()), [])
         self.assertEqual(files_containing(self.home, TOKEN.encode()), [])
         remotes = self.git(path, "remote", "-v")
-        self.assertEqual(remotes.split(), ["origin", self.g.git_url("acme", "widgets"), "(fetch)",
-                                           "origin", self.g.git_url("acme", "widgets"), "(push)"])
+        gate = "http://127.0.0.1:3128/_git/acme/widgets.git"
+        self.assertEqual(remotes.split(), ["origin", gate, "(fetch)", "origin", gate, "(push)"])
+        # the run's branch tracks nothing: the agent names what it pushes
+        self.assertEqual(self.git(path, "config", "--get-regexp", "^branch\\.bot-bottle/",
+                                  check=False), "")
         self.assertNotIn("@", remotes)
         self.assertNotIn("extraheader", self.git(path, "config", "--list", "--local").lower())
         # and Gitea saw the orchestrator's token on every git request
