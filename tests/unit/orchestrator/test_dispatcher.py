@@ -67,6 +67,13 @@ class DispatcherTest(unittest.TestCase):
         self.threads.append(thread)
         thread.start()
 
+    def join_workers(self) -> None:
+        """Wait for the bottle workers: what they decide (freeze, then the done status and the
+        comment) is complete only when they end."""
+        for thread in list(self.threads):
+            thread.join(5)
+            self.assertFalse(thread.is_alive(), "a bottle worker did not end")
+
     def _stop_bottles(self) -> None:
         self.runner.release_all()
         for thread in self.threads:

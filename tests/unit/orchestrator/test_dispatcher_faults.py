@@ -21,17 +21,21 @@ from .test_dispatcher import OWNER, REPO, DispatcherTest
 class DoneThenExitRunner(FakeBottleRunner):
     """An agent that POSTs /done and exits: the sidecar's done file (or, with `relayed`, the
     done event the relay already made of it) exists before `start`/`resume` return; with
-    `hold`, they return only once the test sets `exit_gate`."""
+    `hold`, the agent signals only once the test sets `go` (after the dispatcher's pass that
+    launched it, which would otherwise apply the done itself) and exits once it sets `exit_gate`."""
 
     def __init__(self, store, queue: Path) -> None:
         super().__init__()
         self.store, self.queue = store, queue
         self.relayed = self.hold = False
         self.exit_gate = threading.Event()
+        self.go = threading.Event()
         self.signals = 0
 
     def _signal_done(self, env) -> None:
         run = self.store.get_run_by_token(env["BOT_BOTTLE_FORGE_RUN_TOKEN"])
+        if self.hold:
+            self.go.wait(10)
         self.signals += 1
         summary = f"run {self.signals}"
         if self.relayed:
@@ -54,6 +58,7 @@ class DoneThenExitRunner(FakeBottleRunner):
         return result
 
     def release_all(self) -> None:
+        self.go.set()
         self.exit_gate.set()
 
 
@@ -72,12 +77,17 @@ class DoneThenExitTest(DispatcherTest):
 
     def test_an_agent_that_signals_done_and_exits_gets_exactly_one_comment_per_done(self) -> None:
         n = self.new_issue()
-        run = self.wait_state(n, RunState.FROZEN)
-        self.assertEqual((run.last_done_status, run.last_done_summary), ("done", "run 1"))
+        # frozen is written before the done status (Freeze, then RecordDone): wait for both,
+        # then for the worker, which decides on the exit after the done
+        self.wait(lambda: self.run_for(n) is not None and self.run_for(n).last_done_summary == "run 1"
+                  and self.run_for(n).state is RunState.FROZEN)
+        self.join_workers()
+        self.assertEqual(self.run_for(n).last_done_status, "done")
         self.assertEqual(self.comments_about(n), (1, 0))
         self.comment(n, "Please go on.", "alice")  # resumed; signals done and exits again
         self.wait(lambda: self.run_for(n).last_done_summary == "run 2"
                   and self.run_for(n).state is RunState.FROZEN)
+        self.join_workers()
         self.assertEqual(self.comments_about(n), (2, 0))
         self.assertEqual([c[0] for c in self.runner.calls],
                          ["start", "freeze", "resume", "freeze"])
@@ -86,11 +96,11 @@ class DoneThenExitTest(DispatcherTest):
     def test_a_done_relayed_but_not_yet_dispatched_is_applied_before_the_exit(self) -> None:
         self.runner.relayed = self.runner.hold = True
         n = self.new_issue()
+        self.runner.go.set()  # the pass that launched it is over
         self.wait(lambda: self.store.pending_done_events())  # the dispatcher has not run since
         self.runner.exit_gate.set()
         run = self.wait_state(n, RunState.FROZEN)
-        for thread in self.threads:
-            thread.join(5)  # the worker has decided on the exit
+        self.join_workers()  # the worker has decided on the exit
         self.orch.process_pending()  # the dispatcher's turn: nothing left to apply
         self.assertEqual(self.comments_about(n), (1, 0))
         self.assertEqual(self.store.get_run(run.id).last_done_summary, "run 1")
@@ -176,6 +186,7 @@ class ReconcileTest(DispatcherTest):
         runner.start = orphan_was_faster
         self.orch.process_pending()
         self.wait(lambda: self.store.get_run(run.id).state is RunState.FROZEN)
+        self.join_workers()  # frozen comes before the done status and the comment
         after = self.store.get_run(run.id)
         self.assertEqual((after.slug, after.last_done_status), ("acme-widgets-1", "interrupted"))
         self.assertIn(("freeze", "acme-widgets-1"), runner.calls)
