@@ -20,8 +20,10 @@ import json
 import threading
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Iterable
+
+from ._local_server import LocalHTTPServer
 
 FINAL_TEXT = "All done."
 MODEL_IDS = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1")
@@ -97,7 +99,7 @@ def _stream(message: dict) -> Iterable[bytes]:
     yield _sse("message_stop", {"type": "message_stop"})
 
 
-class FakeAnthropic:
+class FakeAnthropic(LocalHTTPServer):
     """`FakeAnthropic(tool="Bash").start()`, `on_prompt(text, command)`, `stop()`."""
 
     def __init__(self, tool: str) -> None:
@@ -105,8 +107,6 @@ class FakeAnthropic:
         self.lock = threading.Lock()
         self.requests: list[Request] = []
         self._commands: dict[str, str] = {}
-        self.server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # ---- lifecycle
     def start(self) -> "FakeAnthropic":
@@ -114,24 +114,8 @@ class FakeAnthropic:
 
         class Handler(_Handler):
             api = fake
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
+        self._serve(Handler)
         return self
-
-    def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
-            self._thread.join()
-            self.server = None
-
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
 
     # ---- script and record
     def on_prompt(self, text: str, command: str) -> None:

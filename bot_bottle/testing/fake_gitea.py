@@ -16,8 +16,9 @@ import threading
 import time
 import urllib.request
 import uuid
-from http.server import ThreadingHTTPServer
 from typing import Any
+
+from ._local_server import LocalHTTPServer
 
 ROOT = "https://gitea.example.com"
 ERR_URL = f"{ROOT}/api/swagger"
@@ -43,7 +44,9 @@ def gitea_json(obj: Any) -> bytes:
             .encode())
 
 
-class FakeGitea:
+class FakeGitea(LocalHTTPServer):
+    POLL_INTERVAL = 0.02
+
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.users: dict[str, int] = {}
@@ -59,8 +62,6 @@ class FakeGitea:
         self._drop = 0
         self.delay = 0.0
         self._ids = 1000
-        self.server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # ---- lifecycle
     def start(self) -> "FakeGitea":
@@ -68,25 +69,12 @@ class FakeGitea:
 
         class Handler(_Handler):
             gitea = fake
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever,
-                                        kwargs={"poll_interval": 0.02}, daemon=True)
-        self._thread.start()
+        self._serve(Handler)
         return self
 
     def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
-            self._thread.join()
-            self.server = None
+        super().stop()
         self.git.cleanup()
-
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
 
     # ---- setup
     def _next_id(self) -> int:

@@ -23,8 +23,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Iterable
+
+from ._local_server import LocalHTTPServer
 
 FINAL_TEXT = "All done."
 MODEL_IDS = ("gpt-5-codex", "gpt-5")
@@ -141,15 +143,13 @@ def _stream(response: dict) -> Iterable[bytes]:
     yield _sse({"type": "response.completed", "sequence_number": next(seq), "response": response})
 
 
-class FakeOpenAI:
+class FakeOpenAI(LocalHTTPServer):
     """`FakeOpenAI().start()`; `queue(command)` per expected prompt; `base_url`; `stop()`."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.requests: list[Request] = []
         self._commands: list[str] = []
-        self.server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # ---- lifecycle
     def start(self) -> "FakeOpenAI":
@@ -157,25 +157,13 @@ class FakeOpenAI:
 
         class Handler(_Handler):
             api = fake
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
+        self._serve(Handler)
         return self
-
-    def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
-            self._thread.join()
-            self.server = None
 
     @property
     def base_url(self) -> str:
         """What `OPENAI_BASE_URL` holds for the real API: the origin and `/v1`."""
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return self.url + "/v1"
 
     # ---- script and record
     def queue(self, command: str) -> None:
