@@ -6,6 +6,7 @@ Only `__main__` reads `os.environ`; it passes the mapping in. Secrets are kept o
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
 from collections.abc import Mapping
@@ -52,6 +53,9 @@ class Config:
     # where people reach the service (PR bodies link a run's provenance there); "" = the
     # webhook listener's own address
     public_url: str = ""
+    # Host names (`name` or `name:port`, lower case) the webhook port answers besides its own
+    # listen address: FORGE_ALLOWED_HOSTS plus FORGE_PUBLIC_URL's host (a reverse proxy)
+    allowed_hosts: tuple[str, ...] = ()
     cli: tuple[str, ...] = (sys.executable, "-m", "bot_bottle")
     child_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -77,6 +81,9 @@ class Config:
         if url and "@" in urlsplit(url).netloc:  # it is Gitea's git URL for our clones
             problems.append("FORGE_GITEA_URL must not carry a user or password "
                             "(the token is FORGE_TOKEN)")
+        allowed_hosts = _hosts(get("FORGE_ALLOWED_HOSTS"), problems)
+        if public_url and urlsplit(public_url).netloc and "@" not in urlsplit(public_url).netloc:
+            allowed_hosts += (urlsplit(public_url).netloc.lower(),)
         port = _int(environ, "FORGE_WEBHOOK_PORT", 8477, 0, 65535, problems)
         timeout = _int(environ, "FORGE_WATCHDOG_TIMEOUT", 1800, 1, None, problems)
         max_runs = _int(environ, "FORGE_MAX_CONCURRENT_RUNS", 4, 1, None, problems)
@@ -108,12 +115,29 @@ class Config:
             sidecar_socket=get("FORGE_SIDECAR_SOCKET") or _join(home, "forge-sidecar.sock"),
             watchdog_timeout=timeout, max_concurrent_runs=max_runs,
             gitea_timeout=gitea_timeout, outbox_backoff=outbox_backoff,
-            clone_workspace=clone, clone_timeout=clone_timeout, public_url=public_url, cli=cli,
+            clone_workspace=clone, clone_timeout=clone_timeout, public_url=public_url,
+            allowed_hosts=tuple(dict.fromkeys(allowed_hosts)), cli=cli,
             child_env=child)
 
 
 def _join(base: str, name: str) -> str:
     return base.rstrip("/") + "/" + name
+
+
+_HOST = re.compile(r"^(?:[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?$")
+
+
+def _hosts(raw: str, problems: list[str]) -> tuple[str, ...]:
+    """FORGE_ALLOWED_HOSTS: comma-separated `name` or `name:port` (a port from 1 to 65535)."""
+    hosts = []
+    for entry in filter(None, (e.strip().lower() for e in raw.split(","))):
+        match = _HOST.match(entry)
+        if not match or (match.group(2) and not 0 < int(match.group(2)) <= 65535):
+            problems.append(f"FORGE_ALLOWED_HOSTS entries must be host or host:port, "
+                            f"got {entry[:80]!r}")
+            continue
+        hosts.append(entry)
+    return tuple(hosts)
 
 
 def _number(environ, key, default, parse, ok, expected: str, problems):

@@ -142,8 +142,11 @@ class Orchestrator:
         if ev.action == "closed":
             if run is None:
                 return "ignored", "closed issue has no live run"
-            self._executor.event(run.id, L.IssueClosed())
-            return "closed", f"run {run.id}"
+            # only a writer's close destroys work (an issue's author may close it too)
+            forge = self._forge_factory(ev.owner, ev.repo)
+            writer = forge.user_permission(ev.sender) in T.WRITE_PERMISSIONS
+            self._executor.event(run.id, L.IssueClosed(by_writer=writer, closer=ev.sender))
+            return "closed", f"run {run.id} by {ev.sender} (write access: {writer})"
         if ev.action not in LAUNCH_ACTIONS:
             return "ignored", f"issue action {ev.action}"
         forge = self._forge_factory(ev.owner, ev.repo)

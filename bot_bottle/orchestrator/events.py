@@ -110,6 +110,26 @@ def classify_delivery(event_type: str, body: bytes) -> Event | str:
     return _classify(event_type, payload)
 
 
+def comment_key(event_type: str, payload: object) -> str | None:
+    """The identity of a comment delivery whatever comment type its header names: the
+    comment's id, its edit time and the action (`comment 77 created 2026-...`). Gitea sends
+    one comment as `issue_comment` or `pull_request_comment`, so a replay under the other
+    type must dedupe on this, not on the header. `None` for anything else or a bad shape."""
+    event_type = event_type.strip().lower() if isinstance(event_type, str) else ""
+    if event_type not in COMMENT_TYPES or not isinstance(payload, dict):
+        return None
+    comment = payload.get("comment")
+    if not isinstance(comment, dict):
+        return None
+    cid = comment.get("id")
+    if not isinstance(cid, int) or isinstance(cid, bool):
+        return None
+    edited = comment.get("updated_at") or comment.get("created_at") or ""
+    action = payload.get("action")
+    return (f"comment {cid} {action if isinstance(action, str) else ''} "
+            f"{edited if isinstance(edited, str) else ''}")[:200]
+
+
 def parse_event(event_type: str, payload: object) -> Event | None:
     """The event value for a delivery we act on; `None` (reason logged) for any other."""
     result = _classify(event_type, payload)

@@ -4,8 +4,10 @@ hands them to an app with `handle(method, path, headers, body) -> Response`.
 It owns only transport decisions: HTTP/1.1 keep-alive, `TCP_NODELAY`, a listen backlog of
 128, daemon handler threads, a per-connection timeout (slow clients are dropped), and the
 body framing rules: POST without `Content-Length` → 411, an invalid one → 400, one over
-1 MiB → 413 without reading the body (and the connection is closed). The request head and
-the body each have one overall deadline, so a client trickling bytes cannot hold a thread.
+1 MiB → 413 without reading the body (and the connection is closed); a `Host` that is not
+the listen address or an allowed name → 421 (DNS rebinding). Every answer says `nosniff`.
+The request head and the body each have one overall deadline, so a client trickling bytes
+cannot hold a thread.
 No exception reaches the stdlib: anything unexpected is logged and answered 500 (JSON).
 """
 
@@ -13,16 +15,45 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import socketserver
 import sys
 import threading
 import time
+from array import array
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import accumulate
+from typing import Any
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1 << 20
 _BODY_METHODS = ("POST", "PUT", "PATCH")
+MAX_JSON_DEPTH = 64
+# a JSON string (escapes included); in valid UTF-8 a 0x22 byte is always a real quote
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKETS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 / -1 as signed bytes
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+
+
+def loads_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """`json.loads` for untrusted bodies: UTF-8 only, and nesting deeper than `max_depth` is
+    refused before parsing (the stdlib parser recurses: 100k levels is a `RecursionError`).
+    Every refusal is a `ValueError` whose message is fit for a 400's reason."""
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError("body is not valid JSON: not UTF-8") from exc
+    # strings removed, brackets kept as +1/-1: the running sum is the depth, summed in C
+    shape = _JSON_STRING.sub(b"", body).translate(_BRACKETS, _NOT_BRACKETS)
+    if shape and max(accumulate(array("b", shape))) > max_depth:
+        raise ValueError(f"body is JSON nested deeper than {max_depth} levels")
+    try:
+        return json.loads(text)
+    except RecursionError as exc:  # not expected after the check; never a stack trace
+        raise ValueError(f"body is JSON nested deeper than {max_depth} levels") from exc
+    except ValueError as exc:
+        raise ValueError(f"body is not valid JSON: {exc}") from exc
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -65,6 +96,7 @@ class _Handler(BaseHTTPRequestHandler):
             status, content_type, body, extra = _error(500, "internal error")
         try:
             self.send_response(status)
+            self.send_header("X-Content-Type-Options", "nosniff")
             for name, value in extra:
                 self.send_header(name, value)
             self.send_header("Content-Type", content_type)
@@ -100,6 +132,13 @@ class _Handler(BaseHTTPRequestHandler):
         if length > MAX_BODY:
             self.close_connection = True  # the unread body makes the stream unusable
             return _error(413, "body over 1 MiB")
+        host = self.headers.get("Host")
+        if not self.server.host_allowed(host):
+            self.close_connection = True  # the body is not read
+            log.warning("http %s %s refused: Host %s is not this service's", self.command,
+                        self.path.split("?", 1)[0][:80], _printable(host or "(none)"))
+            return _error(421, "Host names no address this service answers on "
+                               "(see FORGE_ALLOWED_HOSTS)")
         body = self._read_body(length)
         if body is None:
             self.close_connection = True
@@ -145,8 +184,9 @@ class WebhookServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], app, *, handler_timeout: float = 10.0,
-                 drain_timeout: float = 5.0) -> None:
+                 drain_timeout: float = 5.0, allowed_hosts: tuple[str, ...] = ()) -> None:
         self.app = app
+        self._extra_hosts = tuple(h.lower() for h in allowed_hosts)
         self.handler_timeout = handler_timeout
         self.drain_timeout = drain_timeout
         self._workers: set[threading.Thread] = set()
@@ -161,6 +201,27 @@ class WebhookServer(ThreadingHTTPServer):
         socketserver.TCPServer.server_bind(self)  # skip HTTPServer's slow getfqdn()
         host, port = self.server_address[:2]
         self.server_name, self.server_port = str(host), port
+        # DNS rebinding: a page on evil.example whose name now resolves to us sends
+        # `Host: evil.example`; only our own address (and the names the operator lists) pass
+        name = str(host).lower()
+        names = {name}
+        if name in _WILDCARD or name in _LOOPBACK:
+            names = set(_LOOPBACK)
+            if name not in _WILDCARD:
+                names.add(name)
+        self._own_hosts = frozenset(f"[{n}]:{port}" if ":" in n else f"{n}:{port}"
+                                    for n in names)
+
+    def host_allowed(self, host: str | None) -> bool:
+        """The `Host` header names our listen address (host:port), or an `allowed_hosts`
+        entry: `name` (any port) or `name:port`. Case does not matter; absent never passes."""
+        host = (host or "").strip().lower()
+        if not host:
+            return False
+        if host in self._own_hosts or host in self._extra_hosts:
+            return True
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return name in self._extra_hosts
 
     def get_request(self):
         conn, addr = super().get_request()
@@ -233,6 +294,14 @@ class WebhookServer(ThreadingHTTPServer):
             thread.join(max(0.0, deadline - time.monotonic()))
 
 
+_WILDCARD = frozenset({"0.0.0.0", "::", ""})
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _printable(text: str, limit: int = 80) -> str:
+    return "".join(c if c.isprintable() and c != " " else "?" for c in text[:limit])
+
+
 def _cut(conn: socket.socket) -> None:
     try:
         conn.shutdown(socket.SHUT_RDWR)  # the handler's blocked read returns EOF
@@ -240,6 +309,9 @@ def _cut(conn: socket.socket) -> None:
         pass
 
 
-def make_server(host: str, port: int, app, *, handler_timeout: float = 10.0) -> WebhookServer:
-    """Bind (port 0 picks a free one; see `server.server_address`); call `serve_forever()`."""
-    return WebhookServer((host, port), app, handler_timeout=handler_timeout)
+def make_server(host: str, port: int, app, *, handler_timeout: float = 10.0,
+                allowed_hosts: tuple[str, ...] = ()) -> WebhookServer:
+    """Bind (port 0 picks a free one; see `server.server_address`); call `serve_forever()`.
+    Requests whose `Host` is neither the bound address nor in `allowed_hosts` get 421."""
+    return WebhookServer((host, port), app, handler_timeout=handler_timeout,
+                         allowed_hosts=allowed_hosts)

@@ -118,9 +118,11 @@ def decide(run: RunRecord | None, event: Event) -> list[Action]:
         return [Destroy()]
 
     if isinstance(event, IssueClosed):
-        if run.pr_number is None:
+        if run.pr_number is not None:
+            return [Ignore(f"run has PR #{run.pr_number}; it is destroyed when the PR closes")]
+        if event.by_writer:
             return [Destroy()]
-        return [Ignore(f"run has PR #{run.pr_number}; it is destroyed when the PR closes")]
+        return _kept_on_close(run, event)
 
     if isinstance(event, DoneSignal):
         summary = event.summary or "(no summary)"
@@ -180,6 +182,20 @@ def decide(run: RunRecord | None, event: Event) -> list[Action]:
         return [Ignore(f"runner failure for a {state.value} run: {event.reason}")]
 
     raise TypeError(f"unknown event {event!r}")
+
+
+def _kept_on_close(run: RunRecord, event: IssueClosed) -> list[Action]:
+    """A close by someone without write access (say, the issue's author) destroys nothing:
+    a working run is frozen, any other left as is, and the issue says why."""
+    closer = f"@{event.closer}" if event.closer else "someone"
+    comment = Comment(run.issue_number,
+                      f"This issue was closed by {closer}, who lacks write access to the "
+                      f"repository, so run {run.id} was kept (frozen, not destroyed). Someone "
+                      "with write access can close the issue again to destroy it.")
+    if run.state in _WORKING:
+        return [Freeze(), RecordDone("kept", f"closed by {event.closer or 'someone'}, who "
+                                             "lacks write access"), comment]
+    return [comment]
 
 
 def _destroyed(run: RunRecord, event: Event) -> list[Action]:

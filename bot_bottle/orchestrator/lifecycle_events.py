@@ -42,7 +42,11 @@ class PrClosed:
 
 @dataclass(frozen=True)
 class IssueClosed:
-    pass
+    """The issue was closed by `closer` (the delivery's sender); `by_writer` when the closer
+    has write access on the repository (the collaborator permission comment trust uses).
+    Only a writer's close destroys the run: whoever opened an issue may close it."""
+    by_writer: bool = False  # unknown access is no access
+    closer: str = ""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ is tested without sockets; `SidecarServer` is the thin stdlib transport. Every t
 writes to the forge (a comment, a description, a PR's title and body) is first scanned with
 `gate.secrets` for the run's token, the service's secrets (`FORGE_TOKEN`, the provider keys the
 egress gate injects) and common token shapes; a hit is refused with 422 and a reason naming
-the kind and line (never the value), and logged. The socket is made
+the kind and line (never the value), and logged. The transport is bounded: at most
+`max_connections` (64) at once in total (more get 503 without a thread), one deadline for each
+request's head and body, JSON deeper than 64 levels → 400. The socket is made
 mode 0o666: the bottle's processes run under a user namespace whose uid need not match ours,
 and the per-run bearer token (not the file mode) is the access control.
 """
@@ -18,7 +20,11 @@ import json
 import logging
 import os
 import re
+import socket
 import socketserver
+import sys
+import threading
+import time
 import uuid
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler
@@ -28,6 +34,8 @@ from typing import Any, Callable, Mapping
 from bot_bottle.contrib.forge.base import ForgeError, ForgeNotFound, ForgeScopeError, ScopedForge
 from bot_bottle.gate import secrets
 from bot_bottle.gate.credentials import CREDENTIALS
+from bot_bottle.orchestrator.git_gate_repo import RUN_TOKEN_LABEL
+from bot_bottle.orchestrator.http_server import loads_json
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1 << 20
@@ -119,7 +127,7 @@ class SidecarApp:
             self._log(run, "unknown", path, status)
             return status, payload
         try:
-            data = json.loads(body) if body else {}
+            data = loads_json(body) if body else {}
             status, payload = self._dispatch(run, op, match.groups(), data)
         except (ValueError, TypeError, KeyError) as exc:
             status, payload = _err(400, f"bad request: {exc}")
@@ -154,7 +162,7 @@ class SidecarApp:
             return
         what, fields = _WRITES[op]
         texts = {name: _text(data, name) for name in fields}
-        check_texts(what, texts, {"the run token": run.run_token, **self._secret_values})
+        check_texts(what, texts, {RUN_TOKEN_LABEL: run.run_token, **self._secret_values})
 
     def _dispatch(self, run, op: str, args: tuple, data: dict) -> tuple[int, Any]:
         if op == "done":
@@ -202,7 +210,19 @@ def _text(data: dict, key: str) -> str:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    timeout = 30
+
+    def setup(self) -> None:
+        self.timeout = self.server.read_timeout  # StreamRequestHandler applies it per read
+        super().setup()
+
+    def handle_one_request(self) -> None:
+        # one deadline for the head and body of each request: a byte every few seconds
+        # resets only the per-read timeout, not this one
+        self.server.arm(self.connection)
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.disarm(self.connection)
 
     def address_string(self) -> str:  # AF_UNIX peers have no (host, port)
         return "unix"
@@ -212,6 +232,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         if self.path.startswith("/git/") and self.server.git_gate is not None:
+            self.server.disarm(self.connection)  # a push may take long; the gate bounds it
             return self.server.git_gate.serve(self)  # git smart HTTP: git_gate.GitGate
         raw_length = (self.headers.get("Content-Length") or "0").strip()
         length = int(raw_length) if raw_length.isdigit() else -1
@@ -223,6 +244,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         else:
             body = self.rfile.read(length) if length else b""
+            if len(body) < length:  # cut at the deadline, or the client went away
+                self.close_connection = True
+                return
+            self.server.disarm(self.connection)  # the request is in: the forge has its own
             auth = self.headers.get("Authorization", "")
             token = auth[7:] if auth.startswith("Bearer ") else None
             status, payload = self.server.app.handle(self.command, self.path, token, body)
@@ -236,16 +261,94 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PATCH = _serve
 
 
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+         b"Connection: close\r\nContent-Length: 54\r\n\r\n"
+         b'{"status": "error", "reason": "too many connections"}\n')
+
+
 class SidecarServer(socketserver.ThreadingUnixStreamServer):
+    """At most `max_connections` connections are served at once (more get 503 at once and
+    are closed, without a thread); each request must arrive whole within `request_deadline`
+    seconds, checked on every `serve_forever` poll."""
+
     daemon_threads = True
     request_queue_size = 128
     git_gate = None  # serves /git/ (git_gate.GitGate); set by bootstrap
+    read_timeout = 30.0
 
-    def __init__(self, path: Path, app: SidecarApp) -> None:
+    def __init__(self, path: Path, app: SidecarApp, *, max_connections: int = 64,
+                 request_deadline: float = 30.0) -> None:
         self.app = app
+        self.max_connections = max_connections
+        self.request_deadline = request_deadline
+        self._lock = threading.Lock()
+        self._active = 0
+        self._deadlines: dict[socket.socket, float] = {}
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_socket():
             path.unlink()
         super().__init__(str(path), _Handler)
         os.chmod(path, 0o666)
+
+    def active_connections(self) -> int:
+        with self._lock:
+            return self._active
+
+    def process_request(self, request, client_address) -> None:
+        with self._lock:
+            busy = self._active >= self.max_connections
+            if not busy:
+                self._active += 1
+        if busy:  # answered from the accept loop: a short write that never blocks
+            log.warning("sidecar refused a connection: %d already open", self.max_connections)
+            try:
+                request.send(_BUSY, socket.MSG_DONTWAIT)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            with self._lock:
+                self._active -= 1
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._lock:
+                self._active -= 1
+                self._deadlines.pop(request, None)
+
+    def handle_error(self, request, client_address) -> None:  # not the stdlib's stderr dump
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):  # the client's doing, or a cut
+            log.debug("sidecar connection ended: %r", exc)
+        else:
+            log.warning("sidecar connection failed", exc_info=True)
+
+    def arm(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._deadlines[conn] = time.monotonic() + self.request_deadline
+
+    def disarm(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._deadlines.pop(conn, None)
+
+    def service_actions(self) -> None:
+        super().service_actions()
+        now = time.monotonic()
+        with self._lock:
+            late = [conn for conn, deadline in self._deadlines.items() if deadline <= now]
+            for conn in late:
+                del self._deadlines[conn]
+        for conn in late:
+            log.info("sidecar dropping a connection: no complete request within %.1fs",
+                     self.request_deadline)
+            try:
+                conn.shutdown(socket.SHUT_RDWR)  # the handler's blocked read returns EOF
+            except OSError:
+                pass

@@ -37,14 +37,16 @@ class _Pending:
 class DeliveriesMixin:
 
     def record_delivery(self, delivery_id: str | None, event_type: str, body: bytes,
-                        received_at: float) -> bool:
-        """Store a webhook delivery durably; False if it is a duplicate (same delivery id, or
-        same event type and body). An empty delivery id is stored as NULL (dedup by body)."""
+                        received_at: float, comment_key: str | None = None) -> bool:
+        """Store a webhook delivery durably; False if it is a duplicate (same delivery id,
+        same event type and body, or same `comment_key` — a comment's id and edit time,
+        whatever its event type header said). An empty delivery id is stored as NULL."""
         if not isinstance(event_type, str) or not event_type:
             raise ValueError("event_type must be a non-empty string")
         body = bytes(body)
         item = _Pending((delivery_id or None, event_type, body,
-                         hashlib.sha256(body).hexdigest(), float(received_at)))
+                         hashlib.sha256(body).hexdigest(), float(received_at),
+                         comment_key or None))
         with self._queue_cond:
             if self._closing:
                 raise StoreError("store is closed")
@@ -78,8 +80,8 @@ class DeliveriesMixin:
             with self._atomic() as conn:
                 results = [conn.execute(
                     "INSERT OR IGNORE INTO deliveries "
-                    "(delivery_id, event_type, body, body_sha256, received_at) "
-                    "VALUES (?, ?, ?, ?, ?)", item.args).rowcount == 1 for item in batch]
+                    "(delivery_id, event_type, body, body_sha256, received_at, comment_key) "
+                    "VALUES (?, ?, ?, ?, ?, ?)", item.args).rowcount == 1 for item in batch]
         except StoreError as exc:
             if len(batch) > 1 and not _is_busy(exc.__cause__):
                 # one bad row (say, too big for the disk) must not fail its neighbours

@@ -116,7 +116,15 @@ def _v2(conn: sqlite3.Connection) -> None:
                  "WHERE state = 'queued'")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+def _v3(conn: sqlite3.Connection) -> None:
+    """`deliveries.comment_key`: a comment's id and edit time (see `events.comment_key`),
+    unique, so one comment replayed under the other comment event type is a duplicate."""
+    conn.execute("ALTER TABLE deliveries ADD COLUMN comment_key TEXT")
+    conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS deliveries_comment ON deliveries "
+                 "(comment_key) WHERE comment_key IS NOT NULL")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
 
 
 def migrate(conn: sqlite3.Connection,

@@ -7,6 +7,8 @@ escaped for its medium (HTML, Prometheus label values, a terminal line).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import math
 import re
@@ -40,16 +42,24 @@ def _cells(run: RunRecord, now: float) -> list[str]:
 
 # ---- dashboard --------------------------------------------------------------------------
 
+_STYLE = """
+body { font-family: sans-serif; margin: 2em; }
+table { border-collapse: collapse; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }
+"""
+# The page's only active content is its own style sheet, allowed by hash: no script, no
+# frame, no form, nothing from elsewhere (and no framing of the page by anyone).
+DASHBOARD_CSP = ("default-src 'none'; style-src 'sha256-"
+                 + base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
+                 + "'; img-src 'none'; base-uri 'none'; form-action 'none'; "
+                 "frame-ancestors 'none'")
+
 _PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <title>bot-bottle runs</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; }}
-table {{ border-collapse: collapse; }}
-th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }}
-</style>
+<style>{style}</style>
 </head>
 <body>
 <h1>bot-bottle runs</h1>
@@ -80,7 +90,7 @@ def dashboard_html(runs: Sequence[RunRecord], last_ops: Mapping[int, str], now: 
     if not rows:
         rows.append(f'<tr><td colspan="{len(DASHBOARD_COLUMNS)}">no runs</td></tr>')
     summary = f"{len(runs)} run{'s' if len(runs) != 1 else ''}"
-    return _PAGE.format(summary=esc(summary), head=head, rows="\n".join(rows))
+    return _PAGE.format(style=_STYLE, summary=esc(summary), head=head, rows="\n".join(rows))
 
 
 # ---- metrics ----------------------------------------------------------------------------

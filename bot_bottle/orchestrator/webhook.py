@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qs, urlsplit
 
-from bot_bottle.orchestrator.http_server import MAX_BODY, make_server  # noqa: F401
+from bot_bottle.orchestrator.events import comment_key
+from bot_bottle.orchestrator.views import DASHBOARD_CSP
+from bot_bottle.orchestrator.http_server import MAX_BODY, loads_json, make_server  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,9 @@ HTML = "text/html; charset=utf-8"
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 _RUN_PATH = re.compile(r"^/runs/([^/]+)(/provenance)?$")
 _RUN_ID = re.compile(r"^[0-9]{1,18}$")
+# the transport adds `nosniff` to every answer; the page also may not be framed or run
+# anything but its own style sheet
+_HTML_HEADERS = (("Content-Security-Policy", DASHBOARD_CSP), ("X-Frame-Options", "DENY"))
 
 
 @dataclass(frozen=True)
@@ -105,10 +110,11 @@ class WebhookApp:
             log.warning("webhook %s rejected: missing or wrong signature", tag)
             return _status(401, "error", "missing or wrong signature")
         try:
-            payload = json.loads(body)
-        except (ValueError, RecursionError):
-            log.warning("webhook %s rejected: body is not valid JSON", tag)
-            return _status(400, "error", "body is not valid JSON")
+            payload = loads_json(body)
+        except ValueError as exc:
+            reason = str(exc) if "nested deeper" in str(exc) else "body is not valid JSON"
+            log.warning("webhook %s rejected: %s", tag, reason)
+            return _status(400, "error", reason)
         if not isinstance(payload, dict):
             log.warning("webhook %s rejected: body is not a JSON object", tag)
             return _status(400, "error", "body is not a JSON object")
@@ -120,7 +126,8 @@ class WebhookApp:
             log.info("webhook %s ignored: unhandled event type", tag)
             return _status(202, "ignored", f"event type {_clip(event)!r} is not handled")
         try:
-            fresh = self._store.record_delivery(delivery, event, body, self._clock())
+            fresh = self._store.record_delivery(delivery, event, body, self._clock(),
+                                                comment_key=comment_key(event, payload))
         except Exception as exc:  # StoreError or worse: Gitea must retry, so never a 2xx
             log.error("webhook %s not stored: %s", tag, exc)
             return _status(503, "error", "store unavailable")
@@ -164,7 +171,7 @@ class WebhookApp:
             return _status(400, "error", "run id must be a non-negative integer")
         try:
             if path == "/":
-                return Response(200, HTML, self._views.dashboard().encode())
+                return Response(200, HTML, self._views.dashboard().encode(), _HTML_HEADERS)
             if path == "/metrics":
                 return Response(200, PROMETHEUS, self._views.metrics().encode())
             if path == "/runs":

@@ -50,7 +50,8 @@ class ServiceTest(unittest.TestCase):
         conn = socket.create_connection(("127.0.0.1", self.orch.port), timeout=10)
         self.addCleanup(conn.close)
         body = b'{"action": "opened"}'
-        head = (f"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+        head = (f"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1:{self.orch.port}\r\n"
+                f"Content-Length: {len(body)}\r\n"
                 "X-Gitea-Event-Type: issues\r\nX-Gitea-Signature: 00\r\n\r\n").encode()
         conn.sendall(head)  # the request is in flight: its body has not arrived yet
         time.sleep(0.2)

@@ -534,7 +534,7 @@ class FuzzTest(_Base):
         length = {"missing": None, "negative": "-5", "junk": "12abc", "longer": str(len(body) + 50),
                   "shorter": str(max(0, len(body) - 7)), "huge": str((1 << 20) + 1),
                   "chunked": None, "plus": f"+{len(body)}"}[framing]
-        lines = [f"{method} {path} HTTP/1.1".encode(), b"Host: 127.0.0.1"]
+        lines = [f"{method} {path} HTTP/1.1".encode(), f"Host: 127.0.0.1:{port}".encode()]
         lines += [k.encode() + b": " + v for k, v in headers]
         if length is not None:
             lines.append(b"Content-Length: " + length.encode())
@@ -589,11 +589,12 @@ class SlowClientsTest(_Base):
             socks.append(s)
             return s
         body = b'{"action": "opened"}'
-        signed = (f"POST /webhook HTTP/1.1\r\nHost: x\r\nX-Gitea-Event-Type: issues\r\n"
+        signed = (f"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1:{orch.port}\r\n"
+                  "X-Gitea-Event-Type: issues\r\n"
                   f"X-Gitea-Signature: {sign(orch.secret, body)}\r\n").encode()
         tricklers = [connect() for _ in range(20)]
         for s in tricklers:
-            s.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\n")
+            s.sendall(b"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % orch.port)
 
         def trickle():
             i = 0

@@ -54,6 +54,7 @@ class GitGateHarness:
         g = self.gitea
         g.add_token(TOKEN, "orchestrator")
         g.add_repo(OWNER, REPO, files={"README.md": "widgets\n"})
+        g.set_permission(OWNER, REPO, "alice", "write")  # her close destroys a run
         self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.root),
                     "GIT_CONFIG_NOSYSTEM": "1", "LANG": "C"}
         self.config = Config.from_env({

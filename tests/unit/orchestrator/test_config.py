@@ -27,6 +27,17 @@ class ConfigTests(unittest.TestCase):
         self.assertIn("FORGE_GITEA_TIMEOUT", str(caught.exception))
         self.assertIn("FORGE_OUTBOX_BACKOFF", str(caught.exception))
 
+    def test_allowed_hosts_are_parsed_once_and_the_public_url_host_is_one(self):
+        self.assertEqual(Config.from_env(GOOD).allowed_hosts, ())
+        config = Config.from_env({**GOOD, "FORGE_ALLOWED_HOSTS": " Bots.Example.com, proxy:8443,",
+                                  "FORGE_PUBLIC_URL": "https://runs.example.com/"})
+        self.assertEqual(config.allowed_hosts,
+                         ("bots.example.com", "proxy:8443", "runs.example.com"))
+        for bad in ("http://x", "a b", "x:99999", "x:", "/x", "[::1"):
+            with self.subTest(bad=bad), self.assertRaises(ConfigError) as caught:
+                Config.from_env({**GOOD, "FORGE_ALLOWED_HOSTS": bad})
+            self.assertIn("FORGE_ALLOWED_HOSTS", str(caught.exception))
+
     def test_the_issue_s_repository_is_cloned_unless_turned_off(self):
         config = Config.from_env(GOOD)
         self.assertEqual((config.clone_workspace, config.clone_timeout), (True, 600.0))

@@ -30,6 +30,10 @@ RETRY = "\n\nComment to retry."
 RELAUNCH_PROMPT = ("LP\n\n---\nAn earlier start of this run ended before the agent ran. A comment "
                    "on the issue asked to retry:\n\nGitea is back, try again")
 
+KEPT = ("This issue was closed by @mallory, who lacks write access to the repository, so "
+        "run 1 was kept (frozen, not destroyed). Someone with write access can close the "
+        "issue again to destroy it.")
+
 CASES = [
     ("new issue with a free slot is launched", None,
      L.LaunchRequested("claude", ("py",), True), [L.Launch("claude", ("py",))]),
@@ -68,7 +72,21 @@ CASES = [
      [L.Freeze(), L.RecordDone("stopped", "stopped by /bot-bottle stop"),
       L.Comment(42, "Stopped and frozen on request.")]),
     ("merged or closed PR destroys", run(S.FROZEN, pr_number=43), L.PrClosed(merged=True), [L.Destroy()]),
-    ("issue closed without PR destroys", run(S.FROZEN), L.IssueClosed(), [L.Destroy()]),
+    ("issue closed without PR by a writer destroys", run(S.FROZEN),
+     L.IssueClosed(by_writer=True, closer="alice"), [L.Destroy()]),
+    ("issue closed by a writer while running destroys", run(S.RUNNING),
+     L.IssueClosed(by_writer=True, closer="alice"), [L.Destroy()]),
+    ("issue closed by someone without write access freezes a working run and says so",
+     run(S.RUNNING), L.IssueClosed(by_writer=False, closer="mallory"),
+     [L.Freeze(), L.RecordDone("kept", "closed by mallory, who lacks write access"),
+      L.Comment(42, KEPT)]),
+    ("issue closed by someone without write access leaves a frozen run as is",
+     run(S.FROZEN), L.IssueClosed(by_writer=False, closer="mallory"), [L.Comment(42, KEPT)]),
+    ("issue closed by someone without write access leaves a queued run as is",
+     run(S.QUEUED, slug=None), L.IssueClosed(by_writer=False, closer="mallory"),
+     [L.Comment(42, KEPT)]),
+    ("an issue close event without the closer's access is taken as no write access",
+     run(S.FROZEN), L.IssueClosed(), [L.Comment(42, KEPT.replace("@mallory", "someone"))]),
     ("watchdog on a running run times it out and comments", run(S.RUNNING),
      L.WatchdogExpired(1800.0),
      [L.Freeze(S.TIMED_OUT), L.Comment(42, "No progress for 1800 s: the bottle was stopped and "
@@ -155,7 +173,10 @@ IGNORED = [
     ("comment on a queued run that keeps its launch prompt",
      run(S.QUEUED, slug=None, launch_prompt="LP"), L.TrustedComment("hi")),
     ("stop on a frozen run", run(S.FROZEN), L.StopRequested()),
-    ("issue closed while the run has a PR", run(S.FROZEN, pr_number=43), L.IssueClosed()),
+    ("issue closed while the run has a PR", run(S.FROZEN, pr_number=43),
+     L.IssueClosed(by_writer=True, closer="alice")),
+    ("issue closed by a non-writer while the run has a PR", run(S.FROZEN, pr_number=43),
+     L.IssueClosed(by_writer=False, closer="mallory")),
     ("done for a destroyed run", run(S.DESTROYED), L.DoneSignal("done", "x")),
     ("watchdog on a frozen run", run(S.FROZEN), L.WatchdogExpired(5.0)),
     ("bottle exit after a done froze the run", run(S.FROZEN), L.BottleExited(0)),

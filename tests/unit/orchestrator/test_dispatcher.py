@@ -268,6 +268,21 @@ class LifecycleTest(DispatcherTest):
         self.deliver("issues", issue_event(self.gitea, OWNER, REPO, n, "closed", "alice"))
         self.wait_state(n, RunState.DESTROYED)
 
+    def test_closing_an_issue_without_write_access_freezes_its_run_and_says_why(self) -> None:
+        n = self.new_issue()
+        running = self.wait_state(n, RunState.RUNNING)
+        close_issue(self.gitea, OWNER, REPO, n)
+        self.deliver("issues", issue_event(self.gitea, OWNER, REPO, n, "closed", "mallory"))
+        run = self.wait_state(n, RunState.FROZEN)
+        self.assertIn(("freeze", running.slug), self.runner.calls)
+        self.assertNotIn("destroy", [c[0] for c in self.runner.calls])
+        self.assertTrue(any("lacks write access" in c and "@mallory" in c
+                            for c in self.issue_comments(n)))
+        # a writer closing it afterwards does destroy it
+        self.deliver("issues", issue_event(self.gitea, OWNER, REPO, n, "closed", "alice"))
+        self.wait_state(n, RunState.DESTROYED)
+        self.assertIn(("destroy", run.slug), self.runner.calls)
+
     def test_watchdog_times_out_a_silent_run_and_says_so(self) -> None:
         n = self.new_issue()
         self.wait_state(n, RunState.RUNNING)

@@ -322,5 +322,29 @@ class MutatedPayloadTests(unittest.TestCase):
                     self.assertIsNone(result)
 
 
+class CommentKeyTests(unittest.TestCase):
+    COMMENT = {"action": "created", "comment": {"id": 9, "updated_at": "2026-01-01T00:00:00Z"}}
+
+    def test_both_comment_types_give_the_same_key_for_one_comment(self):
+        a = E.comment_key("issue_comment", self.COMMENT)
+        self.assertEqual(a, "comment 9 created 2026-01-01T00:00:00Z")
+        self.assertEqual(E.comment_key(" Pull_Request_Comment", self.COMMENT), a)
+
+    def test_an_edit_time_or_action_change_gives_a_new_key(self):
+        edited = {"action": "created", "comment": {"id": 9, "updated_at": "2026-01-02"}}
+        self.assertNotEqual(E.comment_key("issue_comment", edited),
+                            E.comment_key("issue_comment", self.COMMENT))
+        self.assertNotEqual(E.comment_key("issue_comment", {**self.COMMENT, "action": "edited"}),
+                            E.comment_key("issue_comment", self.COMMENT))
+
+    def test_other_types_and_bad_shapes_have_no_key(self):
+        for event_type, payload in (("issues", self.COMMENT), ("issue_comment", []),
+                                    ("issue_comment", {"comment": None}),
+                                    ("issue_comment", {"comment": {"id": True}}),
+                                    ("issue_comment", {"comment": {"id": "9"}}), (None, {})):
+            with self.subTest(event_type=event_type, payload=payload):
+                self.assertIsNone(E.comment_key(event_type, payload))
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -7,6 +7,7 @@ import json
 import socket
 import tempfile
 import threading
+import time
 import unittest
 from pathlib import Path
 
@@ -109,6 +110,24 @@ class SidecarTest(unittest.TestCase):
                          {"run_id": 7, "status": "done", "summary": "opened PR"})
 
 
+    def call_raw(self, method: str, path: str, data: bytes):
+        conn = _UnixConnection(self.sock)
+        self.addCleanup(conn.close)
+        conn.request(method, path, body=data, headers={"Authorization": "Bearer tok-7"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+
+    def test_json_nested_100k_deep_is_400_with_a_reason(self) -> None:
+        deep = b'{"status": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        status, payload = self.call_raw("POST", "/done", deep)
+        self.assertEqual((status, payload["status"]), (400, "error"))
+        self.assertIn("nested deeper than 64", payload["reason"])
+        self.assertFalse((self.dir / "queue").exists())
+        # a string holding brackets is not nesting; 64 levels is still fine
+        ok = json.dumps({"status": "done", "summary": "[" * 1000,
+                         "x": json.loads("[" * 63 + "]" * 63)}).encode()
+        self.assertEqual(self.call_raw("POST", "/done", ok)[0], 202)
+
     def test_bad_content_length_is_400_not_a_hang(self) -> None:
         for value in ("-5", "abc"):
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
@@ -118,6 +137,74 @@ class SidecarTest(unittest.TestCase):
                             f"Content-Length: {value}\r\n\r\n".encode())
                 self.assertTrue(raw.recv(4096).startswith(b"HTTP/1.1 400"), value)
         self.assertFalse((self.dir / "queue").exists())
+
+
+
+class SidecarLimitsTest(unittest.TestCase):
+    """The transport's bounds: one deadline per request, a cap on connections in total."""
+
+    def setUp(self) -> None:
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.dir = Path(tmp.name)
+        self.store = temp_store(self)
+        forge = FakeForge("acme", "widgets")
+        seed_run(self.store, forge.add_issue("Fix", "", user="alice"), RunState.RUNNING,
+                 run_token="tok-7", run_id=7)
+        self.app = SidecarApp(self.store, lambda o, r: forge,
+                              self.dir / "queue", FakeClock().now, lambda: 123)
+
+    def serve(self, **kw) -> tuple[SidecarServer, str]:
+        path = str(self.dir / f"s{len(list(self.dir.glob('*.sock')))}.sock")
+        server = SidecarServer(Path(path), self.app, **kw)
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        self.addCleanup(thread.join, 10)
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        return server, path
+
+    def connect(self, path: str) -> socket.socket:
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(raw.close)
+        raw.settimeout(10)
+        raw.connect(path)
+        return raw
+
+    def test_a_request_that_never_completes_is_cut_at_its_deadline_not_per_read(self) -> None:
+        server, path = self.serve(request_deadline=0.3)
+        self.assertGreaterEqual(server.read_timeout, 30)  # a per-read limit alone would wait
+        for partial in (b"POST /done HTTP/1.1\r\nAuthor",  # a head that never ends
+                        b"POST /done HTTP/1.1\r\nAuthorization: Bearer tok-7\r\n"
+                        b"Content-Length: 100\r\n\r\n{\"status\""):  # a body that never ends
+            with self.subTest(partial=partial[-12:]):
+                raw = self.connect(path)
+                raw.sendall(partial)
+                started = time.monotonic()
+                self.assertEqual(raw.recv(4096), b"")  # cut, not answered
+                self.assertLess(time.monotonic() - started, 5)
+        self.assertFalse((self.dir / "queue").exists())
+
+    def test_connections_beyond_the_total_cap_are_answered_503_at_once(self) -> None:
+        server, path = self.serve(max_connections=2)
+        held = [self.connect(path) for _ in range(2)]
+        for raw in held:
+            raw.sendall(b"GET /issues/1 HTTP/1.1\r\n")  # still sending its head
+        with self.assertLogs("bot_bottle.orchestrator.sidecar", "WARNING") as logs:
+            extra = self.connect(path)
+            answer = extra.recv(4096)
+        self.assertIn("refused a connection", logs.output[0])
+        self.assertTrue(answer.startswith(b"HTTP/1.1 503"), answer[:40])
+        self.assertIn(b"too many connections", answer)
+        held[0].close()
+        deadline = time.monotonic() + 5
+        while server.active_connections() > 1:  # the held one's handler has ended
+            self.assertLess(time.monotonic(), deadline, "the closed connection was not freed")
+            time.sleep(0.01)
+        conn = _UnixConnection(path)
+        self.addCleanup(conn.close)
+        conn.request("GET", "/issues/1", headers={"Authorization": "Bearer tok-7"})
+        self.assertEqual(conn.getresponse().status, 200)
 
 
 if __name__ == "__main__":

@@ -81,10 +81,26 @@ class MigrationTest(StoreTestCase):
                          (issue, state, f"tok-{issue}", prompt))
         conn.close()
         store = self.open(old)
-        self.assertEqual(store.schema_version, 2)
+        self.assertEqual(store.schema_version, len(store_schema.MIGRATIONS))
         queued, frozen = store.list_runs()
         self.assertEqual((queued.launch_prompt, queued.pending_prompt), ("launch me", None))
         self.assertEqual((frozen.launch_prompt, frozen.pending_prompt), (None, "a comment"))
+
+    def test_version_3_keeps_stored_deliveries_and_adds_comment_dedupe(self) -> None:
+        self.store.close()
+        old = self.dir / "v2.db"
+        conn = sqlite3.connect(old, isolation_level=None)
+        store_schema._v1(conn)
+        store_schema._v2(conn)
+        conn.execute("PRAGMA user_version = 2")
+        conn.execute("INSERT INTO deliveries (delivery_id, event_type, body, body_sha256, "
+                     "received_at) VALUES ('d1', 'issues', x'7b7d', 'h', 1.0)")
+        conn.close()
+        store = self.open(old)
+        self.assertEqual([d.delivery_id for d in store.pending_deliveries(10)], ["d1"])
+        self.assertTrue(store.record_delivery("d2", "issue_comment", b"a", 2.0, comment_key="k"))
+        self.assertFalse(store.record_delivery("d3", "pull_request_comment", b"a", 3.0,
+                                               comment_key="k"))
 
     def test_a_file_that_is_not_a_database_is_a_store_error(self) -> None:
         junk = self.dir / "junk.db"
@@ -117,6 +133,18 @@ class DeliveryTest(StoreTestCase):
         self.assertFalse(self.store.record_delivery("d2", "issues", b"same", 2.0))
         self.assertTrue(self.store.record_delivery("d3", "issue_label", b"same", 3.0))
         self.assertEqual([d.delivery_id for d in self.store.pending_deliveries(10)], ["d1", "d3"])
+
+    def test_a_comment_replayed_under_the_other_comment_type_is_a_duplicate(self) -> None:
+        key = "comment 5 2026-01-01T00:00:00Z"
+        self.assertTrue(self.store.record_delivery("d1", "issue_comment", b"c", 1.0,
+                                                   comment_key=key))
+        self.assertFalse(self.store.record_delivery("d2", "pull_request_comment", b"c", 2.0,
+                                                    comment_key=key))
+        self.assertFalse(self.store.record_delivery("d3", "issue_comment", b"c2", 3.0,
+                                                    comment_key=key))
+        self.assertTrue(self.store.record_delivery("d4", "issue_comment", b"c3", 4.0,
+                                                   comment_key="comment 5 2026-01-02T00:00:00Z"))
+        self.assertEqual([d.delivery_id for d in self.store.pending_deliveries(10)], ["d1", "d4"])
 
     def test_deliveries_without_an_id_are_deduplicated_by_body_only(self) -> None:
         self.assertTrue(self.store.record_delivery("", "issues", b"a", 1.0))

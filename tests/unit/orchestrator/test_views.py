@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import re
 import unittest
 from html.parser import HTMLParser
 
+from bot_bottle.orchestrator import views
 from bot_bottle.orchestrator.model import RunRecord, RunState
 from bot_bottle.orchestrator.views import (
     dashboard_html, human_age, metrics_text, status_table)
@@ -90,6 +93,17 @@ class DashboardTests(unittest.TestCase):
 
     def test_run_id_links_to_its_provenance(self):
         self.assertIn('href="/runs/7/provenance"', dashboard_html([make_run(id=7)], {}, NOW))
+
+
+class DashboardPolicyTests(unittest.TestCase):
+    def test_the_csp_allows_exactly_the_dashboard_s_own_style(self):
+        page = views.dashboard_html([], {}, 0.0)
+        style = page.split("<style>", 1)[1].split("</style>", 1)[0]
+        digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
+        self.assertIn(f"style-src 'sha256-{digest}'", views.DASHBOARD_CSP)
+        self.assertIn("default-src 'none'", views.DASHBOARD_CSP)
+        self.assertIn("frame-ancestors 'none'", views.DASHBOARD_CSP)
+        self.assertNotIn("unsafe", views.DASHBOARD_CSP)
 
 
 class MetricsTests(unittest.TestCase):

@@ -51,6 +51,18 @@ def stored(store: SqliteRunStore) -> dict[str, tuple[str, bytes, float]]:
             for d in store.pending_deliveries(100)}
 
 
+def comment_body(comment_id: int, updated_at: str, pad: str = "") -> bytes:
+    """A signed-able `issue_comment` `created` payload (the fields dedupe reads)."""
+    return json.dumps({
+        "action": "created",
+        "issue": {"number": 42},
+        "comment": {"id": comment_id, "body": "@bot go" + pad, "user": {"login": "alice"},
+                    "created_at": "2026-01-01T00:00:00Z", "updated_at": updated_at},
+        "repository": {"full_name": "acme/widgets", "name": "widgets",
+                       "owner": {"login": "acme"}},
+    }).encode()
+
+
 class ViewsStub:
     def __init__(self) -> None:
         self.runs_data = {7: {"id": 7, "state": "running"}}
@@ -87,8 +99,8 @@ class ServerTest(unittest.TestCase):
         return WebhookApp(store, verify=functools.partial(verify_signature, SECRET),
                           wake=self.woken.set, clock=lambda: 1_700_000_000.0, **kw)
 
-    def serve(self, app, **kw) -> int:
-        server = make_server("127.0.0.1", 0, app, **kw)
+    def serve(self, app, listen_host: str = "127.0.0.1", **kw) -> int:
+        server = make_server(listen_host, 0, app, **kw)
         thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
         thread.start()
         self.addCleanup(thread.join, 10)
@@ -153,6 +165,17 @@ class WebhookDeliveryTest(ServerTest):
                 self.assertEqual((status, payload["status"]), (400, "error"))
         self.assertEqual(stored(self.store), {})
 
+    def test_json_nested_deeper_than_64_is_400_with_a_reason(self) -> None:
+        deep = b'{"action": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        with self.assertLogs("bot_bottle.orchestrator.webhook", "WARNING"):
+            status, payload = self.deliver(deep)
+        self.assertEqual((status, payload["status"]), (400, "error"))
+        self.assertIn("nested deeper than 64", payload["reason"])
+        self.assertEqual(stored(self.store), {})
+        ok = json.dumps({"action": "opened", "t": '"[{\\' * 100,
+                         "x": json.loads("[" * 63 + "]" * 63)}).encode()
+        self.assertEqual(self.deliver(ok)[0], 202)
+
     def test_unhandled_event_type_is_202_ignored_and_not_stored(self) -> None:
         status, payload = self.deliver(event="repository")
         self.assertEqual((status, payload["status"]), (202, "ignored"))
@@ -180,6 +203,24 @@ class WebhookDeliveryTest(ServerTest):
         self.assertEqual(self.deliver(delivery="d-1")[0], 202)
         self.assertEqual(self.deliver(delivery="d-2"), (200, {"status": "duplicate"}))
         self.assertEqual(list(stored(self.store)), ["d-1"])
+
+    def test_a_comment_replayed_under_the_other_comment_event_type_is_200_duplicate(self) -> None:
+        body = comment_body(comment_id=77, updated_at="2026-01-01T00:00:00Z")
+        self.assertEqual(self.deliver(body, event="issue_comment", delivery="c-1")[0], 202)
+        self.woken.clear()
+        self.assertEqual(self.deliver(body, event="pull_request_comment", delivery="c-2"),
+                         (200, {"status": "duplicate"}))
+        resent = comment_body(comment_id=77, updated_at="2026-01-01T00:00:00Z", pad=" ")
+        self.assertEqual(self.deliver(resent, event="pull_request_comment", delivery="c-3"),
+                         (200, {"status": "duplicate"}))
+        self.assertFalse(self.woken.is_set())
+        self.assertEqual(list(stored(self.store)), ["c-1"])
+
+    def test_an_edited_comment_is_a_new_delivery(self) -> None:
+        self.assertEqual(self.deliver(comment_body(77, "2026-01-01T00:00:00Z"),
+                                      event="issue_comment", delivery="c-1")[0], 202)
+        self.assertEqual(self.deliver(comment_body(77, "2026-01-02T00:00:00Z"),
+                                      event="issue_comment", delivery="c-2")[0], 202)
 
     def test_missing_delivery_id_falls_back_to_the_body_hash(self) -> None:
         self.assertEqual(self.deliver(delivery=None)[0], 202)
@@ -307,7 +348,8 @@ class TransportTest(ServerTest):
 
     def test_a_stalled_client_does_not_block_another(self) -> None:
         stalled = self.raw_socket()
-        stalled.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"{" * 500)
+        stalled.sendall(b"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                        b"Content-Length: 1000\r\n\r\n" % self.port + b"{" * 500)
         started = time.monotonic()
         status, payload = self.deliver()
         self.assertEqual(status, 202)
@@ -317,7 +359,8 @@ class TransportTest(ServerTest):
         port = self.serve(self.app(self.store), handler_timeout=0.3)
         sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         self.addCleanup(sock.close)
-        sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                     b"Content-Length: 1000\r\n\r\n{" % port)
         resp = http.client.HTTPResponse(sock)
         resp.begin()
         self.assertEqual((resp.status, resp.will_close), (408, True))
@@ -411,6 +454,61 @@ class RoutesTest(ServerTest):
         port = self.serve(self.app(self.store, views=BrokenViews()))
         with self.assertLogs("bot_bottle.orchestrator.webhook", "ERROR"):
             self.assertEqual(self.request("GET", "/runs", port=port)[0], 503)
+
+
+class HostAndHeadersTest(ServerTest):
+    def status_for_host(self, host: str | None, port: int | None = None) -> tuple[int, dict]:
+        sock = socket.create_connection(("127.0.0.1", port or self.port), timeout=5)
+        self.addCleanup(sock.close)
+        head = b"GET /runs HTTP/1.1\r\n" + (b"Host: %s\r\n" % host.encode() if host else b"")
+        sock.sendall(head + b"Connection: close\r\n\r\n")
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        return resp.status, json.loads(resp.read())
+
+    def test_a_host_other_than_the_listen_address_is_421_with_a_reason(self) -> None:
+        for host in ("evil.example", f"evil.example:{self.port}", "127.0.0.1:1", "localhost:1",
+                     None):
+            with self.subTest(host=host), self.assertLogs("bot_bottle.orchestrator.http_server",
+                                                          "WARNING"):
+                status, payload = self.status_for_host(host)
+                self.assertEqual(status, 421)
+                self.assertIn("Host", payload["reason"])
+        self.assertEqual(self.status_for_host(f"127.0.0.1:{self.port}")[0], 200)
+
+    def test_allowed_hosts_admit_a_reverse_proxy_s_names(self) -> None:
+        port = self.serve(self.app(self.store), allowed_hosts=("bots.example.com", "proxy:8443"))
+        for host in ("bots.example.com", "BOTS.example.com:9", "proxy:8443",
+                     f"127.0.0.1:{port}"):
+            with self.subTest(host=host):
+                self.assertEqual(self.status_for_host(host, port)[0], 200)
+        with self.assertLogs("bot_bottle.orchestrator.http_server", "WARNING"):
+            self.assertEqual(self.status_for_host("proxy:80", port)[0], 421)
+
+    def test_a_wildcard_listener_admits_loopback_names_only(self) -> None:
+        port = self.serve(self.app(self.store), listen_host="0.0.0.0")
+        self.assertEqual(self.status_for_host(f"localhost:{port}", port)[0], 200)
+        with self.assertLogs("bot_bottle.orchestrator.http_server", "WARNING"):
+            self.assertEqual(self.status_for_host(f"0.0.0.0:{port}", port)[0], 421)
+
+    def test_html_gets_a_strict_policy_and_every_answer_nosniff(self) -> None:
+        conn = self.connect()
+        conn.request("GET", "/")
+        resp = conn.getresponse()
+        resp.read()
+        self.assertEqual(resp.getheader("X-Content-Type-Options"), "nosniff")
+        self.assertEqual(resp.getheader("X-Frame-Options"), "DENY")
+        csp = resp.getheader("Content-Security-Policy")
+        self.assertIn("default-src 'none'", csp)
+        self.assertIn("frame-ancestors 'none'", csp)
+        for method, path in (("GET", "/runs"), ("GET", "/healthz"), ("POST", "/webhook"),
+                             ("GET", "/nowhere")):
+            with self.subTest(path=path):
+                conn.request(method, path, body=b"{}" if method == "POST" else None)
+                resp = conn.getresponse()
+                resp.read()
+                self.assertEqual(resp.getheader("X-Content-Type-Options"), "nosniff")
+                self.assertIsNone(resp.getheader("Content-Security-Policy"))
 
 
 class StoreViewsTest(ServerTest):
