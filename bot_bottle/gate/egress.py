@@ -270,26 +270,23 @@ def _kind(head: Head) -> str:
 
 
 def _bind(sock: socket.socket, path: Path) -> None:
-    """Bind to `path`; a path longer than sun_path allows is reached through an open handle
-    on its directory (/proc/self/fd/N/name), so a deep $BOT_BOTTLE_HOME still works."""
-    if len(os.fsencode(str(path))) <= MAX_UNIX_PATH:
-        sock.bind(str(path))
-        return
-    dfd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
-    try:
-        sock.bind(f"/proc/self/fd/{dfd}/{path.name}")
-    finally:
-        os.close(dfd)
+    _at_path(sock.bind, path)
 
 
 def _unix_connect(sock: socket.socket, path: Path) -> None:
-    """Connect to `path`, through its directory's handle when it is longer than sun_path."""
+    _at_path(sock.connect, path)
+
+
+def _at_path(op, path: Path) -> None:
+    """`op` (a socket's bind or connect) on the unix socket `path`; a path longer than sun_path
+    allows is reached through an open handle on its directory (/proc/self/fd/N/name), so a
+    deep $BOT_BOTTLE_HOME still works."""
     if len(os.fsencode(str(path))) <= MAX_UNIX_PATH:
-        sock.connect(str(path))
+        op(str(path))
         return
     dfd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
     try:
-        sock.connect(f"/proc/self/fd/{dfd}/{path.name}")
+        op(f"/proc/self/fd/{dfd}/{path.name}")
     finally:
         os.close(dfd)
 

@@ -1,11 +1,14 @@
 """The lifecycle the tests' fake servers share (fake Gitea, fake Anthropic, fake OpenAI): a
 `ThreadingHTTPServer` on 127.0.0.1, port 0, serving in a daemon thread; `stop` shuts the
 serving loop down, closes the socket and joins the thread, so no loop outlives its test.
+`ApiHandler` is the model APIs' handler base: quiet, keep-alive, JSON answers with an id.
 """
 
 from __future__ import annotations
 
+import json
 import threading
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -34,3 +37,24 @@ class LocalHTTPServer:
     def url(self) -> str:
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}"
+
+
+class ApiHandler(BaseHTTPRequestHandler):
+    """A model API's handler: HTTP/1.1, no access log (the fakes record requests themselves),
+    `_json` answers carrying a request id in the header the API names (`REQUEST_ID_HEADER`)."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = 60
+    REQUEST_ID_HEADER = "request-id"
+
+    def log_message(self, format, *args):  # quiet: the record is in the fake's `requests`
+        pass
+
+    def _json(self, status: int, obj: dict) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header(self.REQUEST_ID_HEADER, "req_" + uuid.uuid4().hex[:24])
+        self.end_headers()
+        self.wfile.write(data)

@@ -20,10 +20,9 @@ import json
 import threading
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from typing import Iterable
 
-from ._local_server import LocalHTTPServer
+from ._local_server import ApiHandler, LocalHTTPServer
 
 FINAL_TEXT = "All done."
 MODEL_IDS = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1")
@@ -161,22 +160,9 @@ class FakeAnthropic(LocalHTTPServer):
                           "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(ApiHandler):
     api: FakeAnthropic
-    protocol_version = "HTTP/1.1"
-    timeout = 60
-
-    def log_message(self, format, *args):  # quiet: the record is in `api.requests`
-        pass
-
-    def _json(self, status: int, obj: dict) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("request-id", "req_" + uuid.uuid4().hex[:24])
-        self.end_headers()
-        self.wfile.write(data)
+    REQUEST_ID_HEADER = "request-id"
 
     def _record(self, body: dict) -> None:
         with self.api.lock:

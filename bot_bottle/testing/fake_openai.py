@@ -23,10 +23,9 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from typing import Iterable
 
-from ._local_server import LocalHTTPServer
+from ._local_server import ApiHandler, LocalHTTPServer
 
 FINAL_TEXT = "All done."
 MODEL_IDS = ("gpt-5-codex", "gpt-5")
@@ -200,22 +199,9 @@ class FakeOpenAI(LocalHTTPServer):
                           "total_tokens": 15}}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(ApiHandler):
     api: FakeOpenAI
-    protocol_version = "HTTP/1.1"
-    timeout = 60
-
-    def log_message(self, format, *args):  # quiet: the record is in `api.requests`
-        pass
-
-    def _json(self, status: int, obj: dict) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-request-id", "req_" + uuid.uuid4().hex[:24])
-        self.end_headers()
-        self.wfile.write(data)
+    REQUEST_ID_HEADER = "x-request-id"
 
     def _error(self, status: int, message: str, code: str | None = None) -> None:
         self._json(status, {"error": {"message": message, "type": "invalid_request_error",

@@ -11,7 +11,7 @@ from bot_bottle.orchestrator.runner import RunnerError
 from bot_bottle.orchestrator.targeting import STOP_COMMAND
 
 from ._fakes import GatedStartRunner
-from .test_dispatcher import OWNER, REPO, DispatcherTest
+from .test_dispatcher import DispatcherTest
 
 CLONE_FAILED = "could not clone acme/widgets: fatal: unable to access: HTTP 502"
 
