@@ -9,9 +9,9 @@ writes to the forge (a comment, a description, a PR's title and body) is first s
 egress gate injects) and common token shapes; a hit is refused with 422 and a reason naming
 the kind and line (never the value), and logged. The transport is bounded: at most
 `max_connections` (64) at once in total (more get 503 without a thread), one deadline for each
-request's head and body, JSON deeper than 64 levels → 400. The socket is made
-mode 0o666: the bottle's processes run under a user namespace whose uid need not match ours,
-and the per-run bearer token (not the file mode) is the access control.
+request's head and body, JSON deeper than 64 levels → 400. The socket is mode 0600: a bwrap
+bottle's processes are the service's own uid seen through a user namespace, so they reach it,
+and no other local user does; the per-run bearer token is the access control between runs.
 """
 
 from __future__ import annotations
@@ -289,7 +289,7 @@ class SidecarServer(socketserver.ThreadingUnixStreamServer):
         if path.is_socket():
             path.unlink()
         super().__init__(str(path), _Handler)
-        os.chmod(path, 0o666)
+        os.chmod(path, 0o600)
 
     def active_connections(self) -> int:
         with self._lock:

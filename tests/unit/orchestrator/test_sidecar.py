@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import tempfile
 import threading
@@ -59,6 +60,10 @@ class SidecarTest(unittest.TestCase):
         conn.request(method, path, body=data, headers=headers)
         resp = conn.getresponse()
         return resp.status, json.loads(resp.read())
+
+    def test_the_socket_is_private_to_the_services_user(self) -> None:
+        # bwrap bottles are this uid in a user namespace; no other local user may connect
+        self.assertEqual(os.stat(self.sock).st_mode & 0o777, 0o600)
 
     def test_missing_or_unknown_token_is_401(self) -> None:
         self.assertEqual(self.call("GET", f"/issues/{self.issue_n}", token=None)[0], 401)
