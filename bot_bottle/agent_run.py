@@ -25,6 +25,7 @@ from .backend.base import EGRESS_SOCKET
 from .backend.sandbox import SandboxExit
 from .errors import BackendError, StateConflictError, UsageError
 from .gate.egress import Gate
+from .private import private_open
 from .providers import get_provider
 from .resolve import secret_values
 
@@ -52,9 +53,9 @@ class BottleLock:
     creation until `release()`, which may come from a callback (the sandbox's pid)."""
 
     def __init__(self, home: Path, slug: str) -> None:
-        root = home / "state"
-        root.mkdir(parents=True, exist_ok=True)
-        self._fh = open(root / f".{state.check_slug(slug)}.lock", "w")  # not inherited (PEP 446)
+        root = state.private_home(home)
+        fd = private_open(root / f".{state.check_slug(slug)}.lock", os.O_WRONLY | os.O_CREAT)
+        self._fh = open(fd, "w")  # not inherited (O_CLOEXEC)
         try:
             fcntl.flock(self._fh, fcntl.LOCK_EX)
         except BaseException:
@@ -78,8 +79,7 @@ def log_cap(environ) -> int:
 def write_prompt(path: Path, prompt: str | bytes) -> None:
     """The prompt, byte for byte (a str from argv keeps its undecodable bytes), mode 0600."""
     data = prompt if isinstance(prompt, bytes) else prompt.encode("utf-8", "surrogateescape")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with open(fd, "wb") as fh:
+    with open(private_open(path), "wb") as fh:
         fh.write(data)
 
 

@@ -122,7 +122,20 @@ def freeze(home: Path, slug: str, *, environ: dict) -> None:
         if meta is None:
             raise StateConflictError(f"no bottle with slug {slug!r}")
         state.update_metadata(home, slug, state="freezing")
-        get_backend(meta.get("backend", "bwrap"), environ).freeze(state.state_dir(home, slug), meta.get("pid"))
+        try:
+            get_backend(meta.get("backend", "bwrap"), environ).freeze(state.state_dir(home, slug),
+                                                                      meta.get("pid"))
+        except BaseException:
+            # the snapshot was not taken (the previous one is kept): not frozen, and a resume
+            # must take a new one first; the bottle's processes may already be stopped
+            pid = meta.get("pid")
+            alive = state.pid_alive(pid)
+            try:
+                state.update_metadata(home, slug, state="running" if alive else "exited",
+                                      pid=pid if alive else None)
+            except OSError:
+                pass   # a full disk: the freeze's own error is the one to report
+            raise
         state.update_metadata(home, slug, state="frozen", frozen_at=_now(), pid=None)
 
 

@@ -1,4 +1,7 @@
-"""Bottle state: `$BOT_BOTTLE_HOME/state/<slug>/metadata.json`, written atomically, and slugify."""
+"""Bottle state: `$BOT_BOTTLE_HOME/state/<slug>/metadata.json`, written atomically, and slugify.
+
+The home, `state/`, `checkouts/` and each bottle's state dir are 0700 and the metadata 0600,
+whatever the caller's umask (`private`): they hold prompts, logs and snapshots of agents' work."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import StateConflictError, UsageError
+from .private import private_dir
 
 MAX_SLUG = 63
 CHECKOUTS = "checkouts"   # $BOT_BOTTLE_HOME/checkouts/<name>: workspaces prepared for `start --workspace`
@@ -33,6 +37,14 @@ def state_dir(home: Path, slug: str) -> Path:
     return home / "state" / check_slug(slug)
 
 
+def private_home(home: Path) -> Path:
+    """The home and its `state/` and `checkouts/`, made 0700 (or narrowed to it)."""
+    private_dir(home)
+    for sub in ("state", CHECKOUTS):
+        private_dir(home / sub)
+    return home / "state"
+
+
 def read_metadata(home: Path, slug: str) -> dict | None:
     """The bottle's metadata, None when there is none; StateConflictError when it is unreadable."""
     path = state_dir(home, slug) / "metadata.json"
@@ -50,7 +62,8 @@ def read_metadata(home: Path, slug: str) -> dict | None:
 
 def write_metadata(home: Path, slug: str, meta: dict) -> None:
     d = state_dir(home, slug)
-    d.mkdir(parents=True, exist_ok=True)
+    private_home(home)
+    private_dir(d)
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".metadata.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

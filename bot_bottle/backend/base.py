@@ -3,9 +3,7 @@ what every backend puts in a bottle (its mounts, the egress forwarder in front o
 
 from __future__ import annotations
 
-import os
 import shutil
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -14,6 +12,7 @@ from ..errors import BackendError
 from ..gate import PROXY_PORT
 from .lookup import Found
 from .sandbox import SandboxExit
+from .snapshot import restore_snapshot, snapshot  # noqa: F401 (backends' shared snapshot)
 
 IN_WORKSPACE = "/workspace"
 IN_HOME = "/home/agent"
@@ -99,25 +98,3 @@ def sandbox_argv(plan) -> list[str]:
         return list(plan.agent_argv)
     return ["python3", "-I", FORWARDER, "--port", str(PROXY_PORT), "--socket", IN_EGRESS_SOCKET,
             "--", *plan.agent_argv]
-
-
-def snapshot(bottle_dir: Path, dest: Path) -> None:
-    """Tar workspace/ and home/ of bottle_dir into dest atomically."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(".tmp")
-    with tarfile.open(tmp, "w") as tar:
-        for part in ("workspace", "home"):
-            if (bottle_dir / part).exists():
-                tar.add(bottle_dir / part, arcname=part)
-    os.replace(tmp, dest)
-
-
-def restore_snapshot(src: Path, bottle_dir: Path) -> None:
-    for part in ("workspace", "home"):
-        shutil.rmtree(bottle_dir / part, ignore_errors=True)
-    bottle_dir.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(src) as tar:
-        if hasattr(tarfile, "tar_filter"):   # 3.11.4+: refuse absolute paths, .. and devices
-            tar.extractall(bottle_dir, filter="tar")
-        else:                                # 3.11.0-3: our own snapshot, written by snapshot()
-            tar.extractall(bottle_dir)

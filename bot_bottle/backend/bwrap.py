@@ -16,6 +16,7 @@ from . import fill, lookup
 from .base import (IN_RUN, IN_WORKSPACE, RunPlan, bottle_mounts, find_program, restore_snapshot,
                    sandbox_argv, snapshot, tool_mounts)
 from .sandbox import SandboxExit, run_sandbox, stop_process_group
+from .snapshot import snapshot_cap
 
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/etc")
 
@@ -25,6 +26,7 @@ class BwrapBackend:
 
     def __init__(self, environ: dict):
         self.path = environ.get("PATH", os.defpath)
+        self.environ = environ
 
     def _bwrap(self) -> str:
         return find_program("bwrap", self.path, "bwrap (bubblewrap) not found on PATH; "
@@ -63,8 +65,9 @@ class BwrapBackend:
         return run_sandbox(argv, dict(plan.env), on_pid, plan.stdin, output, plan.timeout)
 
     def freeze(self, state_dir: Path, pid) -> None:
+        cap = snapshot_cap(self.environ)   # a bad setting fails before the bottle is stopped
         stop_process_group(pid)
-        snapshot(state_dir / "bottle", state_dir / "snapshots" / "latest.tar")
+        snapshot(state_dir / "bottle", state_dir / "snapshots" / "latest.tar", cap)
 
     def restore(self, state_dir: Path) -> None:
         restore_snapshot(state_dir / "snapshots" / "latest.tar", state_dir / "bottle")

@@ -16,6 +16,9 @@ MAX_PROMPT_FILE = 16 * 1024 * 1024
 EPILOG = """environment:
   BOT_BOTTLE_HOME           manifests (agents/, bottles/, skills/) and state/ (default: ~/.bot-bottle)
   BOT_BOTTLE_LOG_MAX_BYTES  cap of each bottle's agent log, both files together (default: 10 MiB)
+  BOT_BOTTLE_MAX_SNAPSHOT_BYTES
+                            cap of what a commit snapshots, apparent sizes (a sparse file counts
+                            in full); over it the commit fails with exit 4 (default: 10 GiB)
   ANTHROPIC_API_KEY, OPENAI_API_KEY
                             network = "egress": the key the egress gate adds to the agent's API
                             requests (the bottle gets a placeholder); ANTHROPIC_BASE_URL and
@@ -29,7 +32,8 @@ exit codes:
   2    usage or manifest error (missing agent/bottle/skill, bad TOML, label giving an empty slug)
   3    state conflict (slug in use, unknown slug, resume of a never-frozen or running bottle)
   4    backend failure (bwrap, docker or git missing, the agent's program (or, for egress,
-       python3) not in the bottle, clone failure, an OS error on the host)
+       python3) not in the bottle, clone failure, an OS error on the host; commit: a full
+       disk or a workspace over the snapshot cap, the previous snapshot kept)
   124  start/resume: the agent ran past its time limit ('timeout') and was stopped
 errors are one line on stderr: 'bot-bottle: error: ...'; each destination the egress gate
 refuses: 'bot-bottle: egress refused: <host>:<port>: <reason>'"""
@@ -140,6 +144,17 @@ def _table(rows) -> None:
 
 
 def main(argv=None) -> int:
+    # private by default whatever the caller's umask: bottles, clones, sockets and snapshots
+    # are the owner's alone (the agent in the bottle inherits this umask too); restored after,
+    # for callers that run main() in their own process
+    old = os.umask(0o077)
+    try:
+        return _main(argv)
+    finally:
+        os.umask(old)
+
+
+def _main(argv) -> int:
     environ = dict(os.environ)
     home = Path(environ.get("BOT_BOTTLE_HOME") or Path.home() / ".bot-bottle")
     notify = lambda message: _say(f"bot-bottle: {message}")  # noqa: E731

@@ -6,13 +6,14 @@ checkouts, the git gate on the sidecar's socket and its PR opener, executor, dis
 webhook server, sidecar, relay, watchdog) without starting anything; tests and the demo pass
 their own `forge_factory` or `runner`. `Service.start()` reconciles, then starts the threads;
 `Service.stop()` stops accepting, lets in-flight requests finish, and leaves bottles as they
-are.
+are. `secure_home(config)` (run by `build`) makes the service's files private first.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from bot_bottle.orchestrator.dispatcher import Orchestrator, agents_in
 from bot_bottle.orchestrator.egress_log import EgressRefusals, describe_run
 from bot_bottle.orchestrator.executor import Executor
 from bot_bottle.orchestrator.git_gate import GitGate
-from bot_bottle.orchestrator.git_gate_repo import GateRepos
+from bot_bottle.orchestrator.git_gate_repo import GATES, GateRepos
 from bot_bottle.orchestrator.model import OrchestratorError
 from bot_bottle.orchestrator.pr_opener import PrOpener
 from bot_bottle.orchestrator.relay import Relay
@@ -39,6 +40,8 @@ from bot_bottle.orchestrator.targeting import MARKER
 from bot_bottle.orchestrator.watchdog import Watchdog
 from bot_bottle.orchestrator.webhook import StoreViews, WebhookApp, make_server
 from bot_bottle.orchestrator.workspace import Workspaces
+from bot_bottle.private import DIR_MODE, FILE_MODE, private_dir, tighten
+from bot_bottle.state import CHECKOUTS
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +126,42 @@ class Service:
         self.store.close()
 
 
+# a bottle's files the service narrows at start (state/<slug>/...; agent.log.N are rotations)
+BOTTLE_FILES = ("metadata.json", "prompt.txt", "agent.log*", "snapshots/*.tar")
+
+
+def secure_home(config: Config) -> None:
+    """The home, state/, checkouts/, gates/ and the queue made 0700; any of them, the DB files
+    and the bottles' files found wider (a home made under another umask, an older version)
+    narrowed, one warning line per path."""
+    home = Path(os.path.expanduser(config.home))   # as the gates and checkouts see it
+    dirs = [home, home / "state", home / CHECKOUTS, home / GATES, Path(config.queue_dir)]
+    for d in dirs:
+        if d.exists():
+            _narrow(d, DIR_MODE)
+        else:
+            private_dir(d)
+    db = Path(config.db_path)
+    for suffix in ("", "-wal", "-shm"):
+        _narrow(db.with_name(db.name + suffix), FILE_MODE)
+    state = home / "state"
+    for bottle in sorted(p for p in state.iterdir() if p.is_dir() and not p.is_symlink()):
+        _narrow(bottle, DIR_MODE)
+        _narrow(bottle / "snapshots", DIR_MODE)
+        for pattern in BOTTLE_FILES:
+            for path in sorted(bottle.glob(pattern)):
+                _narrow(path, FILE_MODE)
+
+
+def _narrow(path: Path, mode: int) -> None:
+    before = path.lstat().st_mode & 0o7777 if path.exists() else None
+    if tighten(path, mode):
+        log.warning("%s was mode %o: narrowed to %o", path, before, before & mode)
+
+
 def build(config: Config, *, forge_factory: Callable[[str, str], object] | None = None,
           runner=None, clock: Callable[[], float] = time.time) -> Service:
+    secure_home(config)
     store = SqliteRunStore(config.db_path, schema_hooks=(forge_state.apply_schema,))
     forge_states = forge_state.SqliteForgeStateStore(store.side_connection(), migrate=False)
     store.add_run_listener(lambda run: forge_states.put(forge_state_of(run)))
@@ -172,7 +209,8 @@ def build(config: Config, *, forge_factory: Callable[[str, str], object] | None 
     sidecar_app = SidecarApp(store, lambda owner, repo: MarkedForge(forge_factory(owner, repo)),
                              Path(config.queue_dir), clock, time.time_ns, secret_values=known)
     try:
-        webhook = make_server(config.webhook_host, config.webhook_port, app)
+        webhook = make_server(config.webhook_host, config.webhook_port, app,
+                              allowed_hosts=config.allowed_hosts)
     except OSError as exc:
         store.close()
         raise OrchestratorError(f"cannot listen on {config.webhook_host}:{config.webhook_port}: "

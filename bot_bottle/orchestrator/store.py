@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -43,6 +44,17 @@ class _Reader:
         self.close = weakref.finalize(self, conn.close)
 
 
+def _create_private(path: Path) -> None:
+    """Create the DB file 0600 before SQLite does (it would make it 0644): SQLite gives the
+    -wal and -shm files the database's own mode, so all three stay private, whatever the
+    umask. An existing file is left as it is (the service narrows it at start, with a log)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        return
+    os.chmod(path, 0o600)  # O_CREAT's mode went through the umask (only ever narrower)
+
+
 class SqliteRunStore(DeliveriesMixin, QueuesMixin):
     def __init__(self, path: str | Path, *, clock: Callable[[], float] | None = None,
                  busy_timeout: float = 5.0, max_pages: int | None = None,
@@ -56,6 +68,7 @@ class SqliteRunStore(DeliveriesMixin, QueuesMixin):
         self._memory = self._target == ":memory:"
         if not (self._uri or self._memory):
             Path(self._target).parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(self._target))
         self._clock = clock or time.time
         self._busy_timeout = busy_timeout
         self._lock = threading.Lock()
