@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .. import api
+from .. import __version__, api
 from ..errors import BackendError, BottleError, UsageError
 
 MAX_PROMPT_FILE = 16 * 1024 * 1024
@@ -54,6 +54,8 @@ def _prompt_args(p) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="bot-bottle", description="Run coding agents in isolated bottles.", epilog=EPILOG,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"bot-bottle {__version__}",
+                   help="print the version and exit")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     s = sub.add_parser("start", help="create a bottle and run an agent in it",
                        description="Create a bottle and run the agent headless; exit code = the agent's. "
@@ -139,6 +141,7 @@ def _logs(home, args) -> int:
 
 
 def _table(rows) -> None:
+    print(f"{'SLUG':<30} {'AGENT':<16} {'STATE':<8} STARTED_AT")
     for row in rows:
         print(f"{row['slug']:<30} {row['agent'] or '':<16} {row['state']:<8} {row['started_at'] or ''}")
 
@@ -158,8 +161,13 @@ def _main(argv) -> int:
     environ = dict(os.environ)
     home = Path(environ.get("BOT_BOTTLE_HOME") or Path.home() / ".bot-bottle")
     notify = lambda message: _say(f"bot-bottle: {message}")  # noqa: E731
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):  # a bare `bot-bottle`: what it can do
+        print(f"{parser.format_usage().rstrip()}\nrun 'bot-bottle --help' for the commands, "
+              "their options and the exit codes", file=sys.stderr)
+        return UsageError.exit_code
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
         if args.cmd == "start":
             return api.start_headless(home, args.agent, _read_prompt(args), environ=environ,
                                       bottles=args.bottle, label=args.label, workspace=args.workspace,

@@ -6,7 +6,10 @@ checkouts, the git gate on the sidecar's socket and its PR opener, executor, dis
 webhook server, sidecar, relay, watchdog) without starting anything; tests and the demo pass
 their own `forge_factory` or `runner`. `Service.start()` reconciles, then starts the threads;
 `Service.stop()` stops accepting, lets in-flight requests finish, and leaves bottles as they
-are. `secure_home(config)` (run by `build`) makes the service's files private first.
+are. `secure_home(config)` (run by `build`) makes the service's files private first. The
+dispatcher, relay and watchdog loops beat `Service.heartbeats` (what the systemd watchdog
+ping checks); the store's run listeners mirror runs into `forge_state` and log each transition
+(`run_log.RunLog`).
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ from bot_bottle.orchestrator.executor import Executor
 from bot_bottle.orchestrator.git_gate import GitGate
 from bot_bottle.orchestrator.git_gate_repo import GATES, GateRepos
 from bot_bottle.orchestrator.model import OrchestratorError
+from bot_bottle.orchestrator.notify import Heartbeats
 from bot_bottle.orchestrator.pr_opener import PrOpener
 from bot_bottle.orchestrator.relay import Relay
+from bot_bottle.orchestrator.run_log import RunLog
 from bot_bottle.orchestrator.runner import SubprocessBottleRunner
 from bot_bottle.orchestrator.sidecar import SidecarApp, SidecarServer, service_secrets
 from bot_bottle.orchestrator.store import SqliteRunStore
@@ -44,6 +49,9 @@ from bot_bottle.private import DIR_MODE, FILE_MODE, private_dir, tighten
 from bot_bottle.state import CHECKOUTS
 
 log = logging.getLogger(__name__)
+# the dispatcher passes at least every 2 s (its retry interval); the relay every 0.5 s
+DISPATCH_PERIOD = 2.5
+RELAY_PERIOD = 0.5
 
 
 class MarkedForge:
@@ -85,6 +93,7 @@ class Service:
     sidecar: SidecarServer
     relay: Relay
     watchdog: Watchdog
+    heartbeats: Heartbeats = field(default_factory=Heartbeats)
     stop_event: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
 
@@ -97,12 +106,21 @@ class Service:
         self.relay.tick()  # done files written while we were down become done events first
         for run_id in self.orchestrator.reconcile():
             log.warning("reconciled run %s left working by the previous process", run_id)
+        beats, interval = self.heartbeats, self._watchdog_interval()
+        # the loops that must keep making progress for the systemd watchdog to be pinged,
+        # each with the longest it waits between passes
+        for name, period in (("dispatcher", DISPATCH_PERIOD), ("relay", RELAY_PERIOD),
+                             ("watchdog", interval)):
+            beats.expect(name, period)
         loops = {
             "webhook": self.webhook.serve_forever,
             "sidecar": self.sidecar.serve_forever,
-            "dispatcher": lambda: self.orchestrator.run(self.stop_event),
-            "relay": lambda: self.relay.run(self.stop_event),
-            "watchdog": lambda: self.watchdog.run(self.stop_event, interval=self._watchdog_interval()),
+            "dispatcher": lambda: self.orchestrator.run(
+                self.stop_event, beat=lambda: beats.beat("dispatcher")),
+            "relay": lambda: self.relay.run(self.stop_event, interval=RELAY_PERIOD,
+                                            beat=lambda: beats.beat("relay")),
+            "watchdog": lambda: self.watchdog.run(self.stop_event, interval=interval,
+                                                  beat=lambda: beats.beat("watchdog")),
         }
         for name, target in loops.items():
             thread = threading.Thread(target=target, name=f"bot-bottle-{name}", daemon=True)
@@ -165,7 +183,9 @@ def build(config: Config, *, forge_factory: Callable[[str, str], object] | None 
     store = SqliteRunStore(config.db_path, schema_hooks=(forge_state.apply_schema,))
     forge_states = forge_state.SqliteForgeStateStore(store.side_connection(), migrate=False)
     store.add_run_listener(lambda run: forge_states.put(forge_state_of(run)))
-    forge_factory = forge_factory or gitea_forge_factory(config)
+    store.add_run_listener(RunLog(store, home=config.home, since=clock()))  # a line per transition
+    from bot_bottle.orchestrator.metrics import FORGE_ERRORS  # counted for /metrics
+    forge_factory = FORGE_ERRORS.wrap(forge_factory or gitea_forge_factory(config))
     refusals = EgressRefusals(describe_run(store))  # the CLI's egress refusal lines
     runner = runner or SubprocessBottleRunner(config.cli, config.child_env, refusals=refusals)
     orchestrator: Orchestrator | None = None
@@ -198,7 +218,7 @@ def build(config: Config, *, forge_factory: Callable[[str, str], object] | None 
     executor = Executor(store, runner, sidecar_socket=str(Path(config.sidecar_socket).resolve()),
                         marker=MARKER, clock=clock, on_slot_freed=wake, workspaces=workspaces,
                         secret_values=(config.token, config.webhook_secret), relay=relay.tick,
-                        pr_opener=pr_opener, gate_repos=gate_repos)
+                        pr_opener=pr_opener, gate_repos=gate_repos, home=config.home)
     orchestrator = Orchestrator(store, executor, runner, forge_factory, org=config.agent_org,
                                 known_agents=agents_in(config.home),
                                 max_concurrent=config.max_concurrent_runs, clock=clock,

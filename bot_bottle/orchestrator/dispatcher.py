@@ -62,7 +62,9 @@ class Orchestrator:
     def wake(self) -> None:
         self._wake.set()
 
-    def run(self, stop_event: threading.Event, coalesce: float = 0.05) -> None:
+    def run(self, stop_event: threading.Event, coalesce: float = 0.05,
+            beat: Callable[[], None] = lambda: None) -> None:
+        """Passes until `stop_event`; `beat()` after each (the systemd watchdog's heartbeat)."""
         while not stop_event.is_set():
             if self._wake.wait(self._retry):
                 # a burst wakes us per delivery: gather it into one pass (a few queries for
@@ -75,6 +77,7 @@ class Orchestrator:
                 self.process_pending()
             except Exception:  # the next pass retries; one bad pass must not stop dispatch
                 log.exception("dispatch pass failed")
+            beat()
 
     def on_watchdog(self, run, idle: float) -> None:
         self._executor.event(run.id, L.WatchdogExpired(idle))

@@ -57,7 +57,7 @@ class Executor:
                  on_slot_freed: Callable[[], None] = lambda: None, workspaces=None,
                  secret_values: tuple[str, ...] = (),
                  relay: Callable[[], object] = lambda: 0, pr_opener=None,
-                 gate_repos=None) -> None:
+                 gate_repos=None, home: str | None = None) -> None:
         self._store = store
         self._pr_opener = pr_opener    # None: no git gate, done opens no PR
         self._gate_repos = gate_repos  # the git gate's per-run repositories, removed on destroy
@@ -70,7 +70,8 @@ class Executor:
         self._locks_guard = threading.Lock()
         self._workers = BottleWorkers(store, runner, decide_event=self.event,
                                       sidecar_socket=sidecar_socket, clock=clock, spawn=spawn,
-                                      workspaces=workspaces, secret_values=secret_values)
+                                      workspaces=workspaces, secret_values=secret_values,
+                                      home=home)
         self._handlers: dict[type, Callable[[RunRecord, object, float], RunRecord]] = {
             L.Ignore: self._ignore, L.StartQueued: self._start_queued, L.Started: self._started,
             L.RecordSlug: self._record_slug, L.DestroyBottle: self._destroy_bottle,

@@ -94,6 +94,8 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("http %s %s: handler failed", self.command, self.path)
             self.close_connection = True
             status, content_type, body, extra = _error(500, "internal error")
+        # observed before the answer is written, so a client that has it sees it counted
+        self.server.observe(self.command, self.path, status, time.monotonic() - started)
         try:
             self.send_response(status)
             self.send_header("X-Content-Type-Options", "nosniff")
@@ -211,6 +213,16 @@ class WebhookServer(ThreadingHTTPServer):
                 names.add(name)
         self._own_hosts = frozenset(f"[{n}]:{port}" if ":" in n else f"{n}:{port}"
                                     for n in names)
+
+    def observe(self, method: str, path: str, status: int, seconds: float) -> None:
+        """Every answer, to the app's `observe` when it has one (the webhook's metrics)."""
+        observe = getattr(self.app, "observe", None)
+        if observe is None:
+            return
+        try:
+            observe(method, path, status, seconds)
+        except Exception:  # a measurement never costs an answer
+            log.exception("http %s: observing the answer failed", method)
 
     def host_allowed(self, host: str | None) -> bool:
         """The `Host` header names our listen address (host:port), or an `allowed_hosts`

@@ -1,19 +1,20 @@
-"""JSON views of runs and their op-log, as served by `GET /runs`, `GET /runs/<id>` and
-`GET /runs/<id>/provenance`.
+"""The provenance view of a run, as served by `GET /runs/<id>/provenance`: the run's object
+from the runs document (`run_listing`) and its op-log, with ISO-8601 UTC times.
 
-Pure rendering: the caller reads the store and the clock and passes the values in. The run
-token is a credential of the bottle and is never part of any view; nor are the prompts a run
-keeps (its launch prompt and a remembered comment): up to 1 MiB each, the issue's and the
-comments' text, which are the forge's to show, not the dashboard's.
+Pure rendering: the caller reads the store and passes the values in. The run token is a
+credential of the bottle and is never part of any view; nor are the prompts a run keeps (its
+launch prompt and a remembered comment): up to 1 MiB each, the issue's and the comments'
+text, which are the forge's to show, not the dashboard's. (`run_listing` selects its fields by
+name, so neither ever reaches a view; these names are what it must leave out.)
 """
 
 from __future__ import annotations
 
-import dataclasses
 import enum
+import time
 from collections.abc import Iterable
 
-from bot_bottle.orchestrator.model import RunRecord
+from bot_bottle.orchestrator.run_listing import SCHEMA_VERSION
 
 # Fields that must never leave the orchestrator.
 SECRET_FIELDS = frozenset({"run_token"})
@@ -21,23 +22,19 @@ SECRET_FIELDS = frozenset({"run_token"})
 PROMPT_FIELDS = frozenset({"launch_prompt", "pending_prompt"})
 
 
-def run_json(run: RunRecord, now: float | None) -> dict:
-    """Every `RunRecord` field except the token and the prompts, the state as its value, and
-    `age_seconds` (whole seconds since creation; `None` when no `now` is given)."""
-    out: dict = {}
-    for field in dataclasses.fields(run):
-        if field.name in SECRET_FIELDS or field.name in PROMPT_FIELDS:
-            continue
-        out[field.name] = _plain(getattr(run, field.name))
-    out["age_seconds"] = None if now is None else max(0, int(now - run.created_at))
-    return out
+def iso_time(at: float) -> str:
+    """`2026-11-30T01:02:03Z`, as the runs document writes times."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 
 
-def provenance_json(run: RunRecord, ops: Iterable, now: float | None = None) -> dict:
-    """The run and its op-log, oldest first as given; ops have `at`, `kind`, `detail`."""
+def provenance_json(run: dict, ops: Iterable) -> dict:
+    """`{"version", "run", "ops"}`: `run` is the run's object of the runs document; ops
+    (with `at`, `kind`, `detail`) oldest first as given."""
     return {
-        "run": run_json(run, now),
-        "ops": [{"at": op.at, "kind": op.kind, "detail": _plain(op.detail)} for op in ops],
+        "version": SCHEMA_VERSION,
+        "run": run,
+        "ops": [{"at": iso_time(op.at), "kind": op.kind, "detail": _plain(op.detail)}
+                for op in ops],
     }
 
 

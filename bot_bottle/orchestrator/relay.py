@@ -56,9 +56,11 @@ class Relay:
             path.unlink()
         return recorded
 
-    def run(self, stop_event, interval: float = 0.5) -> None:
+    def run(self, stop_event, interval: float = 0.5, beat: Callable[[], None] = lambda: None) -> None:
+        """Passes every `interval` s until `stop_event`; `beat()` after each (a heartbeat)."""
         while not stop_event.wait(interval):
             try:
                 self.tick()
             except Exception:  # keep relaying; the next pass retries
                 log.exception("relay pass failed")
+            beat()

@@ -114,10 +114,13 @@ class SidecarApp:
         # label -> value of the service's secrets (FORGE_TOKEN, injected provider keys)
         self._secret_values = dict(secret_values or {})
 
-    def handle(self, method: str, path: str, token: str | None, body: bytes) -> tuple[int, Any]:
+    def handle(self, method: str, path: str, token: str | None, body: bytes, *,
+               on_run: Callable[[int], None] = lambda run_id: None) -> tuple[int, Any]:
+        """`on_run(run_id)` names the run the token belongs to (for the access line)."""
         run = self._store.get_run_by_token(token) if token else None
         if run is None:
             return _err(401, "missing or unknown run token")
+        on_run(run.id)
         for verb, pattern, op in _ROUTES:
             match = pattern.match(path)
             if match and verb == method:
@@ -227,10 +230,16 @@ class _Handler(BaseHTTPRequestHandler):
     def address_string(self) -> str:  # AF_UNIX peers have no (host, port)
         return "unix"
 
+    run_id: int | None = None  # the run whose token made the request being answered
+
     def log_message(self, format: str, *args) -> None:
-        log.info("sidecar %s", format % args)
+        log.info("sidecar run=%s %s", "-" if self.run_id is None else self.run_id, format % args)
+
+    def _on_run(self, run_id: int) -> None:
+        self.run_id = run_id
 
     def _serve(self) -> None:
+        self.run_id = None  # per request: a kept-alive connection carries several
         if self.path.startswith("/git/") and self.server.git_gate is not None:
             self.server.disarm(self.connection)  # a push may take long; the gate bounds it
             return self.server.git_gate.serve(self)  # git smart HTTP: git_gate.GitGate
@@ -250,7 +259,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.disarm(self.connection)  # the request is in: the forge has its own
             auth = self.headers.get("Authorization", "")
             token = auth[7:] if auth.startswith("Bearer ") else None
-            status, payload = self.server.app.handle(self.command, self.path, token, body)
+            status, payload = self.server.app.handle(self.command, self.path, token, body,
+                                                     on_run=self._on_run)
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

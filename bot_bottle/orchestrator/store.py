@@ -29,7 +29,7 @@ from bot_bottle.orchestrator.store_deliveries import DeliveriesMixin, _Pending
 from bot_bottle.orchestrator.store_queues import QueuesMixin
 from bot_bottle.orchestrator.store_rows import (  # noqa: F401 (the store's public values)
     MUTABLE_RUN_FIELDS, RUN_SELECT, SLOT_STATES, DoneEvent, LiveRunExists, OpLogEntry, OutboxItem,
-    RunNotFound, StoredDelivery, StoreError, list_runs_query, read_runs, run_from_row)
+    RunNotFound, StoredDelivery, StoreError, list_runs_query, run_from_row)
 from bot_bottle.orchestrator.model import RunRecord, RunState, check_transition
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,8 @@ class SqliteRunStore(DeliveriesMixin, QueuesMixin):
         self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
         self._readers_lock = threading.Lock()
         self._run_listeners: list[Callable[[RunRecord], None]] = []
+        self._transition_listeners: list[Callable[[RunRecord, RunState], None]] = []
+        self._outcomes: dict[str, int] | None = None  # see `delivery_counts`
         self._wconn = self._connect()
         try:
             if not self._memory:
@@ -249,6 +251,22 @@ class SqliteRunStore(DeliveriesMixin, QueuesMixin):
         query = list_runs_query(include_destroyed, states, limit)
         return [] if query is None else [run_from_row(r) for r in self._rows(*query)]
 
+    def with_reader(self, read: Callable[[sqlite3.Connection], object]):
+        """`read(conn)` on this thread's reader connection (the writer's, under its lock, for
+        `:memory:`); for the one-query views in `run_listing`. sqlite3 errors are StoreError."""
+        try:
+            if self._memory:
+                with self._lock:
+                    return read(self._wconn)
+            return read(self._reader())
+        except sqlite3.Error as exc:
+            raise StoreError(f"read failed: {exc}") from exc
+
+    def outbox_pending_count(self) -> int:
+        """Comments not yet sent nor dropped (counted on the `outbox_due` partial index)."""
+        return self._rows("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL "
+                          "AND dropped_at IS NULL")[0][0]
+
     def count_runs_by_state(self) -> dict[str, int]:
         counts = {s.value: 0 for s in RunState}
         for r in self._rows("SELECT state, COUNT(*) AS n FROM runs GROUP BY state"):
@@ -278,7 +296,17 @@ class SqliteRunStore(DeliveriesMixin, QueuesMixin):
             self._op(conn, run_id, "transition", {"from": old.state.value, "to": new_state.value,
                                                   "reason": reason}, now)
             run = self._run_in(conn, run_id)
+        for listener in self._transition_listeners:
+            try:
+                listener(run, old.state)
+            except Exception:  # a measurement must not undo or block the change
+                log.exception("transition listener failed for run %s", run_id)
         return self._changed(run)
+
+    def add_transition_listener(self, listener: Callable[[RunRecord, RunState], None]) -> None:
+        """`listener(run, old_state)` after every committed transition (`/metrics` observes
+        run durations); a failing listener is logged, never raised."""
+        self._transition_listeners.append(listener)
 
     def update_run(self, run_id: int, *, now: float, **fields) -> RunRecord:
         """Set non-state fields; states change only through `transition`."""

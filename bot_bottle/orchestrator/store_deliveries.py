@@ -110,15 +110,46 @@ class DeliveriesMixin:
         """Several in one transaction (one fsync): for deliveries whose handling changed
         nothing, so a crash before this commit only repeats harmless work."""
         now = self._clock()
+        try:
+            self._mark(now, outcomes)
+        except BaseException:
+            self._outcomes = None  # the commit may have failed after the tally: count afresh
+            raise
+
+    def _mark(self, now: float, outcomes: Iterable[tuple[int, str]]) -> None:
         with self._atomic() as conn:
+            moved: list[tuple[str | None, str]] = []  # (outcome before or None, after)
             for seq, outcome in outcomes:
-                cur = conn.execute("UPDATE deliveries SET processed_at = ?, outcome = ? "
-                                   "WHERE seq = ?", (now, outcome, seq))
-                if cur.rowcount == 0:
+                before = conn.execute("SELECT processed_at IS NOT NULL, COALESCE(outcome, '') "
+                                      "FROM deliveries WHERE seq = ?", (seq,)).fetchone()
+                if before is None:
                     raise StoreError(f"no delivery {seq}")
+                conn.execute("UPDATE deliveries SET processed_at = ?, outcome = ? "
+                             "WHERE seq = ?", (now, outcome, seq))
+                moved.append((before[1] if before[0] else None, outcome or ""))
+            # under the writer lock, so `delivery_counts` never sees a commit without its tally
+            self._tally(moved)
+
+    def _tally(self, moved: list[tuple[str | None, str]]) -> None:
+        if self._outcomes is None:
+            return
+        for before, after in moved:
+            if before is not None:
+                self._outcomes[before] -= 1
+            self._outcomes[after] = self._outcomes.get(after, 0) + 1
 
     def delivery_counts(self) -> dict[str, int]:
-        rows = self._rows("SELECT CASE WHEN processed_at IS NULL THEN 'pending' "
-                          "ELSE COALESCE(outcome, '') END AS k, COUNT(*) AS n "
-                          "FROM deliveries GROUP BY k")
-        return {r["k"]: r["n"] for r in rows}
+        """Processed deliveries by outcome. Counted from the table once (under the writer
+        lock), then kept in memory as deliveries are marked: `/metrics` must not scan every
+        delivery on each scrape. Pending ones are `pending_delivery_count`."""
+        with self._lock:
+            if self._outcomes is None:
+                rows = self._wconn.execute(
+                    "SELECT COALESCE(outcome, ''), COUNT(*) FROM deliveries "
+                    "WHERE processed_at IS NOT NULL GROUP BY 1").fetchall()
+                self._outcomes = {k: n for k, n in rows}
+            return {k: n for k, n in self._outcomes.items() if n}
+
+    def pending_delivery_count(self) -> int:
+        """Deliveries stored but not yet processed (counted on the partial index)."""
+        return self._rows("SELECT COUNT(*) FROM deliveries WHERE processed_at IS NULL")[0][0]

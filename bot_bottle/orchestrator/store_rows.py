@@ -1,15 +1,12 @@
-"""The store's values and row mapping: its errors, the frozen records it returns, how a
-`runs` row becomes a `RunRecord`, and `read_runs`, the read-only one-query path `status` uses
-beside a serving orchestrator (no writer thread, no migration)."""
+"""The store's values and row mapping: its errors, the frozen records it returns and how a
+`runs` row becomes a `RunRecord`. (`status` reads the file through `run_listing`.)"""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
 import json
-import sqlite3
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable
 
 from bot_bottle.orchestrator.model import OrchestratorError, RunRecord, RunState
@@ -110,23 +107,3 @@ def list_runs_query(include_destroyed: bool, states: Iterable[RunState] | None,
         sql += " LIMIT ?"
         params.append(limit)
     return sql, params
-
-
-def read_runs(path: str | Path, *, include_destroyed: bool = False,
-              states: Iterable[RunState] | None = None,
-              limit: int | None = None) -> list[RunRecord]:
-    """`list_runs` for `status`: opens the file read-only for one query, with no writer
-    thread and no migration, so it is safe beside a serving orchestrator."""
-    query = list_runs_query(include_destroyed, states, limit)
-    if query is None:
-        return []
-    uri = Path(path).resolve().as_uri() + "?mode=ro"
-    try:
-        conn = sqlite3.connect(uri, uri=True, timeout=5.0)
-        try:
-            rows = conn.execute(*query).fetchall()
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot read runs from {path}: {exc}") from exc
-    return [run_from_row(r) for r in rows]

@@ -114,16 +114,19 @@ def _number(value: float) -> str:
 
 def metrics_text(run_counts: Mapping[str, int], delivery_counts: Mapping[str, int],
                  extra: Mapping[str, float] | None = None,
-                 counters: Mapping[str, tuple[str, float]] | None = None) -> str:
+                 counters: Mapping[str, tuple[str, float]] | None = None,
+                 families: Sequence[str] = ()) -> str:
     """Prometheus text exposition (version 0.0.4). Every run state is listed, 0 when absent,
-    so that series do not vanish; `extra` maps further metric names to gauge values,
-    `counters` further counter names (ending in `_total`) to (help text, value)."""
+    so that series do not vanish; `delivery_counts` are processed deliveries by outcome (a
+    counter: pending ones are a gauge, `bot_bottle_deliveries_pending`); `extra` maps further
+    metric names to gauge values, `counters` further counter names (ending in `_total`) to
+    (help text, value); `families` are lines already rendered (`metrics.py`), appended."""
     runs = {state.value: 0 for state in RunState}
     runs.update(run_counts)
     lines = ["# HELP bot_bottle_runs Runs by state.", "# TYPE bot_bottle_runs gauge"]
     lines += [f'bot_bottle_runs{{state="{_label_value(state)}"}} {_number(count)}'
               for state, count in sorted(runs.items())]
-    lines += ["# HELP bot_bottle_deliveries_total Webhook deliveries by outcome.",
+    lines += ["# HELP bot_bottle_deliveries_total Processed webhook deliveries by outcome.",
               "# TYPE bot_bottle_deliveries_total counter"]
     lines += [f'bot_bottle_deliveries_total{{outcome="{_label_value(outcome)}"}} '
               f"{_number(count)}" for outcome, count in sorted(delivery_counts.items())]
@@ -138,6 +141,7 @@ def metrics_text(run_counts: Mapping[str, int], delivery_counts: Mapping[str, in
         help_text = help_text.replace("\\", "\\\\").replace("\n", "\\n")
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter",
                   f"{name} {_number(value)}"]
+    lines += families
     return "\n".join(lines) + "\n"
 
 

@@ -37,9 +37,11 @@ class Watchdog:
                 self._on_expired(run, idle)
         return expired
 
-    def run(self, stop_event, interval: float = 30.0) -> None:
+    def run(self, stop_event, interval: float = 30.0, beat: Callable[[], None] = lambda: None) -> None:
+        """Passes every `interval` s until `stop_event`; `beat()` after each (a heartbeat)."""
         while not stop_event.wait(interval):
             try:
                 self.tick(self._clock())
             except Exception:  # one bad pass must not stop the watchdog
                 log.exception("watchdog pass failed")
+            beat()

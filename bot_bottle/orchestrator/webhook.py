@@ -71,6 +71,14 @@ class WebhookApp:
         self._views = views if views is not None else StoreViews(store, clock)
         self._is_handled = is_handled
         self._clock = clock
+        from bot_bottle.orchestrator.metrics import WebhookMetrics
+        self.webhook_metrics = WebhookMetrics()
+
+    def observe(self, method: str, path: str, status: int, seconds: float) -> None:
+        """Called by the transport after every answer, its own rejections (411, 413, 421,
+        408) included: answers on `/webhook` are counted by code and timed."""
+        if path.split("?", 1)[0] == "/webhook":
+            self.webhook_metrics.observe(status, seconds)
 
     def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:
         try:
@@ -173,11 +181,12 @@ class WebhookApp:
             if path == "/":
                 return Response(200, HTML, self._views.dashboard().encode(), _HTML_HEADERS)
             if path == "/metrics":
-                return Response(200, PROMETHEUS, self._views.metrics().encode())
+                text = self._views.metrics() + "\n".join(self.webhook_metrics.text()) + "\n"
+                return Response(200, PROMETHEUS, text.encode())
             if path == "/runs":
                 show_all = query.get("all", ["0"])[-1] not in ("", "0", "false", "no")
                 runs = self._views.runs(include_destroyed=True) if show_all else self._views.runs()
-                return json_response(200, runs)
+                return _json_text(runs)
             run_id = int(match.group(1))
             data = self._views.provenance(run_id) if match.group(2) else self._views.run(run_id)
         except Exception:
@@ -185,7 +194,14 @@ class WebhookApp:
             return _status(503, "error", "store unavailable")
         if data is None:
             return _status(404, "error", f"no run {run_id}")
-        return json_response(200, data)
+        return _json_text(data)
+
+
+def _json_text(data) -> Response:
+    """A view's answer: JSON text already made (the runs documents), else a value to encode."""
+    if isinstance(data, str):
+        return Response(200, JSON, data.encode())
+    return json_response(200, data)
 
 
 def _first(headers: Mapping[str, str], *names: str) -> str:
@@ -222,11 +238,17 @@ class StoreViews:
 
     def __init__(self, store, clock: Callable[[], float] = time.time,
                  extra_metrics: Callable[[], Mapping[str, float]] | None = None,
-                 counters: Callable[[], Mapping[str, tuple[str, float]]] | None = None) -> None:
+                 counters: Callable[[], Mapping[str, tuple[str, float]]] | None = None,
+                 forge_errors=None) -> None:
+        from bot_bottle.orchestrator import metrics
         self._store = store
         self._clock = clock
         self._extra = extra_metrics
         self._counters = counters  # e.g. `EgressRefusals.counters`: name -> (help, value)
+        self._forge_errors = forge_errors or metrics.FORGE_ERRORS
+        self.durations = metrics.RunDurations()
+        if hasattr(store, "add_transition_listener"):
+            store.add_transition_listener(self.durations.transition)
 
     def dashboard(self) -> str:
         from bot_bottle.orchestrator import views
@@ -238,27 +260,40 @@ class StoreViews:
                 last_ops[run.id] = ops[-1].kind
         return views.dashboard_html(runs, last_ops, self._clock())
 
-    def runs(self, include_destroyed: bool = False) -> list:
-        from bot_bottle.orchestrator import provenance
+    def runs(self, include_destroyed: bool = False) -> str:
+        """The runs document (JSON text), as `status --json` prints it."""
+        from bot_bottle.orchestrator import run_listing
         now = self._clock()
-        return [provenance.run_json(run, now)
-                for run in self._store.list_runs(include_destroyed=include_destroyed)]
+        return self._store.with_reader(
+            lambda conn: run_listing.runs_document(conn, now, include_destroyed))
 
-    def run(self, run_id: int) -> dict | None:
-        from bot_bottle.orchestrator import provenance
-        run = self._store.get_run(run_id)
-        return None if run is None else provenance.run_json(run, self._clock())
+    def run(self, run_id: int) -> str | None:
+        from bot_bottle.orchestrator import run_listing
+        now = self._clock()
+        return self._store.with_reader(lambda conn: run_listing.run_document(conn, run_id, now))
 
     def provenance(self, run_id: int) -> dict | None:
-        from bot_bottle.orchestrator import provenance
-        run = self._store.get_run(run_id)
+        from bot_bottle.orchestrator import provenance, run_listing
+        now = self._clock()
+        run = self._store.with_reader(lambda conn: run_listing.run_object(conn, run_id, now))
         if run is None:
             return None
-        return provenance.provenance_json(run, self._store.op_log(run_id), self._clock())
+        return provenance.provenance_json(json.loads(run), self._store.op_log(run_id))
 
     def metrics(self) -> str:
-        from bot_bottle.orchestrator import views
+        """Every figure from an indexed count or memory: no scrape reads every row."""
+        import bot_bottle
+        from bot_bottle.orchestrator import metrics, views
         extra = dict(self._extra()) if self._extra else {}
         counters = dict(self._counters()) if self._counters else {}
+        families = (
+            metrics.gauge("bot_bottle_deliveries_pending",
+                          "Webhook deliveries stored and not yet processed.",
+                          self._store.pending_delivery_count())
+            + metrics.gauge("bot_bottle_outbox_pending",
+                            "Comments waiting in the outbox to be posted to the forge.",
+                            self._store.outbox_pending_count())
+            + self.durations.text() + self._forge_errors.text()
+            + metrics.process_text(bot_bottle.__version__))
         return views.metrics_text(self._store.count_runs_by_state(),
-                                  self._store.delivery_counts(), extra, counters)
+                                  self._store.delivery_counts(), extra, counters, families)

@@ -19,6 +19,7 @@ from typing import Callable
 
 from bot_bottle.orchestrator import lifecycle as L
 from bot_bottle.orchestrator import log_tail
+from bot_bottle.orchestrator.run_log import agent_log_hint
 from bot_bottle.orchestrator.model import OrchestratorError, RunRecord, RunState
 from bot_bottle.orchestrator.runner import BottleExit, BottleRunner
 
@@ -29,8 +30,9 @@ class BottleWorkers:
     def __init__(self, store, runner: BottleRunner, *, decide_event: Callable[..., object],
                  sidecar_socket: str, clock: Callable[[], float],
                  spawn: Callable[[Callable[[], None]], None], workspaces=None,
-                 secret_values: tuple[str, ...] = ()) -> None:
+                 secret_values: tuple[str, ...] = (), home: str | None = None) -> None:
         self._store = store
+        self._home = home  # $BOT_BOTTLE_HOME, for where an ended run's agent log is
         self._runner = runner
         # `decide_event(run_id, event, start_ended=False)`: decided under the run's lock
         self._decide_event = decide_event
@@ -124,6 +126,16 @@ class BottleWorkers:
         self._exited(run, result)
 
     def _exited(self, run: RunRecord, result: BottleExit, *, start_ended: bool = False) -> None:
+        where = f"run {run.id} {run.repo_full_name}#{run.issue_number}"
+        if result.timed_out:
+            limit = f"{result.limit} s " if result.limit is not None else ""
+            log.warning("%s: the agent was stopped at its %swall-time limit (exit code %s)%s",
+                        where, limit, result.exit_code, agent_log_hint(self._home, result.slug))
+        elif result.exit_code:
+            log.warning("%s: the agent exited with code %s%s", where, result.exit_code,
+                        agent_log_hint(self._home, result.slug))
+        else:
+            log.info("%s: the agent exited with code 0", where)
         tail = self._log_tail(run, result.slug)
         self._decide_event(run.id, L.BottleExited(result.exit_code, tail, result.timed_out,
                                                   result.limit), start_ended=start_ended)
@@ -148,6 +160,10 @@ class BottleWorkers:
             reason = log_tail.clean(str(exc) or type(exc).__name__,
                                     (run.run_token if run else "", *self._secret_values),
                                     lines=5, width=1000)
+            where = (f"run {run_id} {run.repo_full_name}#{run.issue_number}" if run is not None
+                     else f"run {run_id}")
+            log.error("%s: could not run the agent: %s%s", where, reason,
+                      agent_log_hint(self._home, run.slug if run is not None else None))
             self._decide_event(run_id, L.RunnerFailed(reason, tail), start_ended=start_ended)
         except Exception:  # the store itself is failing: reconcile picks the run up on restart
             log.exception("could not record the failure of run %s", run_id)

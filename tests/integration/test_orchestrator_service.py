@@ -1,5 +1,5 @@
 """`python -m bot_bottle.orchestrator run` as systemd runs it: `Type=notify` datagrams
-(READY=1, WATCHDOG=1 at half of WATCHDOG_USEC, STOPPING=1) on `NOTIFY_SOCKET`; SIGTERM lets
+(READY=1, WATCHDOG=1 with STATUS= at half of WATCHDOG_USEC, STOPPING=1) on `NOTIFY_SOCKET`; SIGTERM lets
 an in-flight request finish and exits 0; a restart on the same DB serves what it stored.
 Uses the fake core CLI: no bottle is needed here."""
 
@@ -33,15 +33,19 @@ class ServiceTest(unittest.TestCase):
         self.addCleanup(self.orch.cleanup)
 
     def messages_until(self, wanted: str) -> list[str]:
+        """The datagrams' lines (a ping is `WATCHDOG=1` and `STATUS=...`) up to `wanted`."""
         seen: list[str] = []
         while wanted not in seen:
-            seen.append(self.notify.recv(256).decode())
+            seen.extend(self.notify.recv(256).decode().splitlines())
         return seen
 
     def test_notify_ready_watchdog_stopping_and_sigterm_exits_0(self) -> None:
         self.orch.start()
         self.assertEqual(self.messages_until("READY=1")[-1], "READY=1")
-        self.assertIn("WATCHDOG=1", self.messages_until("WATCHDOG=1"))
+        ping = self.messages_until("WATCHDOG=1")
+        self.assertIn("WATCHDOG=1", ping)
+        self.assertEqual(self.notify.recv(256).decode().splitlines(),  # the next ping
+                         ["WATCHDOG=1", "STATUS=0 running, 0 frozen, 0 queued"])
         self.assertEqual(self.orch.stop(), 0)
         self.assertIn("STOPPING=1", self.messages_until("STOPPING=1"))
 

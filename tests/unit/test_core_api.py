@@ -148,12 +148,13 @@ class CliOverApiTest(ApiTestBase):
         return rc, out.getvalue(), err.getvalue()
 
     def test_list_table_and_json(self):
-        self.assertEqual(self.run_cli("list"), (0, "", ""))
+        self.assertEqual(self.run_cli("list")[0], 0)
+        self.assertEqual(self.run_cli("list")[1].split(), ["SLUG", "AGENT", "STATE", "STARTED_AT"])
         self.assertEqual(self.run_cli("list", "--json")[:2], (0, "[]\n"))
         rc, _, err = self.run_cli("start", "ag", "--headless", "--prompt", "p", "--label", "one")
         self.assertEqual((rc, err.splitlines()[0]), (0, "bot-bottle: slug=one"))
         rc, out, _ = self.run_cli("list")
-        self.assertEqual(out.split()[:3], ["one", "ag", "exited"])
+        self.assertEqual(out.splitlines()[1].split()[:3], ["one", "ag", "exited"])
         rows = json.loads(self.run_cli("list", "--json")[1])
         self.assertEqual(set(rows[0]), {"slug", "agent", "label", "backend", "state", "started_at", "frozen_at",
                                         "exit_code", "run_started_at", "ended_at", "timed_out"})

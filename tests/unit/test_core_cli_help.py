@@ -73,7 +73,7 @@ class HelpTest(unittest.TestCase):
                 self.assertIn("usage: bot-bottle", r.stdout)
 
     def test_bad_usage_is_one_error_line_and_exit_2(self):
-        for argv in (["bogus"], [], ["start", "a", "--prompt", "p"], ["list", "--yaml"],
+        for argv in (["bogus"], ["start", "a", "--prompt", "p"], ["list", "--yaml"],
                      ["start", "a", "--headless"], ["start", "a", "--headless", "--prompt", "p", "--prompt-file", "f"],
                      ["resume", "s", "--headless"], ["logs"], ["logs", "s", "--tail", "x"]):
             err = io.StringIO()
@@ -82,6 +82,23 @@ class HelpTest(unittest.TestCase):
             lines = err.getvalue().strip().splitlines()
             self.assertEqual(len(lines), 1, lines)
             self.assertTrue(lines[0].startswith("bot-bottle: error: "), lines)
+
+    def test_no_arguments_print_the_usage_and_exit_2(self):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            self.assertEqual(main([]), 2)
+        text = err.getvalue()
+        self.assertTrue(text.startswith("usage: bot-bottle "), text)
+        self.assertIn("{start,commit,resume,destroy,list,logs}", text)
+        self.assertIn("bot-bottle --help", text)
+        self.assertNotIn("required", text)
+
+    def test_version_prints_the_package_version(self):
+        import bot_bottle
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            self.assertEqual(main(["--version"]), 0)
+        self.assertEqual(out.getvalue(), f"bot-bottle {bot_bottle.__version__}\n")
 
 
 if __name__ == "__main__":

@@ -75,6 +75,11 @@ class BootstrapTest(unittest.TestCase):
             mirrored = service.forge_state.get("acme", "widgets", n)  # the forge layer's view
             self.assertEqual((mirrored.state, mirrored.agent, mirrored.slug),
                              ("running", "claude", run.slug))
+            # the loops beat (the systemd watchdog's proof; the watchdog's own every 30 s here)
+            self.assertEqual(service.heartbeats.stalled(grace=30.0), [])
+            while min(service.heartbeats.beats("dispatcher"), service.heartbeats.beats("relay")) < 1:
+                self.assertLess(time.monotonic(), deadline, "the dispatcher or relay never beat")
+                time.sleep(0.02)
         finally:
             self.runner.release_all()
             service.stop()

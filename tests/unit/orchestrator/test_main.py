@@ -11,7 +11,8 @@ import unittest
 from pathlib import Path
 from unittest import mock
 
-from bot_bottle.orchestrator.__main__ import main
+import bot_bottle
+from bot_bottle.orchestrator.__main__ import PROG, main
 from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.store import SqliteRunStore
 
@@ -42,11 +43,21 @@ class StatusTest(unittest.TestCase):
                      last_done_status="done", run_token="secret-run-token")
             seed_run(store, 8, RunState.DESTROYED)
 
-    def test_status_without_a_database_prints_an_empty_table_and_creates_nothing(self) -> None:
-        code, out, err = run_main(["status"], self.env)
-        self.assertEqual((code, err), (0, ""))
-        self.assertIn("STATE", out)
+    def test_status_without_a_database_warns_exits_1_and_creates_nothing(self) -> None:
+        for argv in (["status"], ["status", "--json"]):
+            code, out, err = run_main(argv, self.env)
+            self.assertEqual((code, out), (1, ""))
+            self.assertEqual(err.splitlines(), [
+                f"{PROG}: error: no database at {self.home / 'orchestrator.db'}: the orchestrator "
+                "has not run with this home (or FORGE_DB_PATH points elsewhere)"])
         self.assertFalse((self.home / "orchestrator.db").exists())
+
+    def test_status_with_a_mistyped_home_warns_and_exits_1(self) -> None:
+        env = {**self.env, "BOT_BOTTLE_HOME": str(self.home / "typo")}
+        code, out, err = run_main(["status"], env)
+        self.assertEqual((code, out), (1, ""))
+        self.assertIn(f"no bot-bottle home at {self.home / 'typo'}", err)
+        self.assertFalse((self.home / "typo").exists())
 
     def test_status_table_hides_destroyed_runs_unless_all(self) -> None:
         self.seed()
@@ -61,8 +72,11 @@ class StatusTest(unittest.TestCase):
         self.seed()
         code, out, _ = run_main(["status", "--json", "--all"], self.env)
         self.assertEqual(code, 0)
-        runs = json.loads(out)
-        self.assertEqual([(r["issue_number"], r["state"]) for r in runs], [(7, "frozen"), (8, "destroyed")])
+        doc = json.loads(out)
+        self.assertEqual(doc["version"], 1)
+        self.assertEqual([(r["issue_number"], r["state"], r["pr_number"]) for r in doc["runs"]],
+                         [(7, "frozen", 9), (8, "destroyed", None)])
+        self.assertTrue(out.endswith("}\n") and "\n" not in out[:-1], "one compact line")
         self.assertNotIn("secret-run-token", out)
 
     def test_status_honours_forge_db_path(self) -> None:
@@ -81,6 +95,17 @@ class RunConfigTest(unittest.TestCase):
         for name in ("FORGE_GITEA_URL", "FORGE_TOKEN", "FORGE_AGENT_ORG", "FORGE_WEBHOOK_SECRET",
                      "FORGE_WEBHOOK_PORT"):
             self.assertIn(name, err)
+
+    def test_a_bad_log_level_is_one_line_and_exit_2(self) -> None:
+        code, out, err = run_main(["run"], {"PATH": "/usr/bin", "BOT_BOTTLE_LOG_LEVEL": "LOUD"})
+        self.assertEqual((code, out), (2, ""))
+        self.assertEqual(err.splitlines(), [
+            f"{PROG}: error: BOT_BOTTLE_LOG_LEVEL='LOUD' is not a level: use one of "
+            "DEBUG, INFO, WARNING, ERROR"])
+
+    def test_version_prints_the_package_version(self) -> None:
+        code, out, _ = run_main(["--version"], {})
+        self.assertEqual((code, out), (0, f"{PROG} {bot_bottle.__version__}\n"))
 
     def test_help_names_every_command(self) -> None:
         code, out, _ = run_main(["--help"], {})

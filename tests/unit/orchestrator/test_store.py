@@ -20,7 +20,6 @@ from bot_bottle.orchestrator.store import (
     RunNotFound,
     SqliteRunStore,
     StoreError,
-    read_runs,
 )
 
 from ._fakes import FakeClock, seed_run
@@ -164,9 +163,51 @@ class DeliveryTest(StoreTestCase):
         self.store.mark_delivery_processed(first.seq, "launched")
         self.store.mark_delivery_processed(second.seq, "ignored")
         self.assertEqual([d.delivery_id for d in self.store.pending_deliveries(10)], ["d2", "d3"])
-        self.assertEqual(self.store.delivery_counts(), {"launched": 1, "ignored": 1, "pending": 2})
+        self.assertEqual(self.store.delivery_counts(), {"launched": 1, "ignored": 1})
+        self.assertEqual(self.store.pending_delivery_count(), 2)
         with self.assertRaises(StoreError):
             self.store.mark_delivery_processed(999, "x")
+
+    def test_outcome_counts_are_kept_in_memory_after_the_first_count_and_match_the_table(self) -> None:
+        for i in range(5):
+            self.store.record_delivery(f"d{i}", "issues", str(i).encode(), 1.0)
+        a, b, c, d, _ = self.store.pending_deliveries(5)
+        self.store.mark_delivery_processed(a.seq, "launched")
+        self.assertEqual(self.store.delivery_counts(), {"launched": 1})  # counted from the table
+        self.store.mark_deliveries_processed([(b.seq, "ignored"), (c.seq, "launched")])
+        self.store.mark_delivery_processed(a.seq, "ignored")  # marked again: moves, not adds
+        with self.assertRaises(StoreError):  # nothing of a failed batch is counted
+            self.store.mark_deliveries_processed([(d.seq, "launched"), (999, "x")])
+        expected = {"launched": 1, "ignored": 2}
+        self.assertEqual(self.store.delivery_counts(), expected)
+        fresh = SqliteRunStore(self.path)
+        self.addCleanup(fresh.close)
+        self.assertEqual(fresh.delivery_counts(), expected)
+        self.assertEqual(self.store.pending_delivery_count(), 2)
+
+    def test_pending_counts_come_from_the_partial_indexes(self) -> None:
+        conn = sqlite3.connect(self.path)
+        self.addCleanup(conn.close)
+        for sql in ("SELECT COUNT(*) FROM deliveries WHERE processed_at IS NULL",
+                    "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND dropped_at IS NULL"):
+            plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
+            self.assertRegex(plan, r"USING (COVERING )?INDEX (deliveries_pending|outbox_due)")
+
+    def test_outbox_pending_counts_comments_neither_sent_nor_dropped(self) -> None:
+        ids = [self.store.enqueue_comment(None, "acme", "widgets", 1, f"c{i}", 1.0) for i in range(3)]
+        self.assertEqual(self.store.outbox_pending_count(), 3)
+        self.store.mark_outbox_sent(ids[0], 2.0)
+        self.store.mark_outbox_dropped(ids[1], 2.0, "gone")
+        self.assertEqual(self.store.outbox_pending_count(), 1)
+
+    def test_transition_listeners_see_the_run_and_its_old_state(self) -> None:
+        seen = []
+        self.store.add_transition_listener(lambda run, old: seen.append((old.value, run.state.value)))
+        self.store.add_transition_listener(lambda run, old: 1 / 0)  # logged, never raised
+        run = self.store.create_run("acme", "widgets", 1, "claude", (), RunState.QUEUED, "t1", 1.0)
+        with self.assertLogs("bot_bottle.orchestrator.store", "ERROR"):
+            self.store.transition(run.id, RunState.FAILED, now=2.0, reason="x")
+        self.assertEqual(seen, [("queued", "failed")])
 
     def test_several_deliveries_are_marked_in_one_commit_or_none(self) -> None:
         for i in range(3):
@@ -380,16 +421,6 @@ class RunTest(StoreTestCase):
         second = self.create(issue=1, token="again")
         self.assertEqual(self.store.latest_run_for_issue("acme", "widgets", 1).id, second.id)
         self.assertIsNone(self.store.latest_run_for_issue("acme", "widgets", 2))
-
-    def test_read_runs_reads_a_served_file_read_only(self) -> None:
-        live = seed_run(self.store, 1, RunState.RUNNING)
-        gone = seed_run(self.store, 2, RunState.DESTROYED)
-        self.assertEqual(read_runs(self.path), [live])
-        self.assertEqual(read_runs(self.path, include_destroyed=True), [live, gone])
-        self.assertEqual(read_runs(self.path, states=[RunState.DESTROYED]), [gone])
-        self.assertTrue(self.store.record_delivery("d1", "issues", b"x", 1.0))  # not blocked
-        with self.assertRaises(StoreError):
-            read_runs(self.dir / "missing.db")
 
     def test_counts_queue_head_and_slot_holders(self) -> None:
         seed_run(self.store, 1, RunState.RUNNING)

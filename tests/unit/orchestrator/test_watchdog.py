@@ -52,6 +52,11 @@ class WatchdogTest(unittest.TestCase):
         self.assertEqual(self.expired, [])
         self.assertTrue(stop.is_set())
 
+    def test_each_pass_of_the_loop_beats(self) -> None:
+        stop, beats = threading.Event(), []
+        self.dog.run(stop, interval=0.01, beat=lambda: (beats.append(self.clock.now()), stop.set()))
+        self.assertEqual(beats, [self.clock.now()])
+
 
 if __name__ == "__main__":
     unittest.main()

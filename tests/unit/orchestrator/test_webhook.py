@@ -542,16 +542,25 @@ class StoreViewsTest(ServerTest):
     def test_runs_and_one_run_come_from_the_store(self) -> None:
         status, _, data = self.get("/runs")
         self.assertEqual(status, 200)
-        self.assertEqual([(r["id"], r["state"]) for r in json.loads(data)], [(self.run_id, "starting")])
+        doc = json.loads(data)
+        self.assertEqual(doc["version"], 1)
+        self.assertEqual([(r["id"], r["state"]) for r in doc["runs"]], [(self.run_id, "starting")])
         status, _, data = self.get(f"/runs/{self.run_id}")
-        self.assertEqual((status, json.loads(data)["age_seconds"]), (200, 1000))
+        one = json.loads(data)
+        self.assertEqual((status, one["version"]), (200, 1))
+        # in `starting` since its transition at 1_699_999_500, answered at 1_700_000_000
+        self.assertEqual((one["run"]["seconds_in_state"], one["run"]["state_since"]),
+                         (500, "2023-11-14T22:05:00Z"))
+        self.assertEqual(one["run"], doc["runs"][0])
         self.assertEqual(self.get("/runs/999")[0], 404)
 
     def test_provenance_is_the_op_log_oldest_first(self) -> None:
         status, _, data = self.get(f"/runs/{self.run_id}/provenance")
         self.assertEqual(status, 200)
-        ops = json.loads(data)["ops"]
-        self.assertEqual(ops[0]["kind"], "created")
+        prov = json.loads(data)
+        ops = prov["ops"]
+        self.assertEqual((prov["version"], prov["run"]["id"]), (1, self.run_id))
+        self.assertEqual((ops[0]["kind"], ops[0]["at"]), ("created", "2023-11-14T21:56:40Z"))
         self.assertEqual(len(ops), len(self.store.op_log(self.run_id)))
         self.assertEqual(self.get("/runs/999/provenance")[0], 404)
 
@@ -560,7 +569,13 @@ class StoreViewsTest(ServerTest):
         status, _, data = self.get("/metrics")
         self.assertEqual(status, 200)
         self.assertIn(b'bot_bottle_runs{state="starting"} 1', data)
-        self.assertIn(b'bot_bottle_deliveries_total{outcome="pending"} 1', data)
+        # pending is a gauge, never a series of the outcome counter
+        self.assertIn(b"\nbot_bottle_deliveries_pending 1\n", data)
+        self.assertNotIn(b'outcome="pending"', data)
+        self.store.mark_delivery_processed(self.store.pending_deliveries(1)[0].seq, "launched")
+        data = self.get("/metrics")[2]
+        self.assertIn(b"\nbot_bottle_deliveries_pending 0\n", data)
+        self.assertIn(b'bot_bottle_deliveries_total{outcome="launched"} 1', data)
 
 
 class AppWithoutSocketsTest(unittest.TestCase):

@@ -1,0 +1,189 @@
+"""The runs document (version 1) and the `status` table, each one SQL query over a real store:
+documented fields in documented order, ISO-8601 UTC times, time in the current state, no token
+or prompt, destroyed runs only on request, and a table control characters cannot break."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import tempfile
+import unittest
+from pathlib import Path
+
+from bot_bottle.orchestrator import run_listing
+from bot_bottle.orchestrator.model import RunState
+from bot_bottle.orchestrator.store import SqliteRunStore, StoreError
+
+T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "architecture.md"
+FIELDS = ["id", "owner", "repo", "issue_number", "pr_number", "agent", "bottles", "slug", "state",
+          "created_at", "updated_at", "state_since", "seconds_in_state", "last_progress_at",
+          "last_done_status", "last_done_summary", "error"]
+
+
+class Listing(unittest.TestCase):
+    def setUp(self) -> None:
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.db = Path(tmp.name) / "orchestrator.db"
+        self.store = SqliteRunStore(self.db)
+        self.addCleanup(self.store.close)
+
+    def run_at(self, issue: int, steps, *, token: str | None = None, **fields):
+        """A run created at T0 that takes `steps` [(state, at)], then gets `fields`."""
+        run = self.store.create_run("acme", "widgets", issue, "claude", ("db",), RunState.QUEUED,
+                                    token or f"tok-{issue}", T0, launch_prompt="LAUNCH-PROMPT")
+        for state, at in steps:
+            run = self.store.transition(run.id, state, now=at, reason="test")
+        if fields:
+            run = self.store.update_run(run.id, now=steps[-1][1] if steps else T0, **fields)
+        return run
+
+    def document(self, now: float, include_destroyed: bool = False) -> dict:
+        conn = run_listing.open_readonly(self.db)
+        self.addCleanup(conn.close)
+        return json.loads(run_listing.runs_document(conn, now, include_destroyed))
+
+    def table(self, now: float, include_destroyed: bool = False) -> str:
+        conn = run_listing.open_readonly(self.db)
+        self.addCleanup(conn.close)
+        return run_listing.status_table(conn, now, include_destroyed)
+
+
+class RunsDocumentTest(Listing):
+    def test_the_document_is_versioned_and_each_run_has_the_documented_fields_in_order(self):
+        self.run_at(42, [(RunState.STARTING, T0 + 10), (RunState.RUNNING, T0 + 20)],
+                    slug="acme-widgets-42", pr_number=43, last_progress_at=T0 + 30,
+                    last_done_status="done", last_done_summary="fixed it", error=None)
+        doc = self.document(T0 + 125)
+        self.assertEqual(list(doc), ["version", "runs"])
+        self.assertEqual(doc["version"], 1)
+        [run] = doc["runs"]
+        self.assertEqual(list(run), FIELDS)
+        self.assertEqual(run, {
+            "id": 1, "owner": "acme", "repo": "widgets", "issue_number": 42, "pr_number": 43,
+            "agent": "claude", "bottles": ["db"], "slug": "acme-widgets-42", "state": "running",
+            "created_at": "2023-11-14T22:13:20Z", "updated_at": "2023-11-14T22:13:40Z",
+            "state_since": "2023-11-14T22:13:40Z", "seconds_in_state": 105,
+            "last_progress_at": "2023-11-14T22:13:50Z", "last_done_status": "done",
+            "last_done_summary": "fixed it", "error": None})
+
+    def test_time_in_state_counts_from_the_last_transition_not_other_updates(self):
+        self.run_at(1, [(RunState.STARTING, T0 + 5)], slug="s")  # update_run at T0+5
+        run = self.store.list_runs()[0]
+        self.store.update_run(run.id, now=T0 + 50, last_progress_at=T0 + 50)
+        [out] = self.document(T0 + 65)["runs"]
+        self.assertEqual((out["state_since"], out["seconds_in_state"]),
+                         ("2023-11-14T22:13:25Z", 60))
+        self.assertEqual(out["updated_at"], "2023-11-14T22:14:10Z")
+
+    def test_a_run_never_moved_is_in_its_state_since_creation_and_never_negative(self):
+        self.run_at(1, [])
+        [out] = self.document(T0 - 30)["runs"]
+        self.assertEqual((out["state"], out["state_since"], out["seconds_in_state"]),
+                         ("queued", "2023-11-14T22:13:20Z", 0))
+
+    def test_destroyed_runs_only_on_request_and_runs_are_in_id_order(self):
+        self.run_at(1, [(RunState.DESTROYED, T0 + 1)])
+        self.run_at(2, [])
+        self.run_at(3, [(RunState.FAILED, T0 + 2)], error="clone failed: exit 128")
+        self.assertEqual([r["issue_number"] for r in self.document(T0)["runs"]], [2, 3])
+        every = self.document(T0, include_destroyed=True)["runs"]
+        self.assertEqual([(r["issue_number"], r["state"]) for r in every],
+                         [(1, "destroyed"), (2, "queued"), (3, "failed")])
+        self.assertEqual(every[2]["error"], "clone failed: exit 128")
+
+    def test_no_runs_is_an_empty_list(self):
+        self.assertEqual(self.document(T0), {"version": 1, "runs": []})
+
+    def test_the_token_and_the_prompts_never_appear(self):
+        self.run_at(1, [(RunState.STARTING, T0)], token="s3cr3t-token",
+                    pending_prompt="PENDING-PROMPT")
+        conn = run_listing.open_readonly(self.db)
+        self.addCleanup(conn.close)
+        text = run_listing.runs_document(conn, T0, True) + run_listing.run_document(conn, 1, T0)
+        for secret in ("s3cr3t-token", "LAUNCH-PROMPT", "PENDING-PROMPT"):
+            self.assertNotIn(secret, text)
+
+    def test_forge_text_is_escaped_as_json(self):
+        self.run_at(1, [(RunState.FAILED, T0)], last_done_summary='a "quote"\n\\ and \x1b[2J')
+        [out] = self.document(T0)["runs"]
+        self.assertEqual(out["last_done_summary"], 'a "quote"\n\\ and \x1b[2J')
+
+    def test_one_run_is_the_same_object_under_the_version(self):
+        self.run_at(1, [(RunState.STARTING, T0 + 1)])
+        conn = run_listing.open_readonly(self.db)
+        self.addCleanup(conn.close)
+        one = json.loads(run_listing.run_document(conn, 1, T0 + 9))
+        self.assertEqual(one, {"version": 1, "run": self.document(T0 + 9)["runs"][0]})
+        self.assertIsNone(run_listing.run_document(conn, 2, T0))
+
+    def test_the_document_answers_from_a_store_reader_too(self):
+        self.run_at(1, [])
+        text = self.store.with_reader(lambda conn: run_listing.runs_document(conn, T0))
+        self.assertEqual(json.loads(text), self.document(T0))
+
+    def test_every_field_is_documented_in_the_architecture_guide(self):
+        text = DOCS.read_text(encoding="utf-8")
+        section = text[text.index("### The runs document"):]
+        section = section[:section.index("\n## ", 1)] if "\n## " in section else section
+        documented = re.findall(r"^\| `([a-z_]+)` \|", section, re.M)
+        self.assertEqual(documented, ["version", "runs"] + FIELDS)
+
+    def test_a_served_file_is_read_read_only_without_blocking_the_writer(self):
+        self.run_at(1, [])
+        conn = run_listing.open_readonly(self.db)
+        self.addCleanup(conn.close)
+        conn.execute("BEGIN")
+        self.assertEqual(len(json.loads(run_listing.runs_document(conn, T0))["runs"]), 1)
+        self.assertTrue(self.store.record_delivery("d1", "issues", b"x", 1.0))  # not blocked
+        with self.assertRaises(sqlite3.OperationalError):  # read-only
+            conn.execute("DELETE FROM runs")
+
+    def test_a_missing_database_is_an_error_and_is_not_created(self):
+        with self.assertRaises(StoreError):
+            run_listing.open_readonly(self.db.parent / "nope.db")
+        self.assertFalse((self.db.parent / "nope.db").exists())
+
+
+class StatusTableTest(Listing):
+    def test_header_then_one_aligned_line_per_live_run(self):
+        self.run_at(42, [(RunState.STARTING, T0), (RunState.RUNNING, T0)], slug="acme-widgets-42")
+        self.run_at(7, [(RunState.STARTING, T0), (RunState.RUNNING, T0), (RunState.FROZEN, T0)],
+                    pr_number=8, last_done_status="blocked")
+        self.run_at(9, [(RunState.DESTROYED, T0)])
+        lines = self.table(T0 + 3 * 86400 + 5).splitlines()
+        self.assertEqual(lines[0].split(), ["ID", "REPO#ISSUE", "PR", "AGENT", "SLUG", "STATE",
+                                            "AGE", "LAST", "DONE"])
+        self.assertEqual(lines[1].split(), ["1", "acme/widgets#42", "-", "claude",
+                                            "acme-widgets-42", "running", "3d", "-"])
+        self.assertEqual(lines[2].split(), ["2", "acme/widgets#7", "#8", "claude", "-", "frozen",
+                                            "3d", "blocked"])
+        self.assertEqual(len(lines), 3)
+        state_col = lines[0].index("STATE")
+        self.assertEqual(lines[1][state_col:].split()[0], "running")
+        self.assertEqual(lines[2][state_col:].split()[0], "frozen")
+        self.assertIn("destroyed", self.table(T0, include_destroyed=True))
+
+    def test_ages_use_the_largest_whole_unit(self):
+        self.run_at(1, [])
+        for seconds, shown in ((-5, "0s"), (59, "59s"), (60, "1m"), (3599, "59m"), (7200, "2h"),
+                               (86400 * 4 + 1, "4d")):
+            self.assertEqual(self.table(T0 + seconds).splitlines()[1].split()[6], shown)
+
+    def test_control_characters_cannot_break_the_table_and_other_text_is_kept(self):
+        self.run_at(1, [(RunState.FAILED, T0)], last_done_status="x\nFAKE ROW\x1b[2J")
+        self.run_at(2, [(RunState.FAILED, T0)], last_done_status="fertig ✓")
+        text = self.table(T0)
+        self.assertEqual(len(text.splitlines()), 3)
+        self.assertNotIn("\x1b", text)
+        self.assertIn("x?FAKE ROW?[2J", text)
+        self.assertIn("fertig ✓", text)
+
+    def test_no_runs_is_just_the_header(self):
+        self.assertEqual(self.table(T0), "ID  REPO#ISSUE  PR  AGENT  SLUG  STATE  AGE  LAST DONE\n")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,54 @@
+"""The sidecar's access lines name the run whose token made the request (over its real
+socket), and `-` when no run answered to the token."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import unittest
+from pathlib import Path
+
+from bot_bottle.orchestrator.model import RunState
+from bot_bottle.orchestrator.sidecar import SidecarApp, SidecarServer
+from bot_bottle.testing.fake_forge import FakeForge
+
+from ._fakes import FakeClock, seed_run, temp_store
+from .test_sidecar import _UnixConnection
+
+
+class SidecarAccessLineTest(unittest.TestCase):
+    def setUp(self) -> None:
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        forge = FakeForge("acme", "widgets")
+        self.issue = forge.add_issue("Fix empty input", "crashes", user="alice")
+        store = temp_store(self)
+        seed_run(store, self.issue, RunState.RUNNING, run_token="tok-7", run_id=7)
+        app = SidecarApp(store, lambda o, r: forge, Path(tmp.name) / "queue", FakeClock().now,
+                         lambda: 123)
+        self.sock = str(Path(tmp.name) / "s.sock")
+        server = SidecarServer(Path(self.sock), app)
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        self.addCleanup(thread.join, 10)
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+
+    def access_line(self, token: str) -> str:
+        conn = _UnixConnection(self.sock)
+        self.addCleanup(conn.close)
+        with self.assertLogs("bot_bottle.orchestrator.sidecar", level="INFO") as logs:
+            conn.request("GET", f"/issues/{self.issue}", headers={"Authorization": f"Bearer {token}"})
+            conn.getresponse().read()
+        return logs.records[-1].getMessage()
+
+    def test_an_access_line_carries_the_run_id(self) -> None:
+        self.assertRegex(self.access_line("tok-7"),
+                         rf'^sidecar run=7 "GET /issues/{self.issue} HTTP/1.1" 200')
+
+    def test_an_unknown_token_is_logged_without_a_run(self) -> None:
+        self.assertRegex(self.access_line("nope"), r'^sidecar run=- "GET .*" 401')
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,39 @@
+"""pyproject.toml: an SPDX license string with its LICENSE file, the version's one home
+(`bot_bottle.__version__`), and no test package in what is installed."""
+
+import re
+import tomllib
+import unittest
+from pathlib import Path
+
+import bot_bottle
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class PackagingTest(unittest.TestCase):
+    def setUp(self):
+        self.project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+    def test_the_license_is_an_spdx_string_with_its_file(self):
+        meta = self.project["project"]
+        self.assertEqual((meta["license"], meta["license-files"]), ("MIT", ["LICENSE"]))
+        self.assertIn("Copyright (c) 2026 the bot-bottle authors", (ROOT / "LICENSE").read_text())
+        # the SPDX string form needs setuptools >= 77 to build
+        self.assertEqual(self.project["build-system"]["requires"], ["setuptools>=77"])
+
+    def test_the_version_has_one_home(self):
+        self.assertNotIn("version", self.project["project"])
+        self.assertEqual(self.project["project"]["dynamic"], ["version"])
+        self.assertEqual(self.project["tool"]["setuptools"]["dynamic"]["version"],
+                         {"attr": "bot_bottle.__version__"})
+        self.assertRegex(bot_bottle.__version__, r"^\d+\.\d+\.\d+")
+
+    def test_only_the_bot_bottle_package_is_installed(self):
+        include = self.project["tool"]["setuptools"]["packages"]["find"]["include"]
+        self.assertEqual(include, ["bot_bottle*"])
+        self.assertFalse(any(re.match(p.replace("*", ".*"), "tests") for p in include))
+
+
+if __name__ == "__main__":
+    unittest.main()
