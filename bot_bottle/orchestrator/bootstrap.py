@@ -225,7 +225,9 @@ def build(config: Config, *, forge_factory: Callable[[str, str], object] | None 
                                 outbox_backoff=config.outbox_backoff)
     secret = config.webhook_secret.encode()
     app = WebhookApp(store, verify=functools.partial(verify_signature, secret), wake=wake,
-                     clock=clock, views=StoreViews(store, clock, counters=refusals.counters))
+                     clock=clock, views=StoreViews(store, clock, counters=refusals.counters,
+                                      gitea_url=config.gitea_url,
+                                      log_tail=getattr(runner, "log_tail", None)))
     sidecar_app = SidecarApp(store, lambda owner, repo: MarkedForge(forge_factory(owner, repo)),
                              Path(config.queue_dir), clock, time.time_ns, secret_values=known)
     try:

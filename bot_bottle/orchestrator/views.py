@@ -1,15 +1,12 @@
-"""Human and machine views of the runs: the dashboard page (`GET /`), the Prometheus text
-(`GET /metrics`) and the `status` command's table.
+"""Machine and terminal views of the runs: the Prometheus text (`GET /metrics`) and the
+`status` command's table (the HTML pages are `pages.py`'s).
 
 Pure rendering: values in, text out. Anything that came from the forge or the store is
-escaped for its medium (HTML, Prometheus label values, a terminal line).
+escaped for its medium (Prometheus label values, a terminal line).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import html
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -20,8 +17,6 @@ METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _AGE_UNITS = (("d", 86400), ("h", 3600), ("m", 60))
 
 STATUS_COLUMNS = ("ID", "REPO#ISSUE", "PR", "AGENT", "SLUG", "STATE", "AGE", "LAST DONE")
-DASHBOARD_COLUMNS = ("id", "repo#issue", "PR", "agent", "slug", "state", "age", "last op",
-                     "last done")
 
 
 def human_age(seconds: float) -> str:
@@ -38,59 +33,6 @@ def _cells(run: RunRecord, now: float) -> list[str]:
             "-" if run.pr_number is None else f"#{run.pr_number}",
             run.agent, run.slug or "-", run.state.value, human_age(now - run.created_at),
             run.last_done_status or "-"]
-
-
-# ---- dashboard --------------------------------------------------------------------------
-
-_STYLE = """
-body { font-family: sans-serif; margin: 2em; }
-table { border-collapse: collapse; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }
-"""
-# The page's only active content is its own style sheet, allowed by hash: no script, no
-# frame, no form, nothing from elsewhere (and no framing of the page by anyone).
-DASHBOARD_CSP = ("default-src 'none'; style-src 'sha256-"
-                 + base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
-                 + "'; img-src 'none'; base-uri 'none'; form-action 'none'; "
-                 "frame-ancestors 'none'")
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>bot-bottle runs</title>
-<style>{style}</style>
-</head>
-<body>
-<h1>bot-bottle runs</h1>
-<p>{summary}</p>
-<table id="runs">
-<thead><tr>{head}</tr></thead>
-<tbody>
-{rows}
-</tbody>
-</table>
-</body>
-</html>
-"""
-
-
-def dashboard_html(runs: Sequence[RunRecord], last_ops: Mapping[int, str], now: float) -> str:
-    """The whole page; each run id links to its provenance JSON."""
-    esc = html.escape
-    head = "".join(f"<th>{esc(name)}</th>" for name in DASHBOARD_COLUMNS)
-    rows = []
-    for run in runs:
-        cells = _cells(run, now)
-        cells.insert(7, last_ops.get(run.id) or "-")
-        link = f'<a href="/runs/{run.id}/provenance">{esc(cells[0])}</a>'
-        tds = [link] + [esc(cell) for cell in cells[1:]]
-        rows.append(f'<tr class="state-{esc(run.state.value)}">'
-                    + "".join(f"<td>{td}</td>" for td in tds) + "</tr>")
-    if not rows:
-        rows.append(f'<tr><td colspan="{len(DASHBOARD_COLUMNS)}">no runs</td></tr>')
-    summary = f"{len(runs)} run{'s' if len(runs) != 1 else ''}"
-    return _PAGE.format(style=_STYLE, summary=esc(summary), head=head, rows="\n".join(rows))
 
 
 # ---- metrics ----------------------------------------------------------------------------

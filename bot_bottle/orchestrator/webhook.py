@@ -1,5 +1,6 @@
 """The orchestrator's HTTP decisions: `WebhookApp.handle(method, path, headers, body)` owns
-every route (`POST /webhook`, `/healthz`, the dashboard, `/runs`, `/metrics`) and returns a
+every route (`POST /webhook`, `/healthz`, the HTML pages `/` and `/run/<id>`, the JSON
+`/runs…`, `/metrics`) and returns a
 `Response`; `StoreViews` turns store rows into the read-only pages. The socket side lives in
 `http_server.py` (`make_server` is re-exported here).
 
@@ -21,7 +22,7 @@ from typing import Any, Callable, Mapping
 from urllib.parse import parse_qs, urlsplit
 
 from bot_bottle.orchestrator.events import comment_key
-from bot_bottle.orchestrator.views import DASHBOARD_CSP
+from bot_bottle.orchestrator.pages import DEFAULT_FILTER, FILTERS, PAGE_CSP
 from bot_bottle.orchestrator.http_server import MAX_BODY, loads_json, make_server  # noqa: F401
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,12 @@ JSON = "application/json"
 HTML = "text/html; charset=utf-8"
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 _RUN_PATH = re.compile(r"^/runs/([^/]+)(/provenance)?$")
+_PAGE_PATH = re.compile(r"^/run/([^/]+)$")  # a run's HTML page; its JSON stays under /runs
 _RUN_ID = re.compile(r"^[0-9]{1,18}$")
+LOG_TAIL_LINES = 50
 # the transport adds `nosniff` to every answer; the page also may not be framed or run
 # anything but its own style sheet
-_HTML_HEADERS = (("Content-Security-Policy", DASHBOARD_CSP), ("X-Frame-Options", "DENY"))
+_HTML_HEADERS = (("Content-Security-Policy", PAGE_CSP), ("X-Frame-Options", "DENY"))
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,8 @@ def _status(status: int, word: str, reason: str | None = None, allow: str | None
 
 class WebhookApp:
     """All HTTP decisions. `store` needs `record_delivery` and `ping`; `views` needs
-    `dashboard()`, `runs()`, `run(id)`, `provenance(id)`, `metrics()` (default: `StoreViews`)."""
+    `dashboard([show])`, `run_page(id)`, `runs()`, `run(id)`, `provenance(id)`, `metrics()`
+    (default: `StoreViews`)."""
 
     def __init__(self, store, *, verify: Callable[[bytes, str], bool],
                  wake: Callable[[], None] = lambda: None, views=None,
@@ -94,7 +98,8 @@ class WebhookApp:
             if method != "POST":
                 return _status(405, "error", "method not allowed", allow="POST")
             return self._webhook(headers, body)
-        if path in ("/", "/healthz", "/runs", "/metrics") or _RUN_PATH.match(path):
+        if (path in ("/", "/healthz", "/runs", "/metrics") or _RUN_PATH.match(path)
+                or _PAGE_PATH.match(path)):
             if method != "GET":
                 return _status(405, "error", "method not allowed", allow="GET")
             return self._get(path, query)
@@ -174,12 +179,15 @@ class WebhookApp:
                 log.warning("healthz: store does not answer")
                 return _status(503, "error", "store unavailable")
             return _status(200, "ok")
-        match = _RUN_PATH.match(path)
+        match = _RUN_PATH.match(path) or _PAGE_PATH.match(path)
         if match and not _RUN_ID.match(match.group(1)):
             return _status(400, "error", "run id must be a non-negative integer")
         try:
             if path == "/":
-                return Response(200, HTML, self._views.dashboard().encode(), _HTML_HEADERS)
+                show = _dashboard_filter(query)
+                # the default page needs no argument (a views object may take none)
+                page = self._views.dashboard(show) if show != DEFAULT_FILTER else self._views.dashboard()
+                return Response(200, HTML, page.encode(), _HTML_HEADERS)
             if path == "/metrics":
                 text = self._views.metrics() + "\n".join(self.webhook_metrics.text()) + "\n"
                 return Response(200, PROMETHEUS, text.encode())
@@ -188,6 +196,11 @@ class WebhookApp:
                 runs = self._views.runs(include_destroyed=True) if show_all else self._views.runs()
                 return _json_text(runs)
             run_id = int(match.group(1))
+            if path.startswith("/run/"):
+                page = self._views.run_page(run_id)
+                if page is None:
+                    return _status(404, "error", f"no run {run_id}")
+                return Response(200, HTML, page.encode(), _HTML_HEADERS)
             data = self._views.provenance(run_id) if match.group(2) else self._views.run(run_id)
         except Exception:
             log.exception("view %s failed", path)
@@ -195,6 +208,14 @@ class WebhookApp:
         if data is None:
             return _status(404, "error", f"no run {run_id}")
         return _json_text(data)
+
+
+def _dashboard_filter(query: dict[str, list[str]]) -> str:
+    """`?show=live|active|failed|all`; `?all=1` (as on `/runs`) means `all`; else the default."""
+    if query.get("all", ["0"])[-1] not in ("", "0", "false", "no"):
+        return "all"
+    show = query.get("show", [DEFAULT_FILTER])[-1]
+    return show if show in FILTERS else DEFAULT_FILTER
 
 
 def _json_text(data) -> Response:
@@ -239,9 +260,12 @@ class StoreViews:
     def __init__(self, store, clock: Callable[[], float] = time.time,
                  extra_metrics: Callable[[], Mapping[str, float]] | None = None,
                  counters: Callable[[], Mapping[str, tuple[str, float]]] | None = None,
-                 forge_errors=None) -> None:
+                 forge_errors=None, gitea_url: str | None = None,
+                 log_tail: Callable[[str, int], str] | None = None) -> None:
         from bot_bottle.orchestrator import metrics
         self._store = store
+        self._gitea_url = gitea_url  # issue and PR links; plain text without it
+        self._log_tail = log_tail  # `runner.log_tail(slug, lines)`; no log section without it
         self._clock = clock
         self._extra = extra_metrics
         self._counters = counters  # e.g. `EgressRefusals.counters`: name -> (help, value)
@@ -250,15 +274,31 @@ class StoreViews:
         if hasattr(store, "add_transition_listener"):
             store.add_transition_listener(self.durations.transition)
 
-    def dashboard(self) -> str:
-        from bot_bottle.orchestrator import views
-        runs = self._store.list_runs(include_destroyed=False)
-        last_ops = {}
-        for run in runs:
-            ops = self._store.op_log(run.id)
-            if ops:
-                last_ops[run.id] = ops[-1].kind
-        return views.dashboard_html(runs, last_ops, self._clock())
+    def dashboard(self, show: str = DEFAULT_FILTER) -> str:
+        from bot_bottle.orchestrator import pages
+        doc = json.loads(self.runs(include_destroyed=show == "all"))
+        return pages.dashboard_html(doc["runs"], self._clock(), gitea_url=self._gitea_url,
+                                    show=show)
+
+    def run_page(self, run_id: int) -> str | None:
+        """The run's HTML page; the agent log tail is read by the CLI (`bot-bottle logs`)."""
+        from bot_bottle.orchestrator import pages
+        prov = self.provenance(run_id)
+        if prov is None:
+            return None
+        slug, tail, note = prov["run"].get("slug"), None, None
+        if self._log_tail is None:
+            note = "the agent log is not available here"
+        elif not slug:
+            note = "no bottle yet, so no agent log"
+        else:
+            try:
+                tail = self._log_tail(slug, LOG_TAIL_LINES)
+                note = "the agent log is empty"
+            except Exception as exc:  # the page still shows everything else
+                note = f"cannot read the agent log: {exc}"
+        return pages.run_page_html(prov, self._clock(), gitea_url=self._gitea_url,
+                                   log_tail=tail, log_note=note)
 
     def runs(self, include_destroyed: bool = False) -> str:
         """The runs document (JSON text), as `status --json` prints it."""

@@ -1,4 +1,4 @@
-"""Dashboard HTML, Prometheus text and the status table."""
+"""The HTML pages (dashboard, run page), Prometheus text and the status table."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import re
 import unittest
 from html.parser import HTMLParser
 
-from bot_bottle.orchestrator import views
+from bot_bottle.orchestrator import pages
 from bot_bottle.orchestrator.model import RunRecord, RunState
-from bot_bottle.orchestrator.views import (
-    dashboard_html, human_age, metrics_text, status_table)
+from bot_bottle.orchestrator.pages import dashboard_html, run_page_html
+from bot_bottle.orchestrator.views import human_age, metrics_text, status_table
 
 NOW = 1_700_000_000.0
 
@@ -65,45 +65,120 @@ class HumanAgeTests(unittest.TestCase):
                 self.assertEqual(human_age(seconds), text)
 
 
-class DashboardTests(unittest.TestCase):
-    def test_row_shows_every_column(self):
-        run = make_run(pr_number=43, last_done_status="done")
-        cells = parse(dashboard_html([run], {1: "transition"}, NOW)).rows[1]
-        self.assertEqual(cells, ["1", "acme/widgets#42", "#43", "claude", "acme-widgets-42",
-                                 "running", "2m", "transition", "done"])
+def doc_run(**changes) -> dict:
+    """One object of the runs document, as the pages get it."""
+    base = {"id": 1, "owner": "acme", "repo": "widgets", "issue_number": 42, "pr_number": None,
+            "agent": "claude", "bottles": [], "slug": "acme-widgets-42", "state": "running",
+            "created_at": "2023-11-14T22:11:15Z", "updated_at": "2023-11-14T22:13:20Z",
+            "state_since": "2023-11-14T22:12:20Z", "seconds_in_state": 60,
+            "last_progress_at": "2023-11-14T22:10:20Z", "last_done_status": None,
+            "last_done_summary": None, "error": None}
+    return {**base, **changes}
 
-    def test_missing_values_show_a_dash(self):
-        cells = parse(dashboard_html([make_run(slug=None)], {}, NOW)).rows[1]
-        self.assertEqual([cells[2], cells[4], cells[7], cells[8]], ["-", "-", "-", "-"])
+
+GITEA = "https://git.example.org"
+
+
+class DashboardTests(unittest.TestCase):
+    def test_row_shows_state_times_links_error_and_last_done(self):
+        run = doc_run(pr_number=43, last_done_status="done", last_done_summary="fixed it",
+                      error="exit 3")
+        page = dashboard_html([run], NOW, gitea_url=GITEA)
+        cells = parse(page).rows[1]
+        # in state since state_since (60 s); last progress 2023-11-14T22:10:20Z = NOW - 200 s
+        self.assertEqual(cells, ["1", "acme/widgets#42", "#43", "claude", "running", "1m", "3m",
+                                 "exit 3", "done \u2014 fixed it"])
+        self.assertIn(f'href="{GITEA}/acme/widgets/issues/42"', page)
+        self.assertIn(f'href="{GITEA}/acme/widgets/pulls/43"', page)
+        self.assertIn('href="/run/1"', page)
+        self.assertIn('<span class="state state-running">', page)
+
+    def test_every_state_class_has_a_colour_in_the_page_s_style(self):
+        for state in RunState:
+            self.assertRegex(pages._STYLE, rf"\.state-{state.value}\b[^{{]*{{[^}}]*background")
+
+    def test_no_script_a_refresh_and_a_viewport(self):
+        page = dashboard_html([doc_run()], NOW)
+        self.assertEqual(parse(page).scripts, 0)
+        self.assertIn('<meta http-equiv="refresh" content="30">', page)
+        self.assertIn('<meta name="viewport" content="width=device-width, initial-scale=1">', page)
+        self.assertIn("@media (max-width: 700px)", page)  # the table becomes cards
+
+    def test_missing_values_show_a_dash_and_no_gitea_url_means_no_links(self):
+        cells = parse(dashboard_html([doc_run(last_progress_at=None)], NOW)).rows[1]
+        self.assertEqual([cells[2], cells[6], cells[7], cells[8]], ["-", "-", "-", "-"])
+        self.assertNotIn("/issues/", dashboard_html([doc_run()], NOW))
 
     def test_forge_controlled_text_is_escaped(self):
         evil = "<script>alert(1)</script>"
-        run = make_run(repo='w"><img onerror=x>', agent=evil, last_done_status=evil)
-        page = dashboard_html([run], {1: evil}, NOW)
+        run = doc_run(repo='w"><img onerror=x>', agent=evil, last_done_status=evil, error=evil,
+                      pr_number=5)
+        page = dashboard_html([run], NOW, gitea_url=GITEA)
         self.assertNotIn("<script>", page)
         self.assertNotIn("<img", page)
         parser = parse(page)
         self.assertEqual(parser.scripts, 0)
         self.assertEqual(parser.rows[1][3], evil)  # shown as text, intact
+        self.assertIn("/w%22%3E%3Cimg%20onerror%3Dx%3E/pulls/5", page)  # and quoted in links
+
+    def test_filters_pick_states_newest_first(self):
+        runs = [doc_run(id=i, state=s) for i, s in enumerate(
+            ("running", "failed", "destroyed", "queued", "timed_out", "frozen"), start=1)]
+        ids = lambda show: [int(r[0]) for r in parse(dashboard_html(runs, NOW, show=show)).rows[1:]]
+        self.assertEqual(ids("live"), [6, 5, 4, 2, 1])
+        self.assertEqual(ids("active"), [6, 4, 1])
+        self.assertEqual(ids("failed"), [5, 2])
+        self.assertEqual(ids("all"), [6, 5, 4, 3, 2, 1])
+        self.assertIn('<a href="/?show=failed" class="on">', dashboard_html(runs, NOW, show="failed"))
 
     def test_empty_dashboard_says_no_runs(self):
-        page = dashboard_html([], {}, NOW)
+        page = dashboard_html([], NOW)
         self.assertIn("no runs", page)
         self.assertTrue(page.startswith("<!DOCTYPE html>"))
 
-    def test_run_id_links_to_its_provenance(self):
-        self.assertIn('href="/runs/7/provenance"', dashboard_html([make_run(id=7)], {}, NOW))
+
+class RunPageTests(unittest.TestCase):
+    def prov(self, **changes) -> dict:
+        ops = [{"at": "2023-11-14T22:11:15Z", "kind": "created", "detail": {"agent": "claude"}},
+               {"at": "2023-11-14T22:11:20Z", "kind": "transition",
+                "detail": {"from": "queued", "to": "starting", "reason": "launch"}},
+               {"at": "2023-11-14T22:12:20Z", "kind": "transition",
+                "detail": {"from": "starting", "to": "failed", "reason": "<b>exit 3</b>"}}]
+        return {"version": 1, "run": doc_run(state="failed", error="manifest <missing>",
+                                             **changes), "ops": ops}
+
+    def test_timeline_op_log_in_utc_and_the_log_tail_escaped(self):
+        page = run_page_html(self.prov(pr_number=9), NOW, gitea_url=GITEA,
+                             log_tail="line 1\n<script>x()</script>\n")
+        parser = parse(page)
+        self.assertEqual(parser.scripts, 0)
+        self.assertIn("2023-11-14 22:12:20 UTC", page)
+        self.assertIn('<span class="state state-failed">failed</span>', page)
+        self.assertIn("&lt;b&gt;exit 3&lt;/b&gt;", page)
+        self.assertIn("manifest &lt;missing&gt;", page)
+        self.assertIn("&lt;script&gt;x()&lt;/script&gt;", page)
+        self.assertIn(f'href="{GITEA}/acme/widgets/pulls/9"', page)
+        self.assertIn('href="/runs/1/provenance"', page)
+        # the timeline is the transitions; the op-log every op
+        timeline = page.split('id="timeline"', 1)[1].split("</table>", 1)[0]
+        oplog = page.split('id="oplog"', 1)[1].split("</table>", 1)[0]
+        self.assertEqual((timeline.count("<tr>"), oplog.count("<tr>")), (3, 4))
+
+    def test_without_a_log_tail_the_page_says_why(self):
+        page = run_page_html(self.prov(), NOW, log_note="no bottle yet, so no agent log")
+        self.assertIn('<p id="log" class="muted">no bottle yet, so no agent log</p>', page)
 
 
-class DashboardPolicyTests(unittest.TestCase):
-    def test_the_csp_allows_exactly_the_dashboard_s_own_style(self):
-        page = views.dashboard_html([], {}, 0.0)
-        style = page.split("<style>", 1)[1].split("</style>", 1)[0]
-        digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
-        self.assertIn(f"style-src 'sha256-{digest}'", views.DASHBOARD_CSP)
-        self.assertIn("default-src 'none'", views.DASHBOARD_CSP)
-        self.assertIn("frame-ancestors 'none'", views.DASHBOARD_CSP)
-        self.assertNotIn("unsafe", views.DASHBOARD_CSP)
+class PagePolicyTests(unittest.TestCase):
+    def test_the_csp_allows_exactly_the_pages_own_style(self):
+        for page in (dashboard_html([], 0.0), run_page_html(RunPageTests().prov(), 0.0)):
+            style = page.split("<style>", 1)[1].split("</style>", 1)[0]
+            digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
+            self.assertIn(f"style-src 'sha256-{digest}'", pages.PAGE_CSP)
+        self.assertIn("default-src 'none'", pages.PAGE_CSP)
+        self.assertIn("frame-ancestors 'none'", pages.PAGE_CSP)
+        self.assertNotIn("unsafe", pages.PAGE_CSP)
+        self.assertNotIn("script-src", pages.PAGE_CSP)  # default-src 'none' covers scripts
 
 
 class MetricsTests(unittest.TestCase):
