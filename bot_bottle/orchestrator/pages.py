@@ -40,6 +40,8 @@ table { border-collapse: collapse; width: 100%; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.5em; text-align: left; vertical-align: top;
          overflow-wrap: break-word; }
 th { background: #f0f0f0; }
+/* ids, issues, agents, states and ages stay whole; error and summary take the rest */
+#runs td:nth-child(-n+7), #runs th:nth-child(-n+7) { white-space: nowrap; }
 /* a run's row is tinted with its state's colour, and so is its badge */
 .state { font-weight: bold; padding: 0.1em 0.4em; border-radius: 0.3em; white-space: nowrap; }
 .state-running { background: #d8f5d8; color: #0b5d0b; }
