@@ -4,7 +4,8 @@ Read-only host system dirs and the agent's `tools`, private /proc /dev /tmp, onl
 home writable, the real $HOME never bound, clean environment, all namespaces unshared (network
 shared only for network = "host"; "egress" keeps the bottle's own loopback-only namespace and
 binds the gate's socket, with the forwarder in front of the agent). The installed bot_bottle
-package is bound read-only at /opt/bot-bottle.
+package is bound read-only at /opt/bot-bottle. Each run starts behind `limits`' wrapper (a
+cgroup of the bottle's own or rlimits; the agent log's first line of the run says which).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import fill, lookup
+from . import fill, limits, lookup
 from .base import (IN_RUN, IN_WORKSPACE, RunPlan, bottle_mounts, find_program, restore_snapshot,
                    sandbox_argv, snapshot, tool_mounts)
 from .sandbox import SandboxExit, run_sandbox, stop_process_group
@@ -34,6 +35,10 @@ class BwrapBackend:
 
     def check(self) -> None:
         self._bwrap()
+        self._limits()   # a bad limit setting fails before anything is created
+
+    def _limits(self) -> limits.Limits:
+        return limits.settings(self.environ, snapshot_cap(self.environ))
 
     def locate(self, plan: RunPlan, program: str) -> lookup.Found:
         return lookup.locate(program, plan.env.get("PATH", ""), self.mounts(plan), IN_WORKSPACE)
@@ -62,7 +67,14 @@ class BwrapBackend:
     def run(self, plan: RunPlan, on_pid, output) -> SandboxExit:
         argv = self.command(plan)
         argv[0] = self._bwrap()
-        return run_sandbox(argv, dict(plan.env), on_pid, plan.stdin, output, plan.timeout)
+        applied = limits.prepare(plan.slug, self._limits())
+        # our own line in the agent log (the CLI's stderr belongs to the orchestrator)
+        output(f"--- bot-bottle: limits: {applied.summary} ---\n".encode())
+        try:
+            return run_sandbox(argv, dict(plan.env), on_pid, plan.stdin, output, plan.timeout,
+                               wrap=lambda fd: limits.wrap_argv(applied, argv, fd))
+        finally:
+            limits.remove_cgroup(applied.cgroup)
 
     def freeze(self, state_dir: Path, pid) -> None:
         cap = snapshot_cap(self.environ)   # a bad setting fails before the bottle is stopped

@@ -80,19 +80,46 @@ def _pump(proc: subprocess.Popen, output: Callable[[bytes], None], timeout: floa
                 _stop(proc)
 
 
+def _started(proc: subprocess.Popen, status: int, name: str) -> None:
+    """Read the wrapper's status pipe to EOF: empty when it exec'd the sandbox (close-on-exec
+    closed it), else why it could not (a BackendError, once the wrapper has exited)."""
+    chunks = []
+    with os.fdopen(status, "rb") as fh:
+        while chunk := fh.read(4096):
+            chunks.append(chunk)
+    if chunks:
+        proc.stdout.close()
+        proc.wait()
+        raise BackendError(f"cannot run {name}: {b''.join(chunks).decode('utf-8', 'replace')}")
+
+
 def run_sandbox(argv: list[str], env: dict[str, str], on_pid, stdin: Path | None = None,
                 output: Callable[[bytes], None] | None = None,
-                timeout: float | None = None) -> SandboxExit:
+                timeout: float | None = None, wrap=None) -> SandboxExit:
     """Start the sandbox in its own session (so freeze can stop its whole process group), with
     `stdin` (the prompt file) as its standard input and its merged stdout/stderr pumped into
     `output` (discarded when None); report its pid, wait. A signal death becomes 128 + signal
-    like a shell's."""
+    like a shell's. `wrap(fd)`: the argv that starts `argv` behind a wrapper (the limits'),
+    which reports on `fd` why it could not; nothing is reported as started until it has."""
+    name = os.path.basename(argv[0])
+    status = None
+    if wrap is not None:
+        status, status_w = os.pipe()
+        argv = wrap(status_w)
     try:
         with open(stdin or os.devnull, "rb") as fh:
             proc = subprocess.Popen(argv, stdin=fh, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    start_new_session=True, env=env)
+                                    start_new_session=True, env=env,
+                                    pass_fds=() if status is None else (status_w,))
     except OSError as exc:
-        raise BackendError(f"cannot run {os.path.basename(argv[0])}: {exc}") from exc
+        if status is not None:
+            os.close(status)
+        raise BackendError(f"cannot run {name}: {exc}") from exc
+    finally:
+        if status is not None:
+            os.close(status_w)
+    if status is not None:
+        _started(proc, status, name)
     try:
         on_pid(proc.pid)
         timed_out = _pump(proc, output or (lambda data: None), timeout)

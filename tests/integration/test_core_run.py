@@ -56,7 +56,8 @@ class TimeoutTest(unittest.TestCase):
         [row] = json.loads(cli(home, "list", "--json").stdout)
         self.assertEqual((row["exit_code"], row["timed_out"], row["state"]), (124, True, "exited"))
         log = cli(home, "logs", "slow").stdout.splitlines()
-        self.assertEqual(log[1:], ["started", "--- bot-bottle: timeout: the agent ran past its 1 s limit ---",
+        self.assertTrue(log[1].startswith("--- bot-bottle: limits: "), log)
+        self.assertEqual(log[2:], ["started", "--- bot-bottle: timeout: the agent ran past its 1 s limit ---",
                                    "--- bot-bottle: exit 124 ---"])
 
     def test_the_smaller_of_the_agent_and_bottle_limits_wins(self):

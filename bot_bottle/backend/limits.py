@@ -1,0 +1,214 @@
+"""Per-bottle process limits: which mechanism applies, and the small wrapper that applies them
+to the sandbox before bwrap (and so the agent) starts.
+
+Settings (the caller's environment): `BOT_BOTTLE_MAX_PIDS` (processes and threads, default
+1024), `BOT_BOTTLE_MAX_MEMORY_BYTES` and `BOT_BOTTLE_MAX_CPUS` (cgroup v2 only; unset = no
+limit); the largest file is the snapshot cap (`BOT_BOTTLE_MAX_SNAPSHOT_BYTES`, see snapshot.py).
+
+Mechanism, chosen per bottle (`prepare`):
+- a cgroup of the bottle's own, `bot-bottle-<slug>-<pid of the CLI>`, under the caller's cgroup when that is
+  writable: cgroup v2 (pids.max, memory.max, cpu.max) if the caller's cgroup delegates the
+  pids controller (`cgroup.subtree_control`), or the cgroup v1 `pids` hierarchy (pids.max);
+- otherwise RLIMIT_NPROC = the pid limit, which counts every process of the real uid (not of
+  the bottle alone) and which the kernel does not apply to root.
+RLIMIT_CORE 0 and RLIMIT_FSIZE = the snapshot cap apply in every case.
+
+The wrapper (this file run as a script, `wrap_argv`) joins the cgroup and sets the rlimits in
+its own process, then execs bwrap: nothing of the bottle runs before both hold, and no
+`preexec_fn` runs in a threaded parent.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PIDS_VAR = "BOT_BOTTLE_MAX_PIDS"
+MEMORY_VAR = "BOT_BOTTLE_MAX_MEMORY_BYTES"
+CPUS_VAR = "BOT_BOTTLE_MAX_CPUS"
+DEFAULT_PIDS = 1024
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+RLIMITS = {"nproc": resource.RLIMIT_NPROC, "core": resource.RLIMIT_CORE,
+           "fsize": resource.RLIMIT_FSIZE}
+
+
+@dataclass(frozen=True)
+class Limits:
+    pids: int
+    fsize: int
+    memory: int | None = None
+    cpus: float | None = None
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What `prepare` set up for one bottle: the wrapper's arguments and a one-line summary."""
+    args: tuple[str, ...]
+    summary: str
+    cgroup: Path | None = None
+
+
+def _whole(environ, name, minimum):
+    raw = environ.get(name)
+    if raw is None:
+        return None
+    if not raw.isdigit() or int(raw) < minimum:
+        from ..errors import UsageError
+        raise UsageError(f"{name} must be a whole number >= {minimum}, got {raw!r}")
+    return int(raw)
+
+
+def settings(environ, fsize: int) -> Limits:
+    """The limits from the caller's environment; a bad value is a UsageError naming it."""
+    cpus = environ.get(CPUS_VAR)
+    if cpus is not None:
+        try:
+            value = float(cpus)
+        except ValueError:
+            value = 0.0
+        if not 0.01 <= value <= 4096:
+            from ..errors import UsageError
+            raise UsageError(f"{CPUS_VAR} must be a number of CPUs (e.g. 1.5), got {cpus!r}")
+        cpus = value
+    return Limits(pids=_whole(environ, PIDS_VAR, 8) or DEFAULT_PIDS, fsize=fsize,
+                  memory=_whole(environ, MEMORY_VAR, 16 * 1024 * 1024), cpus=cpus)
+
+
+def _own_cgroups() -> dict[str, str]:
+    """The caller's cgroup path per hierarchy ('' = the v2 one), from /proc/self/cgroup."""
+    found = {}
+    try:
+        text = Path("/proc/self/cgroup").read_text()
+    except OSError:
+        return found
+    for line in text.splitlines():
+        if line.count(":") < 2:
+            continue
+        _, controllers, path = line.split(":", 2)
+        for c in controllers.split(",") if controllers else [""]:
+            found[c] = path
+    return found
+
+
+def _writable(path: Path) -> bool:
+    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
+
+
+def _parent(own: dict) -> tuple[str, Path] | None:
+    """Where bottle cgroups can go: ('v2', dir) or ('v1', dir of the pids hierarchy)."""
+    if (CGROUP_ROOT / "cgroup.controllers").exists() and "" in own:
+        base = CGROUP_ROOT / own[""].lstrip("/")
+        try:
+            delegated = "pids" in (base / "cgroup.subtree_control").read_text().split()
+        except OSError:
+            delegated = False
+        return ("v2", base) if delegated and _writable(base) else None
+    if "pids" in own:
+        base = CGROUP_ROOT / "pids" / own["pids"].lstrip("/")
+        return ("v1", base) if _writable(base) and (base / "cgroup.procs").exists() else None
+    return None
+
+
+def _make_cgroup(kind: str, base: Path, slug: str, lim: Limits) -> tuple[Path, str]:
+    """Create the bottle's cgroup and write its limits."""
+    # the slug matched the name pattern (no '/' or '..'); our pid keeps two homes' bottles
+    # of the same slug (or a crashed run's leftover) apart
+    group = base / f"bot-bottle-{slug}-{os.getpid()}"
+    group.mkdir(mode=0o755, exist_ok=True)
+    try:
+        (group / "pids.max").write_text(str(lim.pids))
+        parts = [f"pids={lim.pids}"]
+        if kind == "v2":
+            enabled = (base / "cgroup.subtree_control").read_text().split()
+            if "memory" in enabled:
+                (group / "memory.max").write_text(str(lim.memory) if lim.memory else "max")
+                parts.append(f"memory={lim.memory or 'max'}")
+            if "cpu" in enabled:
+                quota = f"{int(lim.cpus * 100000)} 100000" if lim.cpus else "max 100000"
+                (group / "cpu.max").write_text(quota)
+                parts.append(f"cpus={lim.cpus or 'max'}")
+    except OSError:
+        remove_cgroup(group)
+        raise
+    return group, f"cgroup {kind} {group} ({', '.join(parts)})"
+
+
+def prepare(slug: str, lim: Limits) -> Applied:
+    """The mechanism for one bottle; a cgroup that cannot be made falls back to rlimits."""
+    rl = ["core=0", f"fsize={lim.fsize}"]
+    found = _parent(_own_cgroups())
+    if found is not None:
+        try:
+            group, summary = _make_cgroup(*found, slug, lim)
+        except OSError:
+            pass
+        else:
+            args = ("--cgroup", str(group / "cgroup.procs"), *(a for r in rl for a in ("--rlimit", r)))
+            return Applied(args, f"{summary}; rlimits {', '.join(rl)}", group)
+    rl.insert(0, f"nproc={lim.pids}")
+    note = " (not applied to root)" if os.getuid() == 0 else ""
+    return Applied(tuple(a for r in rl for a in ("--rlimit", r)),
+                   f"rlimits {', '.join(rl)}{note}; no writable delegated cgroup")
+
+
+def wrap_argv(applied: Applied, argv: list[str], status_fd: int | None = None) -> list[str]:
+    """`argv` behind the wrapper, run by this Python (-I: no PYTHON* variables or user site);
+    `status_fd` (inherited) receives the reason if it cannot start `argv`."""
+    status = ("--status-fd", str(status_fd)) if status_fd is not None else ()
+    return [sys.executable, "-I", os.path.abspath(__file__), *status, *applied.args, "--", *argv]
+
+
+def remove_cgroup(group: Path | None, wait: float = 5.0) -> None:
+    """rmdir the bottle's cgroup once its last process has gone (EBUSY until then)."""
+    if group is None:
+        return
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            group.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                return
+            time.sleep(0.05)   # the pid namespace's processes are still exiting
+
+
+def _main(args: list[str]) -> None:
+    """The wrapper: --status-fd FD [--cgroup PROCS] [--rlimit NAME=N]... -- PROGRAM ARGS...
+    A failure (joining the cgroup, an rlimit, the exec itself) is written to FD; a successful
+    exec closes FD (close-on-exec), which is how the parent knows the program started."""
+    split = args.index("--")
+    opts, program = args[:split], args[split + 1:]
+    status = None
+    try:
+        for flag, value in zip(opts[::2], opts[1::2]):
+            if flag == "--status-fd":
+                status = int(value)
+                os.set_inheritable(status, False)
+            elif flag == "--cgroup":
+                with open(value, "w") as fh:   # this process first: its children follow
+                    fh.write(str(os.getpid()))
+            elif flag == "--rlimit":
+                name, _, n = value.partition("=")
+                hard = resource.getrlimit(RLIMITS[name])[1]   # never above what we were given
+                n = int(n) if hard == resource.RLIM_INFINITY else min(int(n), hard)
+                resource.setrlimit(RLIMITS[name], (n, n))
+        os.execv(program[0], program)
+    except (OSError, ValueError, KeyError) as exc:
+        message = f"limits: {exc}"
+        if status is not None:
+            os.write(status, message.encode("utf-8", "replace")[:4096])
+        else:
+            print(f"bot-bottle: {message}", file=sys.stderr)
+        sys.exit(127)
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
