@@ -1,21 +1,15 @@
 """The orchestrator: turns Gitea webhooks into bottle runs and drives them to completion.
 
-`from bot_bottle.orchestrator import X` works for the names below. The model is imported
-eagerly; the rest lazily (PEP 562), so `status` does not pay for the service's modules.
+`from bot_bottle.orchestrator import X` works for the names below, each imported lazily
+(PEP 562), so `status` pays for none of them (not even the model: dataclasses, enum, hashlib).
 Import-time side effects are forbidden here; wiring happens in `bootstrap.build`.
 """
 
 from importlib import import_module
 
-from bot_bottle.orchestrator.model import (
-    ALLOWED_TRANSITIONS,
-    IllegalTransition,
-    OrchestratorError,
-    RunRecord,
-    RunState,
-)
-
 _LAZY = {
+    "ALLOWED_TRANSITIONS": "model", "IllegalTransition": "model",
+    "OrchestratorError": "model", "RunRecord": "model", "RunState": "model",
     "Config": "config", "ConfigError": "config",
     "SqliteRunStore": "store", "StoreError": "store",
     "BottleRunner": "runner", "BottleExit": "runner", "RunnerError": "runner",

@@ -4,23 +4,16 @@ one line on stderr and a non-zero exit here, nowhere else."""
 
 from __future__ import annotations
 
+# only what `status` needs at the top: it must start fast as a whole process (the service's
+# modules, logging and the config's dataclasses are imported by the commands that use them)
 import argparse
-import logging
 import os
-import signal
-import sqlite3
 import sys
-import threading
-import time
-from pathlib import Path
 
 from bot_bottle import __version__
-from bot_bottle.orchestrator.config import Config, ConfigError
-from bot_bottle.orchestrator.model import OrchestratorError
 
 PROG = "bot-bottle-orchestrator"
 STALL_GRACE = 300.0  # seconds a service loop may spend in one pass (see `_run`)
-log = logging.getLogger("bot_bottle.orchestrator")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,18 +41,19 @@ def _fail(message: str, code: int = 2) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command != "status":  # status prints its table and nothing else
-        from bot_bottle.orchestrator.run_log import configure
-        try:  # journald sets JOURNAL_STREAM for a unit's stderr: lines get their priority
-            configure(os.environ.get("BOT_BOTTLE_LOG_LEVEL", "INFO"),
-                      journal=bool(os.environ.get("JOURNAL_STREAM")), stream=sys.stderr)
-        except ValueError as exc:
-            return _fail(str(exc))
+    if args.command == "status":  # status prints its table and nothing else
+        return _status(os.environ, args.json, args.all)
+    from bot_bottle.orchestrator.config import Config, ConfigError
+    from bot_bottle.orchestrator.model import OrchestratorError
+    from bot_bottle.orchestrator.run_log import configure
+    try:  # journald sets JOURNAL_STREAM for a unit's stderr: lines get their priority
+        configure(os.environ.get("BOT_BOTTLE_LOG_LEVEL", "INFO"),
+                  journal=bool(os.environ.get("JOURNAL_STREAM")), stream=sys.stderr)
+    except ValueError as exc:
+        return _fail(str(exc))
     try:
         if args.command == "run":
             return _run(Config.from_env(os.environ))
-        if args.command == "status":
-            return _status(Config.from_env(os.environ, for_run=False), args.json, args.all)
         from bot_bottle.orchestrator.demo import run_demo
         return run_demo(os.environ, keep=args.keep)
     except ConfigError as exc:
@@ -68,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), 1)
 
 
-def _run(config: Config) -> int:
+def _run(config) -> int:
+    import logging
+    import signal
+    import threading
+
     from bot_bottle.orchestrator import bootstrap
     from bot_bottle.orchestrator.notify import Notifier, keepalive
 
@@ -79,6 +77,7 @@ def _run(config: Config) -> int:
     service.start()
     notifier = Notifier(os.environ.get("NOTIFY_SOCKET"))
     notifier.notify("READY=1")
+    log = logging.getLogger("bot_bottle.orchestrator")
     log.info("listening on %s (webhook %s/webhook, sidecar %s)", service.url, service.url,
              config.sidecar_socket)
     usec = int(os.environ.get("WATCHDOG_USEC") or 0)
@@ -95,25 +94,62 @@ def _run(config: Config) -> int:
     return 0
 
 
-def _status(config: Config, as_json: bool, include_destroyed: bool) -> int:
-    # one SQL query builds the whole answer (see run_listing): fast with 100k runs
+def status_paths(environ) -> tuple[str, str]:
+    """The home and the DB `status` reads: `Config.from_env`'s rule, without importing the
+    config (its dataclasses cost start-up time; tests/unit/orchestrator/test_main.py checks
+    the two agree)."""
+    get = lambda key: (environ.get(key) or "").strip()  # noqa: E731
+    home = get("BOT_BOTTLE_HOME") or (get("HOME") or "~").rstrip("/") + "/.bot-bottle"
+    return home, get("FORGE_DB_PATH") or home.rstrip("/") + "/orchestrator.db"
+
+
+def _status(environ, as_json: bool, include_destroyed: bool) -> int:
+    # ready text from `run_views` (see run_listing), joined by SQLite in pages and written as
+    # bytes: no per-row Python and no buffer the size of the answer, fast with 100k runs
+    import sqlite3
+    import time
+
     from bot_bottle.orchestrator import run_listing
 
-    if not Path(config.home).is_dir():
-        return _fail(f"no bot-bottle home at {config.home} (is BOT_BOTTLE_HOME right?)", 1)
-    if not Path(config.db_path).is_file():
-        return _fail(f"no database at {config.db_path}: the orchestrator has not run with "
+    home, db_path = status_paths(environ)
+    if not os.path.isdir(home):
+        return _fail(f"no bot-bottle home at {home} (is BOT_BOTTLE_HOME right?)", 1)
+    if not os.path.isfile(db_path):
+        return _fail(f"no database at {db_path}: the orchestrator has not run with "
                      "this home (or FORGE_DB_PATH points elsewhere)", 1)
-    conn = run_listing.open_readonly(config.db_path)
+    buffer = getattr(sys.stdout, "buffer", None)  # None when stdout is a StringIO (tests)
+
+    def write(chunk: bytes | str) -> None:
+        if buffer is None:
+            sys.stdout.write(chunk.decode() if isinstance(chunk, bytes) else chunk)
+        else:
+            buffer.write(chunk.encode() if isinstance(chunk, str) else chunk)
+
     try:
-        now = time.time()
-        text = (run_listing.runs_document(conn, now, include_destroyed) + "\n" if as_json
-                else run_listing.status_table(conn, now, include_destroyed))
+        conn = run_listing.open_readonly(db_path)
+    except Exception as exc:  # a StoreError, whose module is imported only then
+        from bot_bottle.orchestrator.store_rows import StoreError
+        if not isinstance(exc, StoreError):
+            raise
+        return _fail(str(exc), 1)
+    conn.text_factory = bytes  # the stored text goes out as it is: no decoding, no encoding
+    chunks = (run_listing.document_chunks if as_json else run_listing.table_chunks)(
+        conn, time.time(), include_destroyed)
+    try:
+        sys.stdout.flush()
+        for chunk in chunks:
+            write(chunk)
+        if as_json:
+            write(b"\n")
+        sys.stdout.flush()
     except sqlite3.Error as exc:
-        return _fail(f"cannot read {config.db_path}: {exc}", 1)
+        return _fail(f"cannot read {db_path}: {exc}", 1)
+    except BrokenPipeError:  # `status | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 0
     finally:
+        chunks.close()
         conn.close()
-    sys.stdout.write(text)
     return 0
 
 

@@ -1,60 +1,127 @@
 """The runs as the outside world reads them: the versioned JSON document of `GET /runs`,
-`GET /runs/<id>` and `status --json`, and the `status` table, each built by one SQL query.
+`GET /runs/<id>` and `status --json`, and the `status` table.
 
-Why SQL: `status` must stay fast as a whole process with 100,000 live runs. Each run's JSON
-object and each table line is made by SQLite (in C) and the rows are joined there too, so
-Python touches one string, not 100,000 rows. The document's shape (version 1) is documented
-in docs/architecture.md ("The runs document"); a change to a field's name or meaning needs a
-new `SCHEMA_VERSION`.
+Why ready text: `status` must stay fast as a whole process with 100,000 live runs. Each run's
+JSON object (split around `seconds_in_state`, the one member that depends on the clock) and
+its `status` line (fixed column widths; SINCE is a time, not an age) are kept in `run_views` and
+`run_lines`, rendered by SQLite triggers whenever the run changes
+(`store_schema._v4`), so a listing is a scan of ready text joined by SQLite in pages of
+consecutive ids: Python touches a few hundred strings, not 100,000 rows, and never one buffer the
+size of the whole answer. The document's shape (version 1) is documented in
+docs/architecture.md ("The runs document"); a change to a field's name or meaning needs a new
+`SCHEMA_VERSION`.
 
 Times are ISO-8601 UTC to the second (`2026-11-30T01:02:03Z`); `seconds_in_state` counts from
 the run's last state change (its last `transition` op, else its creation) to `now`. Nothing
-here reads the run token or the prompts a run keeps.
+here reads the run token or the prompts a run keeps. A file not yet migrated to `run_views`
+(an orchestrator not restarted since the upgrade) is rendered from `runs` on the fly: slower,
+same answer.
 """
 
 from __future__ import annotations
 
+# imports stay this light: `status` is timed as a whole process (no pathlib, typing, model)
+import os
 import sqlite3
-from pathlib import Path
+from collections.abc import Iterator
 
-from bot_bottle.orchestrator.store_rows import StoreError
+from bot_bottle.orchestrator.store_schema import STATUS_COLUMNS_V4 as STATUS_COLUMNS
+from bot_bottle.orchestrator.store_schema import STATUS_FORMAT_V4
+from bot_bottle.orchestrator.store_schema import STATUS_WIDTHS_V4 as STATUS_WIDTHS
 
 SCHEMA_VERSION = 1
-STATUS_COLUMNS = ("ID", "REPO#ISSUE", "PR", "AGENT", "SLUG", "STATE", "AGE", "LAST DONE")
+
+_OBJECT = "v.head || max(0, CAST(:now - v.since AS INTEGER)) || v.tail"
 
 
-def _iso(column: str) -> str:
-    # NULL stays NULL (json null); `datetime` is SQLite's cheapest formatter
-    return f"replace(datetime({column}, 'unixepoch'), ' ', 'T') || 'Z'"
+def _views(conn: sqlite3.Connection, table: str = "run_views") -> str:
+    """`run_views` or `run_lines`, or the same rows rendered from `runs` for a file not yet
+    migrated (an orchestrator not restarted since the upgrade): slower, same answer."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                    (table,)).fetchone():
+        return table
+    from bot_bottle.orchestrator import store_schema as v4
+    if table == "run_views":
+        return f"({v4.RENDER_V4.replace('{where}', '')})"
+    conn.create_function("printable", 1, _printable, deterministic=True)
+    cells = ", ".join(f"CASE WHEN {c} GLOB '*[^ -~]*' THEN printable({c}) ELSE {c} END AS {c}"
+                      for c in v4._CELLS_V4)
+    return (f"(SELECT c.run_id AS run_id, c.c_state = 'destroyed' AS dead, {v4.LINE_V4} AS line "
+            f"FROM (SELECT run_id, c_pr, c_state, c_since, {cells} "
+            f"FROM ({v4.RENDER_CELLS_V4.replace('{where}', '')})) c)")
 
 
-_SINCE = ("coalesce((SELECT o.at FROM op_log o WHERE o.run_id = r.id AND o.kind = 'transition' "
-          "ORDER BY o.id DESC LIMIT 1), r.created_at)")
-# the object's members in documented order
-_RUN_OBJECT = f"""json_object(
- 'id', r.id, 'owner', r.owner, 'repo', r.repo, 'issue_number', r.issue_number,
- 'pr_number', r.pr_number, 'agent', r.agent, 'bottles', json(r.bottles), 'slug', r.slug,
- 'state', r.state, 'created_at', {_iso('r.created_at')}, 'updated_at', {_iso('r.updated_at')},
- 'state_since', {_iso('r.since')}, 'seconds_in_state', max(0, CAST(:now - r.since AS INTEGER)),
- 'last_progress_at', {_iso('r.last_progress_at')}, 'last_done_status', r.last_done_status,
- 'last_done_summary', r.last_done_summary, 'error', r.error)"""
-# `since` is a column of the subquery, so both members that need it name one expression
-_FROM = f"FROM (SELECT r.*, {_SINCE} AS since FROM runs r {{where}} ORDER BY r.id) r"
-_DOCUMENT = (f"""SELECT '{{"version":{SCHEMA_VERSION},"runs":['"""
-             f""" || coalesce(group_concat(j, ','), '') || ']}}'"""
-             f""" FROM (SELECT {_RUN_OBJECT} AS j {_FROM})""")
-_ONE = f"SELECT {_RUN_OBJECT} {_FROM}"
+def _printable(text: str | None) -> str | None:
+    if text is None or text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+def _pages(conn: sqlite3.Connection, table: str, expr: str, sep: str, ids_per_page: int,
+           include_destroyed: bool, params: dict) -> Iterator:
+    """`expr` (over `v`) of each run in id order, joined by `sep` in pages of `ids_per_page`
+    consecutive ids (a range scan each: no sort, no subquery copying rows, and a page's text
+    small enough for malloc to reuse its memory), all from one read snapshot. A stretch of
+    destroyed runs is stepped over through the live runs' partial index."""
+    own = not conn.in_transaction
+    if own:  # every page from the same snapshot, even beside a writer
+        conn.execute("BEGIN")
+    try:
+        views = _views(conn, table)
+        top = conn.execute(f"SELECT max(run_id) FROM {views}").fetchone()[0]
+        if top is None:
+            return
+        ready = views == table
+        if not ready:  # rendered on the fly: one pass, not one per page
+            ids_per_page = top + 1
+        live = "" if include_destroyed else "v.dead = 0 AND "
+        hint = ""
+        if ready:  # mostly live: a range scan; mostly destroyed: the live runs' index (a
+            # lookup per row, but no reading of the destroyed runs' text in between)
+            few = not include_destroyed and conn.execute(
+                f"SELECT count(*) FROM {table} INDEXED BY {table}_live WHERE dead = 0"
+            ).fetchone()[0] * 4 < top
+            hint = f" INDEXED BY {table}_live" if few else " NOT INDEXED"
+        sql = (f"SELECT group_concat({expr}, {sep}) FROM {views} v{hint} "
+               f"WHERE {live}v.run_id BETWEEN :lo AND :hi")
+        skip = f"SELECT min(run_id) FROM {table} WHERE dead = 0 AND run_id > ?"
+        lo = 0
+        while lo <= top:
+            hi = lo + ids_per_page - 1
+            text = conn.execute(sql, {**params, "lo": lo, "hi": hi}).fetchone()[0]
+            if text is not None:
+                yield text
+                lo = hi + 1
+            elif ready and not include_destroyed:
+                lo = conn.execute(skip, (hi,)).fetchone()[0] or top + 1
+            else:
+                lo = hi + 1
+    finally:
+        if own:
+            conn.execute("COMMIT")
+
+
+def document_chunks(conn: sqlite3.Connection, now: float,
+                    include_destroyed: bool = False) -> Iterator:
+    """The runs document in pieces (text, or bytes on a `text_factory=bytes` connection)."""
+    yield f'{{"version":{SCHEMA_VERSION},"runs":['
+    first = True
+    for text in _pages(conn, "run_views", _OBJECT, "','", 128, include_destroyed, {"now": now}):
+        if not first:
+            yield ","
+        first = False
+        yield text
+    yield "]}"
 
 
 def runs_document(conn: sqlite3.Connection, now: float, include_destroyed: bool = False) -> str:
     """`{"version": 1, "runs": [...]}` as compact JSON text, runs by id."""
-    where = "" if include_destroyed else "WHERE r.state != 'destroyed'"
-    return conn.execute(_DOCUMENT.replace("{where}", where), {"now": now}).fetchone()[0]
+    return "".join(document_chunks(conn, now, include_destroyed))
 
 
 def run_object(conn: sqlite3.Connection, run_id: int, now: float) -> str | None:
     """One run's object (the document's element) as JSON text; None when there is no such run."""
-    row = conn.execute(_ONE.replace("{where}", "WHERE r.id = :id"),
+    row = conn.execute(f"SELECT {_OBJECT} FROM {_views(conn)} v WHERE v.run_id = :id",
                        {"now": now, "id": run_id}).fetchone()
     return None if row is None else row[0]
 
@@ -67,62 +134,47 @@ def run_document(conn: sqlite3.Connection, run_id: int, now: float) -> str | Non
 
 # ---- the status table -------------------------------------------------------------------
 
-def _age(seconds: str) -> str:
-    return (f"CASE WHEN {seconds} >= 86400 THEN ({seconds} / 86400) || 'd' "
-            f"WHEN {seconds} >= 3600 THEN ({seconds} / 3600) || 'h' "
-            f"WHEN {seconds} >= 60 THEN ({seconds} / 60) || 'm' ELSE {seconds} || 's' END")
+HEADER = (STATUS_FORMAT_V4.replace("%!-", "%-") % STATUS_COLUMNS).rstrip() + "\n"
 
 
-def _cell(expr: str) -> str:
-    # anything outside printable ASCII goes through Python's check (rare: control characters
-    # would break the table; other non-ASCII text is kept as it is)
-    return f"CASE WHEN ({expr}) GLOB '*[^ -~]*' THEN printable({expr}) ELSE ({expr}) END"
+def table_chunks(conn: sqlite3.Connection, now: float | None = None,
+                 include_destroyed: bool = False) -> Iterator:
+    """The `status` table in pieces: the header, then each run's stored line (fixed column
+    widths, `STATUS_WIDTHS`, a longer cell pushing the rest of its line; text, or bytes on a
+    `text_factory=bytes` connection). `now` is not needed: every cell is stored (SINCE is a
+    time, not an age)."""
+    yield HEADER
+    for text in _pages(conn, "run_lines", "v.line", "char(10)", 1024, include_destroyed, {}):
+        yield text
+        yield "\n"
 
 
-_CELLS = (
-    "CAST(id AS TEXT)",
-    _cell("owner || '/' || repo || '#' || issue_number"),
-    "CASE WHEN pr_number IS NULL THEN '-' ELSE '#' || pr_number END",
-    _cell("agent"),
-    _cell("coalesce(slug, '-')"),
-    "state",
-    _age("max(0, CAST(:now - created_at AS INTEGER))"),
-    _cell("coalesce(last_done_status, '-')"),
-)
-_NAMES = tuple(f"c{i}" for i in range(len(_CELLS)))
-# the header is the first row, so it counts for the widths like any cell
-_TABLE = (
-    "WITH cells AS (SELECT -1 AS id, "
-    + ", ".join(f"'{h}' AS {n}" for h, n in zip(STATUS_COLUMNS, _NAMES))
-    + " UNION ALL SELECT id, " + ", ".join(f"{e} AS {n}" for e, n in zip(_CELLS, _NAMES))
-    + " FROM runs {where}), widths AS (SELECT "
-    + ", ".join(f"max(length({n})) AS w{n}" for n in _NAMES)
-    + " FROM cells) SELECT group_concat(line, char(10)) FROM (SELECT rtrim(printf('"
-    + "  ".join(["%!-*s"] * len(_NAMES)) + "', "
-    + ", ".join(f"w{n}, {n}" for n in _NAMES) + ")) AS line FROM cells, widths ORDER BY id)"
-)
+def status_table(conn: sqlite3.Connection, now: float | None = None,
+                 include_destroyed: bool = False) -> str:
+    """A table with fixed column widths, header first, columns two spaces apart, one line per
+    run."""
+    return "".join(table_chunks(conn, now, include_destroyed))
 
 
-def _printable(text: str | None) -> str | None:
-    if text is None or text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else "?" for ch in text)
-
-
-def status_table(conn: sqlite3.Connection, now: float, include_destroyed: bool = False) -> str:
-    """A fixed-width table, header first, columns two spaces apart, one line per run."""
-    conn.create_function("printable", 1, _printable, deterministic=True)
-    where = "" if include_destroyed else "WHERE state != 'destroyed'"
-    return conn.execute(_TABLE.replace("{where}", where), {"now": now}).fetchone()[0] + "\n"
-
-
-def open_readonly(path: str | Path) -> sqlite3.Connection:
+def open_readonly(path) -> sqlite3.Connection:
     """The DB opened read-only (no writer, no migration: safe beside a serving orchestrator).
     A missing file is a `StoreError`, never a new empty database."""
-    path = Path(path)
-    if not path.is_file():
-        raise StoreError(f"no database at {path}")
+    path = os.fspath(path)
     try:
-        return sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=5.0)
+        if not os.path.isfile(path):
+            raise sqlite3.OperationalError("no such file")
+        return sqlite3.connect(_file_uri(os.path.realpath(path)) + "?mode=ro", uri=True,
+                               timeout=5.0)
     except sqlite3.Error as exc:
+        from bot_bottle.orchestrator.store_rows import StoreError
+        if not os.path.isfile(path):
+            raise StoreError(f"no database at {path}") from None
         raise StoreError(f"cannot open {path}: {exc}") from exc
+
+
+def _file_uri(path: str) -> str:
+    # what `Path.as_uri()` makes, without importing pathlib: every byte outside the
+    # unreserved set percent-encoded, so `?`, `#` and `%` in a name stay part of it
+    safe = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/-._~"
+    return "file://" + "".join(chr(b) if b in safe else f"%{b:02X}"
+                               for b in os.fsencode(path))

@@ -1,7 +1,9 @@
 """The orchestrator DB's schema: `MIGRATIONS`, applied in order by `migrate(conn)` and
 counted in `PRAGMA user_version` (this module owns that number for the whole file). Other
 layers' tables (the forge layer's `forge_state`) come in as idempotent hooks the composition
-root passes to `migrate`, applied after the migrations on every open.
+root passes to `migrate`, applied after the migrations on every open. Since v4 it also owns
+how a run is rendered for listings (`RENDER_V4`, the `status` columns): SQLite triggers keep
+that ready text, which `run_listing` reads.
 
 Append new migrations; never edit one that has shipped.
 """
@@ -9,7 +11,7 @@ Append new migrations; never edit one that has shipped.
 from __future__ import annotations
 
 import sqlite3
-from typing import Callable
+from collections.abc import Callable
 
 
 _V1 = """
@@ -124,7 +126,115 @@ def _v3(conn: sqlite3.Connection) -> None:
                  "(comment_key) WHERE comment_key IS NOT NULL")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
+def _iso(column: str) -> str:
+    # NULL stays NULL (json null); `datetime` is SQLite's cheapest formatter
+    return f"replace(datetime({column}, 'unixepoch'), ' ', 'T') || 'Z'"
+
+
+# Characters that would break a terminal table line or reorder it (C0/C1 controls, DEL, line
+# and paragraph separators, zero-width and bidi controls) become '?' in the status cells.
+_UNSAFE = [*range(1, 32), *range(127, 160), *range(0x200B, 0x2010), 0x2028, 0x2029,
+           *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+
+
+_CELLS_V4 = ("c_issue", "c_agent", "c_slug", "c_done")  # the cells made of forge or agent text
+
+
+def _clean_v4(where: str) -> list[str]:
+    """UPDATEs that turn `_UNSAFE` characters in the rows' text cells into '?', for the rows
+    `where` selects that have a cell outside printable ASCII (rare). Several statements
+    because SQLite's parser allows only so many nested calls in one expression."""
+    rare = " OR ".join(f"{c} GLOB '*[^ -~]*'" for c in _CELLS_V4)
+    out = []
+    for start in range(0, len(_UNSAFE), 16):
+        sets = []
+        for column in _CELLS_V4:
+            expr = column
+            for code in _UNSAFE[start:start + 16]:
+                expr = f"replace({expr}, char({code}), '?')"
+            sets.append(f"{column} = {expr}")
+        out.append(f"UPDATE run_cells SET {', '.join(sets)} WHERE ({rare}) {where}")
+    return out
+
+
+# The `status` table: its header and fixed column widths (a longer cell pushes the rest of its
+# line right rather than being cut: a slug must stay whole). Fixed, because a width fitted to
+# the rows would make every line depend on every other and `status` format each one again.
+STATUS_COLUMNS_V4 = ("ID", "REPO#ISSUE", "PR", "AGENT", "SLUG", "STATE", "SINCE", "LAST DONE")
+STATUS_WIDTHS_V4 = (6, 28, 6, 8, 32, 9, 17, 0)
+STATUS_FORMAT_V4 = "  ".join(f"%!-{w:d}s" if w else "%s" for w in STATUS_WIDTHS_V4)
+
+# One run as `status` and the runs document show it, rendered by SQLite from `runs r` with
+# `since` (when it entered its state: its last `transition` op, else its creation). The
+# object is split around `seconds_in_state`, the one member that depends on the reader's clock.
+# The text cells (`_CELLS_V4`) still need `_clean_v4`, then the line is `LINE_V4`.
+# Frozen with v4: a change in the rendering is a new migration that re-renders every row.
+_SINCE_V4 = ("coalesce((SELECT o.at FROM op_log o WHERE o.run_id = r.id AND o.kind = "
+             "'transition' ORDER BY o.id DESC LIMIT 1), r.created_at)")
+_FROM_V4 = f"FROM (SELECT r.*, {_SINCE_V4} AS since FROM runs r {{where}}) r"
+RENDER_V4 = f"""SELECT r.id AS run_id, r.state = 'destroyed' AS dead, r.since AS since,
+ rtrim(json_object('id', r.id, 'owner', r.owner, 'repo', r.repo, 'issue_number', r.issue_number,
+  'pr_number', r.pr_number, 'agent', r.agent, 'bottles', json(r.bottles), 'slug', r.slug,
+  'state', r.state, 'created_at', {_iso('r.created_at')}, 'updated_at', {_iso('r.updated_at')},
+  'state_since', {_iso('r.since')}), '}}') || ',"seconds_in_state":' AS head,
+ ',' || substr(json_object('last_progress_at', {_iso('r.last_progress_at')},
+  'last_done_status', r.last_done_status, 'last_done_summary', r.last_done_summary,
+  'error', r.error), 2) AS tail
+ {_FROM_V4}"""
+RENDER_CELLS_V4 = f"""SELECT r.id AS run_id, r.owner || '/' || r.repo || '#' || r.issue_number AS c_issue,
+ CASE WHEN r.pr_number IS NULL THEN '-' ELSE '#' || r.pr_number END AS c_pr,
+ r.agent AS c_agent, coalesce(r.slug, '-') AS c_slug, r.state AS c_state,
+ strftime('%Y-%m-%d %H:%MZ', r.since, 'unixepoch') AS c_since,
+ coalesce(r.last_done_status, '-') AS c_done
+ {_FROM_V4}"""
+LINE_V4 = (f"rtrim(printf('{STATUS_FORMAT_V4}', c.run_id, c.c_issue, c.c_pr, c.c_agent, "
+           "c.c_slug, c.c_state, c.c_since, c.c_done))")
+_LINES_V4 = (f"SELECT c.run_id, r.state = 'destroyed', {LINE_V4} FROM run_cells c "
+             "JOIN runs r ON r.id = c.run_id")
+
+
+def _v4(conn: sqlite3.Connection) -> None:
+    """`run_views` (each run's JSON object in two parts) and `run_lines` (its `status` line,
+    made from its cells in `run_cells`), kept by triggers whenever the run or its transitions
+    change, so `status` with 100,000 runs reads ready text instead of formatting rows
+    (docs/performance.md); apart so each listing scans only its own text. The rows of
+    existing runs are filled here."""
+    conn.execute("""CREATE TABLE run_views (
+        run_id INTEGER PRIMARY KEY, dead INTEGER NOT NULL, since REAL NOT NULL,
+        head TEXT NOT NULL, tail TEXT NOT NULL)""")
+    conn.execute("""CREATE TABLE run_cells (
+        run_id INTEGER PRIMARY KEY, c_issue TEXT NOT NULL, c_pr TEXT NOT NULL,
+        c_agent TEXT NOT NULL, c_slug TEXT NOT NULL, c_state TEXT NOT NULL,
+        c_since TEXT NOT NULL, c_done TEXT NOT NULL)""")
+    conn.execute("""CREATE TABLE run_lines (
+        run_id INTEGER PRIMARY KEY, dead INTEGER NOT NULL, line TEXT NOT NULL)""")
+    # the live runs' ids: `status` steps over long stretches of destroyed runs with them
+    conn.execute("CREATE INDEX run_views_live ON run_views (run_id) WHERE dead = 0")
+    conn.execute("CREATE INDEX run_lines_live ON run_lines (run_id) WHERE dead = 0")
+    one = ";\n".join(["INSERT OR REPLACE INTO run_views "
+                       + RENDER_V4.replace("{where}", "WHERE r.id = {id}"),
+                       "INSERT OR REPLACE INTO run_cells "
+                       + RENDER_CELLS_V4.replace("{where}", "WHERE r.id = {id}"),
+                       *_clean_v4("AND run_id = {id}"),
+                       f"INSERT OR REPLACE INTO run_lines {_LINES_V4} WHERE c.run_id = {{id}}"])
+    for name, event, run_id in (("insert", "AFTER INSERT ON runs", "NEW.id"),
+                                ("update", "AFTER UPDATE ON runs", "NEW.id"),
+                                ("transition", "AFTER INSERT ON op_log WHEN NEW.kind = "
+                                 "'transition'", "NEW.run_id")):
+        conn.execute(f"CREATE TRIGGER run_views_{name} {event} BEGIN "
+                     f"{one.replace('{id}', run_id)}; END")
+    conn.execute("""CREATE TRIGGER run_views_delete AFTER DELETE ON runs BEGIN
+        DELETE FROM run_views WHERE run_id = OLD.id;
+        DELETE FROM run_cells WHERE run_id = OLD.id;
+        DELETE FROM run_lines WHERE run_id = OLD.id; END""")
+    conn.execute("INSERT INTO run_views " + RENDER_V4.replace("{where}", ""))
+    conn.execute("INSERT INTO run_cells " + RENDER_CELLS_V4.replace("{where}", ""))
+    for clean in _clean_v4(""):
+        conn.execute(clean)
+    conn.execute(f"INSERT INTO run_lines {_LINES_V4}")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4]
 
 
 def migrate(conn: sqlite3.Connection,

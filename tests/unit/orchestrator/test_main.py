@@ -12,7 +12,8 @@ from pathlib import Path
 from unittest import mock
 
 import bot_bottle
-from bot_bottle.orchestrator.__main__ import PROG, main
+from bot_bottle.orchestrator.__main__ import PROG, main, status_paths
+from bot_bottle.orchestrator.config import Config
 from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.store import SqliteRunStore
 
@@ -78,6 +79,30 @@ class StatusTest(unittest.TestCase):
                          [(7, "frozen", 9), (8, "destroyed", None)])
         self.assertTrue(out.endswith("}\n") and "\n" not in out[:-1], "one compact line")
         self.assertNotIn("secret-run-token", out)
+
+    def test_status_finds_the_home_and_database_as_the_service_config_does(self) -> None:
+        for env in ({"BOT_BOTTLE_HOME": "/srv/bb/"}, {"HOME": "/home/x"}, {},
+                    {"BOT_BOTTLE_HOME": " /srv/bb ", "FORGE_DB_PATH": "/var/lib/bb.db"},
+                    {"HOME": "/home/x/", "FORGE_DB_PATH": " "}):
+            config = Config.from_env(env, for_run=False)
+            self.assertEqual(status_paths(env), (config.home, config.db_path), env)
+
+    def test_status_to_a_pipe_closed_early_ends_quietly(self) -> None:
+        import subprocess
+        import sys
+        self.seed()
+        with SqliteRunStore(self.home / "orchestrator.db") as store:
+            for issue in range(100, 1000):  # 113 KB of lines: more than a pipe holds
+                seed_run(store, issue, RunState.QUEUED)
+        proc = subprocess.Popen([sys.executable, "-m", "bot_bottle.orchestrator", "status"],
+                                env={**self.env, "PYTHONPATH": str(Path(bot_bottle.__file__)
+                                                                   .parents[1])},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(proc.wait)
+        self.assertTrue(proc.stdout.readline().startswith(b"ID "))
+        proc.stdout.close()  # like `status | head -1`
+        self.assertEqual((proc.wait(timeout=60), proc.stderr.read()), (0, b""))
+        proc.stderr.close()
 
     def test_status_honours_forge_db_path(self) -> None:
         self.seed()

@@ -148,41 +148,115 @@ class RunsDocumentTest(Listing):
 
 
 class StatusTableTest(Listing):
-    def test_header_then_one_aligned_line_per_live_run(self):
-        self.run_at(42, [(RunState.STARTING, T0), (RunState.RUNNING, T0)], slug="acme-widgets-42")
+    def test_header_then_one_line_per_live_run_in_fixed_columns(self):
+        self.run_at(42, [(RunState.STARTING, T0), (RunState.RUNNING, T0 + 60)],
+                    slug="acme-widgets-42")
         self.run_at(7, [(RunState.STARTING, T0), (RunState.RUNNING, T0), (RunState.FROZEN, T0)],
                     pr_number=8, last_done_status="blocked")
         self.run_at(9, [(RunState.DESTROYED, T0)])
         lines = self.table(T0 + 3 * 86400 + 5).splitlines()
         self.assertEqual(lines[0].split(), ["ID", "REPO#ISSUE", "PR", "AGENT", "SLUG", "STATE",
-                                            "AGE", "LAST", "DONE"])
+                                            "SINCE", "LAST", "DONE"])
         self.assertEqual(lines[1].split(), ["1", "acme/widgets#42", "-", "claude",
-                                            "acme-widgets-42", "running", "3d", "-"])
+                                            "acme-widgets-42", "running", "2023-11-14",
+                                            "22:14Z", "-"])
         self.assertEqual(lines[2].split(), ["2", "acme/widgets#7", "#8", "claude", "-", "frozen",
-                                            "3d", "blocked"])
+                                            "2023-11-14", "22:13Z", "blocked"])
         self.assertEqual(len(lines), 3)
-        state_col = lines[0].index("STATE")
-        self.assertEqual(lines[1][state_col:].split()[0], "running")
-        self.assertEqual(lines[2][state_col:].split()[0], "frozen")
+        for name in ("STATE", "SINCE", "LAST DONE"):  # aligned under the header
+            col = lines[0].index(name)
+            self.assertEqual([ln[col - 1] for ln in lines[1:]], [" ", " "])
+            self.assertNotEqual(lines[1][col], " ")
         self.assertIn("destroyed", self.table(T0, include_destroyed=True))
 
-    def test_ages_use_the_largest_whole_unit(self):
-        self.run_at(1, [])
-        for seconds, shown in ((-5, "0s"), (59, "59s"), (60, "1m"), (3599, "59m"), (7200, "2h"),
-                               (86400 * 4 + 1, "4d")):
-            self.assertEqual(self.table(T0 + seconds).splitlines()[1].split()[6], shown)
+    def test_since_is_when_the_run_entered_its_state_and_needs_no_clock(self):
+        self.run_at(1, [(RunState.STARTING, T0 + 3600)])
+        self.store.update_run(1, now=T0 + 7200, last_progress_at=T0 + 7200)
+        self.assertIn("2023-11-14 23:13Z", self.table(T0))
+        self.assertEqual(self.table(T0), self.table(T0 + 86400))
+
+    def test_a_long_cell_pushes_its_line_and_is_never_cut(self):
+        slug = "acme-" + "x" * 58
+        self.run_at(1, [(RunState.STARTING, T0)], slug=slug)
+        self.assertEqual(self.table(T0).splitlines()[1].split()[4], slug)
 
     def test_control_characters_cannot_break_the_table_and_other_text_is_kept(self):
-        self.run_at(1, [(RunState.FAILED, T0)], last_done_status="x\nFAKE ROW\x1b[2J")
+        self.run_at(1, [(RunState.FAILED, T0)], last_done_status="x\nFAKE ROW\x1b[2J\u202e")
         self.run_at(2, [(RunState.FAILED, T0)], last_done_status="fertig ✓")
         text = self.table(T0)
         self.assertEqual(len(text.splitlines()), 3)
         self.assertNotIn("\x1b", text)
-        self.assertIn("x?FAKE ROW?[2J", text)
+        self.assertIn("x?FAKE ROW?[2J?", text)
         self.assertIn("fertig ✓", text)
 
     def test_no_runs_is_just_the_header(self):
-        self.assertEqual(self.table(T0), "ID  REPO#ISSUE  PR  AGENT  SLUG  STATE  AGE  LAST DONE\n")
+        self.assertEqual(self.table(T0), "ID      REPO#ISSUE                    PR      AGENT     "
+                         "SLUG                              STATE      SINCE              "
+                         "LAST DONE\n")
+
+
+class ReadyTextTest(Listing):
+    """`run_views` is kept by the store's triggers, filled for runs the file had before v4,
+    and a file not yet migrated gives the same answers from `runs`."""
+
+    def populate(self) -> None:
+        self.run_at(1, [(RunState.STARTING, T0 + 1), (RunState.RUNNING, T0 + 2)],
+                    slug="acme-widgets-1", last_done_status="x\x1bY")
+        self.run_at(2, [(RunState.DESTROYED, T0 + 3)])
+        self.run_at(3, [(RunState.FAILED, T0 + 4)], error="boom", pr_number=9)
+
+    def answers(self) -> tuple:
+        return (self.document(T0 + 99, True), self.table(T0, True),
+                json.loads(run_listing.run_document(self.conn(), 3, T0 + 99)))
+
+    def conn(self) -> sqlite3.Connection:
+        conn = run_listing.open_readonly(self.db)
+        self.addCleanup(conn.close)
+        return conn
+
+    def test_a_file_before_run_views_is_filled_by_the_migration_and_answers_the_same(self):
+        self.populate()
+        expected = self.answers()
+        self.store.close()
+        raw = sqlite3.connect(self.db, isolation_level=None)
+        self.addCleanup(raw.close)
+        for trigger in ("insert", "update", "transition", "delete"):
+            raw.execute(f"DROP TRIGGER run_views_{trigger}")
+        raw.execute("DROP TABLE run_views")
+        raw.execute("DROP TABLE run_lines")
+        raw.execute("DROP TABLE run_cells")
+        raw.execute("PRAGMA user_version = 3")
+        self.assertEqual(self.answers(), expected)  # rendered from `runs` on the fly
+        SqliteRunStore(self.db).close()  # migrates: v4 fills run_views
+        self.assertEqual(raw.execute("SELECT count(*) FROM run_views").fetchone()[0], 3)
+        self.assertEqual(self.answers(), expected)
+
+    def test_long_stretches_of_destroyed_runs_are_stepped_over_and_no_live_run_is_missed(self):
+        raw = sqlite3.connect(self.db, isolation_level=None)
+        self.addCleanup(raw.close)
+        raw.execute("BEGIN")
+        raw.executemany(
+            "INSERT INTO runs (owner, repo, issue_number, agent, bottles, state, created_at, "
+            "updated_at, run_token) VALUES ('o', 'r', ?, 'pi', '[]', ?, ?, ?, ?)",
+            [(n, "queued" if n in (1, 128, 129, 1500, 3000) else "destroyed", T0, T0,
+              f"t{n}") for n in range(1, 3001)])
+        raw.execute("COMMIT")
+        live = [1, 128, 129, 1500, 3000]
+        self.assertEqual([r["id"] for r in self.document(T0)["runs"]], live)
+        self.assertEqual([int(ln.split()[0]) for ln in self.table(T0).splitlines()[1:]], live)
+        self.assertEqual(len(self.document(T0, True)["runs"]), 3000)
+        self.assertEqual(len(self.table(T0, True).splitlines()), 3001)
+
+    def test_any_write_to_runs_keeps_the_ready_text_true(self):
+        self.populate()
+        raw = sqlite3.connect(self.db, isolation_level=None)
+        self.addCleanup(raw.close)
+        raw.execute("UPDATE runs SET agent = 'pi' WHERE id = 3")
+        self.assertEqual(self.document(T0)["runs"][1]["agent"], "pi")
+        self.assertIn(" pi ", self.table(T0).splitlines()[2])
+        raw.execute("DELETE FROM op_log WHERE run_id = 2")
+        raw.execute("DELETE FROM runs WHERE id = 2")
+        self.assertEqual([r["id"] for r in self.document(T0, True)["runs"]], [1, 3])
 
 
 if __name__ == "__main__":
