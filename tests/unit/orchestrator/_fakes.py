@@ -5,6 +5,8 @@ file and seed runs into it."""
 
 from __future__ import annotations
 
+import http.client
+import socket
 import tempfile
 import threading
 import unittest
@@ -186,3 +188,16 @@ def seed_run(store: SqliteRunStore, issue: int, state: RunState, *, now: float =
     if run_id is not None and run.id != run_id:
         raise AssertionError(f"run {run_id} already taken (got {run.id})")
     return run
+
+
+class UnixConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket (the sidecar's transport)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=10)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(10)
+        self.sock.connect(self._path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
@@ -16,18 +15,7 @@ from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.sidecar import SidecarApp, SidecarServer
 from bot_bottle.testing.fake_forge import FakeForge
 
-from ._fakes import FakeClock, seed_run, temp_store
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=10)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(10)
-        self.sock.connect(self._path)
+from ._fakes import FakeClock, UnixConnection, seed_run, temp_store
 
 
 class SidecarTest(unittest.TestCase):
@@ -53,7 +41,7 @@ class SidecarTest(unittest.TestCase):
         self.addCleanup(server.shutdown)
 
     def call(self, method: str, path: str, body=None, token: str | None = "tok-7"):
-        conn = _UnixConnection(self.sock)
+        conn = UnixConnection(self.sock)
         self.addCleanup(conn.close)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         data = json.dumps(body).encode() if body is not None else None
@@ -116,7 +104,7 @@ class SidecarTest(unittest.TestCase):
 
 
     def call_raw(self, method: str, path: str, data: bytes):
-        conn = _UnixConnection(self.sock)
+        conn = UnixConnection(self.sock)
         self.addCleanup(conn.close)
         conn.request(method, path, body=data, headers={"Authorization": "Bearer tok-7"})
         resp = conn.getresponse()
@@ -206,7 +194,7 @@ class SidecarLimitsTest(unittest.TestCase):
         while server.active_connections() > 1:  # the held one's handler has ended
             self.assertLess(time.monotonic(), deadline, "the closed connection was not freed")
             time.sleep(0.01)
-        conn = _UnixConnection(path)
+        conn = UnixConnection(path)
         self.addCleanup(conn.close)
         conn.request("GET", "/issues/1", headers={"Authorization": "Bearer tok-7"})
         self.assertEqual(conn.getresponse().status, 200)

@@ -4,7 +4,6 @@ reason names the kind, never the value. Real Unix socket, real store, a FakeForg
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import tempfile
@@ -17,7 +16,7 @@ from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.sidecar import SidecarApp, SidecarServer, service_secrets
 from bot_bottle.testing.fake_forge import FakeForge
 
-from ._fakes import FakeClock, seed_run, temp_store
+from ._fakes import FakeClock, UnixConnection, seed_run, temp_store
 
 RUN_TOKEN = "run-token-5f0c2a9e7d41b6c3"
 FORGE_TOKEN = "0123456789abcdef0123456789abcdef01234567"
@@ -25,17 +24,6 @@ ANTHROPIC_KEY = "sk-ant-api03-Qx7vR2mN9pL4kJ8hG6fD3sA1zX5cV0bN-real-key-AA"
 OPENAI_KEY = "sk-proj-Rt5yU8iO2pA4sD6fG8hJ0kL3zX7cV9bN1mQ"
 GITHUB_TOKEN = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
 SECRETS = {FORGE_TOKEN, ANTHROPIC_KEY, OPENAI_KEY, RUN_TOKEN, GITHUB_TOKEN}
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=10)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(10)
-        self.sock.connect(self._path)
 
 
 class SidecarSecretScanTest(unittest.TestCase):
@@ -62,7 +50,7 @@ class SidecarSecretScanTest(unittest.TestCase):
         self.addCleanup(server.shutdown)
 
     def call(self, method: str, path: str, body: dict):
-        conn = _UnixConnection(self.sock)
+        conn = UnixConnection(self.sock)
         self.addCleanup(conn.close)
         conn.request(method, path, body=json.dumps(body).encode(),
                      headers={"Authorization": f"Bearer {RUN_TOKEN}"})
