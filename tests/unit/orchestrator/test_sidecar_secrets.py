@@ -5,7 +5,6 @@ reason names the kind, never the value. Real Unix socket, real store, a FakeForg
 from __future__ import annotations
 
 import json
-import socket
 import tempfile
 import threading
 import unittest
