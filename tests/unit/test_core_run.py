@@ -57,11 +57,12 @@ class AgentLogTest(RunTestBase):
         self.assertEqual(api.resume_headless(self.home, "ag", "again", environ=self.environ), 0)
         lines = self.log().splitlines()
         self.assertRegex(lines[0], r"^--- bot-bottle: run 1 \(start\) at \d{4}-\d\d-\d\dT[\d:]+\+00:00 ---$")
-        self.assertEqual(lines[1:4], ["out: python3 agent.py",
+        self.assertRegex(lines[1], r"^--- bot-bottle: limits: .* ---$")
+        self.assertEqual(lines[2:5], ["out: python3 agent.py",
                                       "err: key=[redacted] path=/usr/local/bin:/usr/bin:/bin",
                                       "no newline at the end"])
-        self.assertEqual(lines[4], "--- bot-bottle: exit 3 ---")
-        self.assertRegex(lines[5], r"^--- bot-bottle: run 2 \(resume\) at ")
+        self.assertEqual(lines[5], "--- bot-bottle: exit 3 ---")
+        self.assertRegex(lines[6], r"^--- bot-bottle: run 2 \(resume\) at ")
         self.assertEqual(lines[-1], "--- bot-bottle: exit 0 ---")
         self.assertNotIn("sk-live-0123456789", self.log())
         log = self.home / "state" / "ag" / "agent.log"
