@@ -13,7 +13,7 @@ from bot_bottle.orchestrator.sidecar import SidecarApp, SidecarServer
 from bot_bottle.testing.fake_forge import FakeForge
 
 from ._fakes import FakeClock, seed_run, temp_store
-from .test_sidecar import _UnixConnection
+from ._fakes import UnixConnection
 
 
 class SidecarAccessLineTest(unittest.TestCase):
@@ -35,7 +35,7 @@ class SidecarAccessLineTest(unittest.TestCase):
         self.addCleanup(server.shutdown)
 
     def access_line(self, token: str) -> str:
-        conn = _UnixConnection(self.sock)
+        conn = UnixConnection(self.sock)
         self.addCleanup(conn.close)
         with self.assertLogs("bot_bottle.orchestrator.sidecar", level="INFO") as logs:
             conn.request("GET", f"/issues/{self.issue}", headers={"Authorization": f"Bearer {token}"})
