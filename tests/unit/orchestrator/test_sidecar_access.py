@@ -12,8 +12,7 @@ from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.sidecar import SidecarApp, SidecarServer
 from bot_bottle.testing.fake_forge import FakeForge
 
-from ._fakes import FakeClock, seed_run, temp_store
-from ._fakes import UnixConnection
+from ._fakes import FakeClock, UnixConnection, seed_run, temp_store
 
 
 class SidecarAccessLineTest(unittest.TestCase):
