@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import unittest
@@ -16,7 +15,6 @@ from pathlib import Path
 from tests.integration._core_home import REPO_ROOT
 
 
-@unittest.skipUnless(shutil.which("bwrap") or os.environ.get("CI"), "needs bubblewrap")
 class DemoTest(unittest.TestCase):
     def test_demo_walks_the_lifecycle_and_cleans_up(self) -> None:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO_ROOT),

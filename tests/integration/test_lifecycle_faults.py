@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import signal
 import sqlite3
 import sys
@@ -65,7 +64,6 @@ def kill_all(token: str) -> None:
             pass
 
 
-@unittest.skipUnless(shutil.which("bwrap") or os.environ.get("CI"), "needs bubblewrap")
 class OneCommentPerDoneTest(unittest.TestCase):
     RUNS = 10
 
@@ -98,7 +96,6 @@ class OneCommentPerDoneTest(unittest.TestCase):
         self.assertEqual(orch.stop(), 0, orch.log())
 
 
-@unittest.skipUnless(shutil.which("bwrap") or os.environ.get("CI"), "needs bubblewrap")
 class WhileStartingTest(unittest.TestCase):
     """A run whose start waits at the gate (no bottle yet) while its agent is a sleeper."""
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -25,7 +24,6 @@ OWNER, REPO = "acme", "widgets"
 MARKER = "<!-- bot-bottle -->"
 
 
-@unittest.skipUnless(shutil.which("bwrap") or os.environ.get("CI"), "needs bubblewrap")
 class OrchestratorLifecycleTest(unittest.TestCase):
     def setUp(self) -> None:
         self.home = make_home(self)

@@ -8,8 +8,6 @@ followed by the comment."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import unittest
 
 from bot_bottle.testing.fake_gitea_payloads import comment_event, issue_event
@@ -20,7 +18,6 @@ OWNER, REPO = "acme", "widgets"
 RETRY = "Gitea access fixed; please try again."
 
 
-@unittest.skipUnless(shutil.which("bwrap") or os.environ.get("CI"), "needs bubblewrap")
 class RetryAfterFailedCloneTest(unittest.TestCase):
     def test_a_trusted_comment_launches_a_run_whose_clone_failed_again_with_the_comment(
             self) -> None:
