@@ -41,11 +41,13 @@ class LocalHTTPServer:
 
 class ApiHandler(BaseHTTPRequestHandler):
     """A model API's handler: HTTP/1.1, no access log (the fakes record requests themselves),
-    `_json` answers carrying a request id in the header the API names (`REQUEST_ID_HEADER`)."""
+    `_json` answers carrying a request id in the header the API names (`REQUEST_ID_HEADER`),
+    `_sse` streamed answers."""
 
     protocol_version = "HTTP/1.1"
     timeout = 60
     REQUEST_ID_HEADER = "request-id"
+    EVENT_STREAM_TYPE = "text/event-stream"
 
     def log_message(self, format, *args):  # quiet: the record is in the fake's `requests`
         pass
@@ -58,3 +60,15 @@ class ApiHandler(BaseHTTPRequestHandler):
         self.send_header(self.REQUEST_ID_HEADER, "req_" + uuid.uuid4().hex[:24])
         self.end_headers()
         self.wfile.write(data)
+
+    def _sse(self, chunks) -> None:
+        """A streamed answer: each server-sent-event chunk written as soon as it is made."""
+        self.send_response(200)
+        self.send_header("Content-Type", self.EVENT_STREAM_TYPE)
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        for chunk in chunks:
+            self.wfile.write(chunk)
+            self.wfile.flush()

@@ -212,12 +212,4 @@ class _Handler(ApiHandler):
         message = self.api.reply(body)
         if not body.get("stream"):
             return self._json(200, message)
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.close_connection = True
-        for chunk in _stream(message):
-            self.wfile.write(chunk)
-            self.wfile.flush()
+        self._sse(_stream(message))

@@ -202,6 +202,7 @@ class FakeOpenAI(LocalHTTPServer):
 class _Handler(ApiHandler):
     api: FakeOpenAI
     REQUEST_ID_HEADER = "x-request-id"
+    EVENT_STREAM_TYPE = "text/event-stream; charset=utf-8"
 
     def _error(self, status: int, message: str, code: str | None = None) -> None:
         self._json(status, {"error": {"message": message, "type": "invalid_request_error",
@@ -241,12 +242,4 @@ class _Handler(ApiHandler):
             return self._error(400, str(exc), "unsupported_tools")
         if not body.get("stream"):
             return self._json(200, response)
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.close_connection = True
-        for chunk in _stream(response):
-            self.wfile.write(chunk)
-            self.wfile.flush()
+        self._sse(_stream(response))
