@@ -6,12 +6,13 @@ Uses the fake core CLI: no bottle is needed here."""
 from __future__ import annotations
 
 import socket
+import sqlite3
 import tempfile
 import threading
-import time
 import unittest
 from pathlib import Path
 
+from tests.integration._in_flight import start_delivery
 from tests.integration._orchestrator import FAKE_CLI, OrchestratorProcess, make_fake_home, \
     make_forge
 
@@ -51,22 +52,27 @@ class ServiceTest(unittest.TestCase):
 
     def test_sigterm_finishes_an_in_flight_request(self) -> None:
         self.orch.start()
-        conn = socket.create_connection(("127.0.0.1", self.orch.port), timeout=10)
-        self.addCleanup(conn.close)
+        self.messages_until("READY=1")
+        # another writer holds the store, so the delivery stays in the service's hands until
+        # the lock is released (below), after the service has begun to stop
+        other = sqlite3.connect(self.orch.db_path, isolation_level=None, timeout=1)
+        self.addCleanup(other.close)
+        other.execute("BEGIN IMMEDIATE")
         body = b'{"action": "opened"}'
-        head = (f"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1:{self.orch.port}\r\n"
-                f"Content-Length: {len(body)}\r\n"
-                "X-Gitea-Event-Type: issues\r\nX-Gitea-Signature: 00\r\n\r\n").encode()
-        conn.sendall(head)  # the request is in flight: its body has not arrived yet
-        time.sleep(0.2)
+        conn = start_delivery(self.orch.port, self.orch.secret, "issues", body,
+                              delivery_id="in-flight")
+        self.addCleanup(conn.close)
         stopper = threading.Thread(target=self.orch.stop)
         stopper.start()
-        time.sleep(0.3)
-        conn.sendall(body)
-        answer = conn.recv(4096).decode()
+        self.messages_until("STOPPING=1")  # SIGTERM is being handled, the request is open
+        other.execute("ROLLBACK")
+        answer = conn.getresponse()
         stopper.join(20)
-        self.assertTrue(answer.startswith("HTTP/1.1 401"), answer)  # answered, not cut off
+        self.assertFalse(stopper.is_alive())
+        self.assertEqual((answer.status, answer.read()), (202, b'{"status": "accepted"}'))
         self.assertEqual(self.orch.returncode, 0)
+        stored = other.execute("SELECT delivery_id FROM deliveries").fetchall()
+        self.assertEqual(stored, [("in-flight",)])  # acknowledged means stored
 
     def test_restart_on_the_same_db_keeps_what_was_acknowledged(self) -> None:
         self.orch.start()

@@ -52,6 +52,7 @@ from bot_bottle.testing.fake_gitea import gitea_json
 from bot_bottle.testing.fake_gitea_payloads import comment_event, issue_event
 from tests.integration import _gated_cli
 from tests.integration import _orchestrator as H
+from tests.integration._in_flight import start_delivery
 
 try:
     import resource
@@ -59,7 +60,7 @@ except ImportError:  # pragma: no cover - not POSIX
     resource = None
 
 OWNER, REPO = "acme", "widgets"
-SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "gitea"
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "gitea"  # Gitea's own deliveries
 FUZZ_CASES = 5000 if os.environ.get("CI") else 1000
 SAMPLE_HEADERS = {  # file stem -> (X-Gitea-Event, X-Gitea-Event-Type) where they differ
     "issues-assigned": ("issues", "issue_assign"), "issues-unassigned": ("issues", "issue_assign"),
@@ -286,15 +287,15 @@ class KillDuringLaunchTest(_Base):
 
 # ---------------------------------------------------------------------------------------
 def _seed_bodies(g) -> list[tuple[str, str, bytes]]:
-    """(X-Gitea-Event, X-Gitea-Event-Type, body): the real samples when the shared folder is
-    there, and payloads built by the fake in any case."""
+    """(X-Gitea-Event, X-Gitea-Event-Type, body): the real samples (tests/data/gitea) and
+    payloads built by the fake."""
     seeds = []
-    if SAMPLES.is_dir():
-        for path in sorted(SAMPLES.glob("*.json")):
-            if path.name.startswith("swagger"):
-                continue
-            event, etype = SAMPLE_HEADERS.get(path.stem, (path.stem.split("-", 1)[0],) * 2)
-            seeds.append((event, etype, path.read_bytes()))
+    for path in sorted(SAMPLES.glob("*.json")):
+        if path.name.startswith("swagger"):
+            continue
+        event, etype = SAMPLE_HEADERS.get(path.stem, (path.stem.split("-", 1)[0],) * 2)
+        seeds.append((event, etype, path.read_bytes()))
+    assert len(seeds) == 19, f"Gitea samples missing from {SAMPLES}"
     n = g.add_issue(OWNER, REPO, "fuzz <target> & co", "body", user="alice", labels=("bug",),
                     assignees=("bob",))
     cid = g.add_comment(OWNER, REPO, n, "hello", "alice")
@@ -715,18 +716,16 @@ class LockedStoreTest(_Base):
         other = sqlite3.connect(orch.db_path, isolation_level=None, timeout=1)
         self.addCleanup(other.close)
         other.execute("BEGIN IMMEDIATE")  # say, an operator's sqlite3 shell mid-UPDATE
-        result = []
-        sender = threading.Thread(target=lambda: result.append(orch.deliver(
-            "issues", "issues", gitea_json({"action": "opened", "locked": True}),
-            delivery_id="locked-1", timeout=30)[0]))
-        sender.start()
-        time.sleep(0.3)
+        # returns once the service has the delivery (its 100 Continue): its write now waits
+        conn = start_delivery(orch.port, orch.secret, "issues",
+                              gitea_json({"action": "opened", "locked": True}),
+                              delivery_id="locked-1")
+        self.addCleanup(conn.close)
         started = time.monotonic()
         self.assertEqual(orch.healthz(), 200)  # WAL: readers are not blocked by the writer
         self.assertEqual(orch.request("GET", "/runs")[0], 200)
         self.assertLess(time.monotonic() - started, 1.0)
-        sender.join(30)
-        self.assertEqual(result, [503])
+        self.assertEqual(conn.getresponse().status, 503)  # after the store's busy timeout
         other.execute("ROLLBACK")
         status, _ = orch.deliver("issues", "issues", gitea_json({"action": "opened", "locked": True}),
                                  delivery_id="locked-1")

@@ -1,4 +1,5 @@
-"""Test helpers: a started FakeGitea with the README's cast, and the shared sample paths."""
+"""Test helpers: a started FakeGitea with the reference cast, and where the Gitea samples live
+(tests/data/gitea, a verbatim copy of Gitea's payloads, API answers and swagger)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 from bot_bottle.contrib.gitea.client import GiteaClient, GiteaForge
 from bot_bottle.testing.fake_gitea import FakeGitea
 
-SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "gitea"
+GITEA_DATA = Path(__file__).resolve().parents[2] / "data" / "gitea"
 TOKEN = "s3cr3t-token-value-abc123"
 
 

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import random
 import unittest
-from pathlib import Path
-from unittest import mock
 
 from bot_bottle.orchestrator import events as E
 from bot_bottle.orchestrator.model import OrchestratorError
+from ._gitea_helpers import GITEA_DATA
 
-SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "gitea"
-
-# X-Gitea-Event-Type per sample file (from shared/gitea/README.md) and what we expect of it.
+# X-Gitea-Event-Type per sample file (from tests/data/gitea/REFERENCE.md) and what we expect of it.
 SAMPLES = {
     "issues-opened.json": ("issues", E.IssueEvent),
     "issues-assigned.json": ("issue_assign", E.IssueEvent),
@@ -39,44 +35,19 @@ SAMPLES = {
 }
 
 
-def require_shared(test: unittest.TestCase) -> None:
-    """Missing reference data fails in CI (it would hide every sample test) and skips locally."""
-    if SHARED.is_dir():
-        return
-    if os.environ.get("CI"):
-        test.fail(f"Gitea sample payloads missing at {SHARED}")
-    test.skipTest(f"Gitea sample payloads not present at {SHARED}")
-
-
 def load(name: str) -> dict:
-    return json.loads((SHARED / name).read_bytes())
-
-
-class MissingSamplesTests(unittest.TestCase):
-    def test_missing_samples_fail_in_ci_and_skip_elsewhere(self):
-        patcher = mock.patch(f"{__name__}.SHARED", SHARED / "does-not-exist")
-        patcher.start()
-        self.addCleanup(patcher.stop)
-        with mock.patch.dict(os.environ, {"CI": "1"}):
-            with self.assertRaises(self.failureException):
-                require_shared(self)
-        with mock.patch.dict(os.environ, {"CI": ""}):
-            with self.assertRaises(unittest.SkipTest):
-                require_shared(self)
+    return json.loads((GITEA_DATA / name).read_bytes())
 
 
 class SampleCoverageTests(unittest.TestCase):
-    def setUp(self):
-        require_shared(self)
-
     def test_every_sample_file_has_an_expectation(self):
-        on_disk = {p.name for p in SHARED.glob("*.json")} - {"swagger.v1.json"}
+        on_disk = {p.name for p in GITEA_DATA.glob("*.json")} - {"swagger.v1.json"}
         self.assertEqual(on_disk, set(SAMPLES))
 
     def test_every_sample_parses_to_the_expected_kind_or_is_ignored_with_a_reason(self):
         for name, (event_type, kind) in SAMPLES.items():
             with self.subTest(name):
-                body = (SHARED / name).read_bytes()
+                body = (GITEA_DATA / name).read_bytes()
                 event = E.parse_delivery(event_type, body)
                 reason = E.explain_ignored(event_type, json.loads(body))
                 if kind is None:
@@ -89,9 +60,6 @@ class SampleCoverageTests(unittest.TestCase):
 
 
 class IssueEventTests(unittest.TestCase):
-    def setUp(self):
-        require_shared(self)
-
     def test_opened_issue_reads_gitea_null_lists_as_empty_tuples(self):
         payload = load("issues-opened.json")
         self.assertIsNone(payload["issue"]["assignees"])  # the quirk this guards against
@@ -125,7 +93,7 @@ class IssueEventTests(unittest.TestCase):
         self.assertEqual((event.action, event.state), ("closed", "closed"))
 
     def test_escaped_html_characters_arrive_decoded(self):
-        raw = (SHARED / "issues-edited-body.json").read_bytes()
+        raw = (GITEA_DATA / "issues-edited-body.json").read_bytes()
         self.assertIn(b"\\u003c!--", raw)
         event = E.parse_delivery("issues", raw.replace(b'"action": "edited"', b'"action": "opened"'))
         self.assertIn("<!-- claude-bot:state", event.body)
@@ -141,9 +109,6 @@ class IssueEventTests(unittest.TestCase):
 
 
 class CommentEventTests(unittest.TestCase):
-    def setUp(self):
-        require_shared(self)
-
     def test_comment_on_issue(self):
         event = E.parse_event("issue_comment", load("issue_comment-created-on-issue.json"))
         self.assertEqual(event, E.CommentEvent(
@@ -171,9 +136,6 @@ class CommentEventTests(unittest.TestCase):
 
 
 class PullRequestEventTests(unittest.TestCase):
-    def setUp(self):
-        require_shared(self)
-
     def test_opened_pull_request(self):
         event = E.parse_event("pull_request", load("pull_request-opened.json"))
         self.assertEqual((event.number, event.head_ref, event.base_ref, event.author,
@@ -287,9 +249,6 @@ def _assert_valid(test: unittest.TestCase, event) -> None:
 
 
 class MutatedPayloadTests(unittest.TestCase):
-    def setUp(self):
-        require_shared(self)
-
     def test_mutated_samples_give_a_valid_event_none_or_a_shape_error(self):
         rng = random.Random(20261125)
         outcomes = {"event": 0, "ignored": 0, "shape": 0}

@@ -141,15 +141,12 @@ class GiteaForgeTests(unittest.TestCase):
 
 
 class ParseSamplesTests(unittest.TestCase):
-    """The adapter's parsers read Gitea's real-shaped API answers in shared/gitea/api."""
+    """The adapter's parsers read Gitea's real-shaped API answers in tests/data/gitea/api."""
 
     def load(self, name):
         import json
-        from ._gitea_helpers import SHARED
-        path = SHARED / "api" / name
-        if not path.exists():
-            self.skipTest("shared/gitea reference data not present")
-        return json.loads(path.read_text())
+        from ._gitea_helpers import GITEA_DATA
+        return json.loads((GITEA_DATA / "api" / name).read_text())
 
     def test_issue_pull_and_comments_samples_parse(self):
         from bot_bottle.contrib.gitea.client import parse_comment, parse_issue, parse_pr

@@ -8,7 +8,7 @@ import re
 import unittest
 
 from bot_bottle.testing.fake_gitea import ROUTES
-from ._gitea_helpers import SHARED, forge_for, start_fake
+from ._gitea_helpers import GITEA_DATA, forge_for, start_fake
 
 
 def _template(path: str, paths: dict) -> str | None:
@@ -18,11 +18,10 @@ def _template(path: str, paths: dict) -> str | None:
     return None
 
 
-@unittest.skipUnless(SHARED.is_dir(), "shared/gitea reference data not present")
 class SwaggerContractTests(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.spec = json.loads((SHARED / "swagger.v1.json").read_text())
+        cls.spec = json.loads((GITEA_DATA / "swagger.v1.json").read_text())
 
     def test_every_fake_route_is_in_swagger_with_that_method(self):
         self.assertEqual(self.spec["basePath"], "/api/v1")
@@ -50,7 +49,7 @@ class SwaggerContractTests(unittest.TestCase):
         n = g.add_issue("acme", "widgets", "t", assignees=("claude-bot",), labels=("bug",))
         p = g.add_pr("acme", "widgets", "p")
         g.add_comment("acme", "widgets", n, "c", "alice")
-        api = SHARED / "api"
+        api = GITEA_DATA / "api"
         with g.lock:
             pairs = [("Issue", g.issue_json("acme", "widgets", g.repos[("acme", "widgets")]["items"][n]), "GET-issue-42.json"),
                      ("PullRequest", g.pull_json("acme", "widgets", g.repos[("acme", "widgets")]["items"][p]), "GET-pull-43.json"),
@@ -63,11 +62,10 @@ class SwaggerContractTests(unittest.TestCase):
                 self.assertEqual(set(obj["user"]), set(json.loads((api / sample).read_text())["user"]))
 
 
-@unittest.skipUnless(SHARED.is_dir(), "shared/gitea reference data not present")
 class SwaggerStatusAndShapeTests(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.spec = json.loads((SHARED / "swagger.v1.json").read_text())
+        cls.spec = json.loads((GITEA_DATA / "swagger.v1.json").read_text())
 
     def test_every_status_the_fake_answers_on_success_is_declared_in_swagger(self):
         from bot_bottle.contrib.forge.base import ForgeError

@@ -1,5 +1,5 @@
 """The fake Gitea itself, over raw HTTP: the status codes, headers and body shapes of
-shared/gitea/api (201 on PATCH, 204/404/303 on membership, 401/403/404/422 bodies), request
+tests/data/gitea/api (201 on PATCH, 204/404/303 on membership, 401/403/404/422 bodies), request
 recording without secrets, and fault injection."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 import unittest
 from urllib.parse import urlsplit
 
-from ._gitea_helpers import SHARED, TOKEN, start_fake
+from ._gitea_helpers import GITEA_DATA, TOKEN, start_fake
 
 
 class RawFakeTests(unittest.TestCase):
@@ -33,7 +33,7 @@ class RawFakeTests(unittest.TestCase):
         return resp.status, resp.headers, json.loads(raw) if raw else None
 
     def sample(self, name):
-        return json.loads((SHARED / "api" / name).read_text())
+        return json.loads((GITEA_DATA / "api" / name).read_text())
 
     def test_patch_answers_201_with_the_issue(self):
         status, headers, body = self.call("PATCH", f"/repos/acme/widgets/issues/{self.n}", {"body": "new"})
@@ -59,7 +59,6 @@ class RawFakeTests(unittest.TestCase):
         self.assertEqual((status, headers["Location"], body),
                          (303, "/api/v1/orgs/bots/public_members/claude-bot", None))
 
-    @unittest.skipUnless(SHARED.is_dir(), "shared/gitea reference data not present")
     def test_error_bodies_have_the_shape_of_the_samples(self):
         self.g.add_token("ro", "claude-bot", scopes=())
         cases = [

@@ -7,14 +7,13 @@ import unittest
 
 from bot_bottle.testing import fake_gitea_payloads as P
 from bot_bottle.testing.fake_gitea import gitea_json
-from ._gitea_helpers import SHARED, start_fake
+from ._gitea_helpers import GITEA_DATA, start_fake
 
 
 def shape(d: dict) -> dict:
     return {k: (sorted(v) if isinstance(v, dict) else None) for k, v in d.items()}
 
 
-@unittest.skipUnless(SHARED.is_dir(), "shared/gitea reference data not present")
 class PayloadShapeTests(unittest.TestCase):
     def setUp(self):
         self.g = start_fake(self)
@@ -25,7 +24,7 @@ class PayloadShapeTests(unittest.TestCase):
         self.cp = self.g.add_comment("acme", "widgets", self.p, "go", "alice")
 
     def check(self, built: dict, sample: str):
-        want = json.loads((SHARED / sample).read_text())
+        want = json.loads((GITEA_DATA / sample).read_text())
         got = json.loads(gitea_json(built))
         self.assertEqual(list(got), list(want))
         for k, v in want.items():

@@ -1,4 +1,4 @@
-"""Every webhook sample in shared/gitea verifies with our signature check."""
+"""Every webhook sample in tests/data/gitea verifies with our signature check."""
 
 from __future__ import annotations
 
@@ -9,21 +9,20 @@ import unittest
 
 from bot_bottle.contrib.gitea.signature import sign, verify_signature
 from bot_bottle.testing.fake_gitea import deliver
-from ._gitea_helpers import SHARED
+from ._gitea_helpers import GITEA_DATA
 
 SECRET = b"test-webhook-secret"
 
 
-def readme_signatures() -> dict[str, str]:
-    text = (SHARED / "README.md").read_text()
+def reference_signatures() -> dict[str, str]:
+    text = (GITEA_DATA / "REFERENCE.md").read_text()
     return dict(re.findall(r"\| `([\w-]+\.json)` \| `[0-9a-f-]{36}` \| \d+ \| `([0-9a-f]{64})`", text))
 
 
-@unittest.skipUnless(SHARED.is_dir(), "shared/gitea reference data not present")
 class SampleSignatureTests(unittest.TestCase):
-    def test_every_sample_verifies_with_the_readme_signature(self):
-        sigs = readme_signatures()
-        files = sorted(f for f in SHARED.glob("*.json") if f.name != "swagger.v1.json")
+    def test_every_sample_verifies_with_the_reference_signature(self):
+        sigs = reference_signatures()
+        files = sorted(f for f in GITEA_DATA.glob("*.json") if f.name != "swagger.v1.json")
         self.assertEqual(len(files), 19)
         self.assertEqual(set(sigs), {f.name for f in files})
         for f in files:
@@ -33,8 +32,8 @@ class SampleSignatureTests(unittest.TestCase):
                 self.assertFalse(verify_signature(b"wrong", body, sigs[f.name]))
                 self.assertFalse(verify_signature(SECRET, body + b" ", sigs[f.name]))
 
-    def test_secret_used_is_the_one_the_readme_names(self):
-        text = (SHARED / "README.md").read_text()
+    def test_secret_used_is_the_one_the_reference_names(self):
+        text = (GITEA_DATA / "REFERENCE.md").read_text()
         named = re.search(r"\| webhook secret used for the signatures below \| `([^`]+)` \|", text)
         self.assertIsNotNone(named)
         self.assertEqual(named.group(1).encode(), SECRET)
@@ -63,12 +62,12 @@ class SampleSignatureTests(unittest.TestCase):
         t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02})
         t.start()
         self.addCleanup(lambda: (srv.shutdown(), srv.server_close(), t.join()))
-        body = (SHARED / "issues-opened.json").read_bytes()
+        body = (GITEA_DATA / "issues-opened.json").read_bytes()
         status, _ = deliver(f"http://127.0.0.1:{srv.server_address[1]}/webhook", "issues",
                             "issues", body, SECRET)
         h = got["headers"]
         self.assertEqual((status, got["body"]), (200, body))
-        self.assertEqual(h["X-Gitea-Signature"], readme_signatures()["issues-opened.json"])
+        self.assertEqual(h["X-Gitea-Signature"], reference_signatures()["issues-opened.json"])
         self.assertEqual(h["X-Hub-Signature-256"], "sha256=" + h["X-Gitea-Signature"])
         self.assertEqual(h["X-Gitea-Delivery"], h["X-GitHub-Delivery"])
         self.assertEqual((h["X-Gitea-Event"], h["X-Gogs-Event-Type"]), ("issues", "issues"))
