@@ -143,8 +143,7 @@ class GitGate:
         detail = {"result": outcome.get("result"), "branch": outcome.get("branch"),
                   "refs": [r.get("ref") for r in outcome.get("refs", []) if isinstance(r, dict)],
                   "reason": str(outcome.get("reason", ""))[:300], "findings": findings}
-        self._store.append_op(run.id, PUSH_OP, detail, now)
-        self._store.update_run(run.id, now=now, last_progress_at=now)
+        self._store.append_op(run.id, PUSH_OP, detail, now, progress=True)
         log.info("git gate: push %s (%s) repo=%s issue=%s run=%s", detail["result"],
                  detail["reason"], run.repo_full_name, run.issue_number, run.id)
         if findings:

@@ -62,7 +62,8 @@ class PrOpener:
                 f"signal tries again.\n\n{self._marker}", now)
             return run
         now = self._clock()
-        self._store.append_op(run.id, PR_OPENED, {"number": pr.number, "by": "git gate"}, now)
+        self._store.append_op(run.id, PR_OPENED, {"number": pr.number, "by": "git gate"}, now,
+                              essential=True)
         log.info("opened PR #%s from %s %s", pr.number, remote.branch, where)
         return self._store.update_run(run.id, now=now, pr_number=pr.number)
 

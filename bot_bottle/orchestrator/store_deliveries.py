@@ -1,8 +1,8 @@
-"""Webhook deliveries in the store, mixed into `SqliteRunStore`: `record_delivery` with group
-commit (callers enqueue; one writer thread inserts everything queued in one transaction,
-commits once — one fsync for many deliveries — and wakes each caller with its own answer),
-and the dispatcher's side: pending deliveries in arrival order, marking them processed, and
-the counts `/metrics` shows. Uses the store's `_atomic`, `_rows` and `_clock`.
+"""Webhook deliveries in the store: `record_delivery` with group commit (callers enqueue; one
+writer thread inserts everything queued in one transaction, commits once — one fsync for
+many deliveries — and wakes each caller with its own answer), and the dispatcher's side:
+pending deliveries in arrival order, marking them processed, and the counts `/metrics`
+shows. Works through the shared `StoreDb` it is given.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sqlite3
 import threading
 from typing import Iterable
 
+from bot_bottle.orchestrator.store_db import StoreDb
 from bot_bottle.orchestrator.store_rows import StoredDelivery, StoreError
 
 log = logging.getLogger("bot_bottle.orchestrator.store")
@@ -34,7 +35,23 @@ class _Pending:
         self.error: BaseException | None = None
 
 
-class DeliveriesMixin:
+class Deliveries:
+    def __init__(self, db: StoreDb) -> None:
+        self._db = db
+        self._outcomes: dict[str, int] | None = None  # see `delivery_counts`
+        self._queue: list[_Pending] = []
+        self._queue_cond = threading.Condition()
+        self._closing = False
+        self._writer = threading.Thread(target=self._writer_loop, name="store-writer",
+                                        daemon=True)
+        self._writer.start()
+
+    def close(self) -> None:
+        """Write what is queued and stop the writer thread. Idempotent."""
+        with self._queue_cond:
+            self._closing = True
+            self._queue_cond.notify_all()
+        self._writer.join()
 
     def record_delivery(self, delivery_id: str | None, event_type: str, body: bytes,
                         received_at: float, comment_key: str | None = None) -> bool:
@@ -77,7 +94,7 @@ class DeliveriesMixin:
 
     def _write_batch(self, batch: list[_Pending]) -> None:
         try:
-            with self._atomic() as conn:
+            with self._db.atomic() as conn:
                 results = [conn.execute(
                     "INSERT OR IGNORE INTO deliveries "
                     "(delivery_id, event_type, body, body_sha256, received_at, comment_key) "
@@ -98,7 +115,7 @@ class DeliveriesMixin:
             item.done.set()
 
     def pending_deliveries(self, limit: int) -> list[StoredDelivery]:
-        rows = self._rows("SELECT seq, delivery_id, event_type, body, received_at FROM deliveries "
+        rows = self._db.rows("SELECT seq, delivery_id, event_type, body, received_at FROM deliveries "
                           "WHERE processed_at IS NULL ORDER BY seq LIMIT ?", (limit,))
         return [StoredDelivery(r["seq"], r["delivery_id"], r["event_type"], bytes(r["body"]),
                                r["received_at"]) for r in rows]
@@ -109,7 +126,7 @@ class DeliveriesMixin:
     def mark_deliveries_processed(self, outcomes: Iterable[tuple[int, str]]) -> None:
         """Several in one transaction (one fsync): for deliveries whose handling changed
         nothing, so a crash before this commit only repeats harmless work."""
-        now = self._clock()
+        now = self._db.clock()
         try:
             self._mark(now, outcomes)
         except BaseException:
@@ -117,7 +134,7 @@ class DeliveriesMixin:
             raise
 
     def _mark(self, now: float, outcomes: Iterable[tuple[int, str]]) -> None:
-        with self._atomic() as conn:
+        with self._db.atomic() as conn:
             moved: list[tuple[str | None, str]] = []  # (outcome before or None, after)
             for seq, outcome in outcomes:
                 before = conn.execute("SELECT processed_at IS NOT NULL, COALESCE(outcome, '') "
@@ -142,14 +159,14 @@ class DeliveriesMixin:
         """Processed deliveries by outcome. Counted from the table once (under the writer
         lock), then kept in memory as deliveries are marked: `/metrics` must not scan every
         delivery on each scrape. Pending ones are `pending_delivery_count`."""
-        with self._lock:
+        with self._db.lock:
             if self._outcomes is None:
-                rows = self._wconn.execute(
+                rows = self._db.writer_rows(
                     "SELECT COALESCE(outcome, ''), COUNT(*) FROM deliveries "
-                    "WHERE processed_at IS NOT NULL GROUP BY 1").fetchall()
+                    "WHERE processed_at IS NOT NULL GROUP BY 1")
                 self._outcomes = {k: n for k, n in rows}
             return {k: n for k, n in self._outcomes.items() if n}
 
     def pending_delivery_count(self) -> int:
         """Deliveries stored but not yet processed (counted on the partial index)."""
-        return self._rows("SELECT COUNT(*) FROM deliveries WHERE processed_at IS NULL")[0][0]
+        return self._db.rows("SELECT COUNT(*) FROM deliveries WHERE processed_at IS NULL")[0][0]
