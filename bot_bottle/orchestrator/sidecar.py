@@ -20,14 +20,9 @@ import json
 import logging
 import os
 import re
-import socket
 import socketserver
-import sys
-import threading
-import time
 import uuid
 from dataclasses import asdict
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -36,6 +31,7 @@ from bot_bottle.gate import secrets
 from bot_bottle.gate.credentials import CREDENTIALS
 from bot_bottle.orchestrator.git_gate_repo import RUN_TOKEN_LABEL
 from bot_bottle.orchestrator.http_server import loads_json
+from bot_bottle.orchestrator.http_transport import Handler, Response, Transport, printable
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1 << 20
@@ -142,15 +138,15 @@ class SidecarApp:
             status, payload = _err(502, f"forge failed: {exc}")
         except SecretRefused as exc:
             status, payload = _err(422, str(exc))
-            log.warning("sidecar %s %s: %s repo=%s issue=%s run=%s", method, path, exc,
-                        run.repo_full_name, run.issue_number, run.id)
+            log.warning("sidecar %s %s: %s repo=%s issue=%s run=%s", method,
+                        printable(path), exc, run.repo_full_name, run.issue_number, run.id)
         self._log(run, op, path, status)
         return status, payload
 
     def _log(self, run, op: str, path: str, status: int) -> None:
-        now = self._clock()
-        self._store.append_op(run.id, f"sidecar.{op}", {"path": path, "status": status}, now)
-        self._store.update_run(run.id, now=now, last_progress_at=now)
+        # over the run's op-log rate a call is counted, not stored, and is no progress
+        self._store.append_op(run.id, f"sidecar.{op}", {"path": path, "status": status},
+                              self._clock(), progress=True)
 
     def _opened_prs(self, run) -> tuple[int, ...]:
         """Every PR this run opened (the run's PR is the latest): all stay in its scope."""
@@ -193,7 +189,7 @@ class SidecarApp:
         pr = forge.open_pr(title=_text(data, "title"), body=_text(data, "body"),
                            head=_text(data, "head"), base=_text(data, "base"))
         now = self._clock()
-        self._store.append_op(run.id, PR_OPENED, {"number": pr.number}, now)
+        self._store.append_op(run.id, PR_OPENED, {"number": pr.number}, now, essential=True)
         self._store.update_run(run.id, now=now, pr_number=pr.number)
         return 201, asdict(pr)
 
@@ -211,154 +207,52 @@ def _text(data: dict, key: str) -> str:
     return value
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _SidecarHttp:
+    """`SidecarApp` as an `http_transport.HttpApp`: the bearer token out of the headers, the
+    payload as JSON, and the token's run named for the access line."""
 
-    def setup(self) -> None:
-        self.timeout = self.server.read_timeout  # StreamRequestHandler applies it per read
-        super().setup()
+    def __init__(self, app: SidecarApp) -> None:
+        self.app = app
 
-    def handle_one_request(self) -> None:
-        # one deadline for the head and body of each request: a byte every few seconds
-        # resets only the per-read timeout, not this one
-        self.server.arm(self.connection)
-        try:
-            super().handle_one_request()
-        finally:
-            self.server.disarm(self.connection)
-
-    def address_string(self) -> str:  # AF_UNIX peers have no (host, port)
-        return "unix"
-
-    run_id: int | None = None  # the run whose token made the request being answered
-
-    def log_message(self, format: str, *args) -> None:
-        log.info("sidecar run=%s %s", "-" if self.run_id is None else self.run_id, format % args)
-
-    def _on_run(self, run_id: int) -> None:
-        self.run_id = run_id
-
-    def _serve(self) -> None:
-        self.run_id = None  # per request: a kept-alive connection carries several
-        if self.path.startswith("/git/") and self.server.git_gate is not None:
-            self.server.disarm(self.connection)  # a push may take long; the gate bounds it
-            return self.server.git_gate.serve(self)  # git smart HTTP: git_gate.GitGate
-        raw_length = (self.headers.get("Content-Length") or "0").strip()
-        length = int(raw_length) if raw_length.isdigit() else -1
-        if length < 0:
-            status, payload = _err(400, "Content-Length must be a non-negative integer")
-            self.close_connection = True
-        elif length > MAX_BODY:
-            status, payload = _err(413, "body over 1 MiB")
-            self.close_connection = True
-        else:
-            body = self.rfile.read(length) if length else b""
-            if len(body) < length:  # cut at the deadline, or the client went away
-                self.close_connection = True
-                return
-            self.server.disarm(self.connection)  # the request is in: the forge has its own
-            auth = self.headers.get("Authorization", "")
-            token = auth[7:] if auth.startswith("Bearer ") else None
-            status, payload = self.server.app.handle(self.command, self.path, token, body,
-                                                     on_run=self._on_run)
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_PATCH = _serve
+    def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:
+        auth = headers.get("Authorization", "")
+        token = auth[7:] if auth.startswith("Bearer ") else None
+        runs: list[int] = []
+        status, payload = self.app.handle(method, path, token, body, on_run=runs.append)
+        return Response(status, "application/json", json.dumps(payload).encode(),
+                        who=f"run={runs[0] if runs else '-'}")
 
 
-_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-         b"Connection: close\r\nContent-Length: 54\r\n\r\n"
-         b'{"status": "error", "reason": "too many connections"}\n')
+class SidecarServer(Transport, socketserver.ThreadingUnixStreamServer):
+    """The sidecar's socket (mode 0600) on the service's one transport (`http_transport`): at
+    most `max_connections` served at once (more get 503 without a thread), each request whole
+    within `request_deadline` seconds. `/git/` goes to the git gate, which reads its own body
+    (git sends packs chunked) and bounds itself."""
 
-
-class SidecarServer(socketserver.ThreadingUnixStreamServer):
-    """At most `max_connections` connections are served at once (more get 503 at once and
-    are closed, without a thread); each request must arrive whole within `request_deadline`
-    seconds, checked on every `serve_forever` poll."""
-
-    daemon_threads = True
-    request_queue_size = 128
     git_gate = None  # serves /git/ (git_gate.GitGate); set by bootstrap
-    read_timeout = 30.0
+    name = "sidecar"
+    logger = log
 
     def __init__(self, path: Path, app: SidecarApp, *, max_connections: int = 64,
-                 request_deadline: float = 30.0) -> None:
-        self.app = app
-        self.max_connections = max_connections
-        self.request_deadline = request_deadline
-        self._lock = threading.Lock()
-        self._active = 0
-        self._deadlines: dict[socket.socket, float] = {}
+                 request_deadline: float = 30.0, read_timeout: float = 30.0,
+                 drain_timeout: float = 5.0) -> None:
+        self._transport_init(_SidecarHttp(app), read_timeout=read_timeout,
+                             request_deadline=request_deadline,
+                             max_connections=max_connections, drain_timeout=drain_timeout,
+                             max_body=MAX_BODY)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_socket():
             path.unlink()
-        super().__init__(str(path), _Handler)
+        super().__init__(str(path), Handler)
         os.chmod(path, 0o600)
 
-    def active_connections(self) -> int:
-        with self._lock:
-            return self._active
+    def stream_route(self, path: str):
+        if path.startswith("/git/") and self.git_gate is not None:
+            return self.git_gate.serve
+        return None
 
-    def process_request(self, request, client_address) -> None:
-        with self._lock:
-            busy = self._active >= self.max_connections
-            if not busy:
-                self._active += 1
-        if busy:  # answered from the accept loop: a short write that never blocks
-            log.warning("sidecar refused a connection: %d already open", self.max_connections)
-            try:
-                request.send(_BUSY, socket.MSG_DONTWAIT)
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            with self._lock:
-                self._active -= 1
-            raise
-
-    def process_request_thread(self, request, client_address) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._lock:
-                self._active -= 1
-                self._deadlines.pop(request, None)
-
-    def handle_error(self, request, client_address) -> None:  # not the stdlib's stderr dump
-        exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError)):  # the client's doing, or a cut
-            log.debug("sidecar connection ended: %r", exc)
-        else:
-            log.warning("sidecar connection failed", exc_info=True)
-
-    def arm(self, conn: socket.socket) -> None:
-        with self._lock:
-            self._deadlines[conn] = time.monotonic() + self.request_deadline
-
-    def disarm(self, conn: socket.socket) -> None:
-        with self._lock:
-            self._deadlines.pop(conn, None)
-
-    def service_actions(self) -> None:
-        super().service_actions()
-        now = time.monotonic()
-        with self._lock:
-            late = [conn for conn, deadline in self._deadlines.items() if deadline <= now]
-            for conn in late:
-                del self._deadlines[conn]
-        for conn in late:
-            log.info("sidecar dropping a connection: no complete request within %.1fs",
-                     self.request_deadline)
-            try:
-                conn.shutdown(socket.SHUT_RDWR)  # the handler's blocked read returns EOF
-            except OSError:
-                pass
+    def access(self, method: str, path: str, response: Response, seconds: float) -> None:
+        # every call of an agent is worth a line: which run did what, and how it ended
+        self.logger.info("sidecar %s %s %s %d %dB %.1fms", response.who or "run=-", method,
+                         printable(path), response.status, len(response.body), seconds * 1000)

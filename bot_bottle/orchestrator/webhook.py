@@ -17,20 +17,16 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qs, urlsplit
 
-from bot_bottle.orchestrator.events import comment_key
+from bot_bottle.orchestrator.events import HANDLED_TYPES, comment_key
 from bot_bottle.orchestrator.pages import DEFAULT_FILTER, FILTERS, PAGE_CSP
 from bot_bottle.orchestrator.http_server import MAX_BODY, loads_json, make_server  # noqa: F401
+from bot_bottle.orchestrator.http_transport import Response
 
 log = logging.getLogger(__name__)
 
-HANDLED_EVENTS = frozenset({
-    "issues", "issue_assign", "issue_label", "issue_comment",
-    "pull_request", "pull_request_comment",
-})
 JSON = "application/json"
 HTML = "text/html; charset=utf-8"
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
@@ -41,14 +37,6 @@ LOG_TAIL_LINES = 50
 # the transport adds `nosniff` to every answer; the page also may not be framed or run
 # anything but its own style sheet
 _HTML_HEADERS = (("Content-Security-Policy", PAGE_CSP), ("X-Frame-Options", "DENY"))
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    content_type: str
-    body: bytes
-    headers: tuple[tuple[str, str], ...] = ()
 
 
 def json_response(status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
@@ -162,7 +150,7 @@ class WebhookApp:
             return False
 
     def _handles(self, event: str) -> bool:
-        if event in HANDLED_EVENTS:
+        if event in HANDLED_TYPES:
             return True
         return bool(self._is_handled and self._is_handled(event))
 

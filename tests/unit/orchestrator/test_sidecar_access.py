@@ -33,20 +33,26 @@ class SidecarAccessLineTest(unittest.TestCase):
         self.addCleanup(server.server_close)
         self.addCleanup(server.shutdown)
 
-    def access_line(self, token: str) -> str:
+    def access_line(self, token: str, path: str | None = None) -> str:
         conn = UnixConnection(self.sock)
         self.addCleanup(conn.close)
         with self.assertLogs("bot_bottle.orchestrator.sidecar", level="INFO") as logs:
-            conn.request("GET", f"/issues/{self.issue}", headers={"Authorization": f"Bearer {token}"})
+            conn.request("GET", path or f"/issues/{self.issue}",
+                         headers={"Authorization": f"Bearer {token}"})
             conn.getresponse().read()
         return logs.records[-1].getMessage()
 
     def test_an_access_line_carries_the_run_id(self) -> None:
         self.assertRegex(self.access_line("tok-7"),
-                         rf'^sidecar run=7 "GET /issues/{self.issue} HTTP/1.1" 200')
+                         rf'^sidecar run=7 GET /issues/{self.issue} 200 \d+B [0-9.]+ms$')
 
     def test_an_unknown_token_is_logged_without_a_run(self) -> None:
-        self.assertRegex(self.access_line("nope"), r'^sidecar run=- "GET .*" 401')
+        self.assertRegex(self.access_line("nope"), r'^sidecar run=- GET /issues/\S+ 401 ')
+
+    def test_a_long_path_is_cut_in_the_line(self) -> None:
+        line = self.access_line("tok-7", "/issues/" + "9" * 60_000)
+        self.assertRegex(line, r"^sidecar run=7 GET /issues/9+… 4[0-9][0-9] ")
+        self.assertLess(len(line), 300)
 
 
 if __name__ == "__main__":

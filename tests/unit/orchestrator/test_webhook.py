@@ -19,9 +19,9 @@ from bot_bottle.contrib.gitea.signature import sign, verify_signature
 from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.store import SqliteRunStore
 from bot_bottle.orchestrator.webhook import WebhookApp, make_server
+from ._gitea_helpers import GITEA_DATA
 
 SECRET = b"test-webhook-secret"
-SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "gitea"
 ISSUE_OPENED = json.dumps({
     "action": "opened",
     "number": 42,
@@ -255,9 +255,8 @@ class WebhookDeliveryTest(ServerTest):
         self.assertEqual((status, payload["status"]), (202, "accepted"))
         self.assertIn("fj-1", stored(self.store))
 
-    @unittest.skipUnless((SHARED / "issues-opened.json").exists(), "shared Gitea samples absent")
     def test_a_recorded_gitea_delivery_replays_with_its_published_signature(self) -> None:
-        body = (SHARED / "issues-opened.json").read_bytes()
+        body = (GITEA_DATA / "issues-opened.json").read_bytes()
         sig = "aa63f4627badfbcb501b8d7dbc57f59fb24391149430e16bdd77b454c3335656"
         status, payload = self.deliver(body, delivery="6ef2ce7e-fb08-4208-9d34-8429688f2cb0",
                                        signature=sig)

@@ -1,0 +1,329 @@
+"""The service's one HTTP/1.1 transport, for the webhook port (TCP, `http_server`) and the
+forge sidecar's Unix socket (`sidecar`): it frames requests and hands each to an app with
+`handle(method, path, headers, body) -> Response`, and owns only transport decisions.
+
+- Framing: chunked bodies → 411, a body method without `Content-Length` → 411, an invalid one
+  → 400, one over `max_body` → 413 without reading the body; each of these closes the
+  connection (the unread body would be taken for the next request). A `Host` the server does
+  not answer for → 421 (`host_allowed`; DNS rebinding on the TCP port).
+- Time: a request's head and body must arrive whole within `request_deadline` seconds,
+  checked on every `serve_forever` poll (a byte every few seconds resets only the per-read
+  `read_timeout`, not this); a late body is answered 408, a late head is cut.
+- Load: at most `max_connections` are served at once; more get 503 from the accept loop
+  and are closed, without a thread (so a flood cannot exhaust threads).
+- A stream route (`stream_route(path)`, the sidecar's git gate) gets the raw handler after the
+  head, before any framing, and bounds itself.
+Every answer carries `nosniff`; no exception reaches the stdlib (500, JSON); every answer
+has one access line (`access`), its path cut to printable characters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
+from typing import Callable, Mapping, Protocol
+
+log = logging.getLogger(__name__)
+MAX_BODY = 1 << 20
+_BODY_METHODS = ("POST", "PUT", "PATCH")
+_LOGGED_PATH = 120  # an agent's 60 KB path must not become 60 KB of log
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    content_type: str
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+    who: str = ""  # for the access line, e.g. "run=7" (whose token made the request)
+
+
+class HttpApp(Protocol):
+    def handle(self, method: str, path: str, headers: Mapping[str, str],
+               body: bytes) -> Response: ...
+
+
+def error_response(status: int, reason: str) -> Response:
+    body = json.dumps({"status": "error", "reason": reason}).encode()
+    return Response(status, "application/json", body)
+
+
+def printable(text: str, limit: int = _LOGGED_PATH) -> str:
+    cut = "".join(c if c.isprintable() and c != " " else "?" for c in text[:limit])
+    return cut + ("…" if len(text) > limit else "")
+
+
+def busy_answer(reason: str = "too many connections") -> bytes:
+    body = json.dumps({"status": "error", "reason": reason}).encode()
+    return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+            + body)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "bot-bottle"
+    sys_version = ""
+
+    def setup(self) -> None:
+        self.timeout = self.server.read_timeout  # StreamRequestHandler applies it per read
+        super().setup()
+
+    def handle_one_request(self) -> None:
+        self.server.arm(self.connection)  # head and body must arrive within the deadline
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.disarm(self.connection)
+
+    def address_string(self) -> str:
+        return self.client_address[0] if isinstance(self.client_address, tuple) else "unix"
+
+    def log_request(self, code="-", size="-") -> None:  # `access` is our own line
+        pass
+
+    def log_message(self, format: str, *args) -> None:
+        self.server.logger.debug("http %s %s", self.address_string(), format % args)
+
+    def _serve(self) -> None:
+        started = time.monotonic()
+        stream = self.server.stream_route(self.path)
+        if stream is not None:
+            self.server.disarm(self.connection)  # a push may take long; the route bounds it
+            return stream(self)
+        try:
+            response = self._answer()
+        except TimeoutError:
+            self.close_connection = True
+            response = error_response(408, "request body too slow")
+        except ConnectionError as exc:  # the client hung up mid-body: no one to answer
+            self.server.logger.debug("http %s %s: client went away: %s", self.command,
+                      printable(self.path), exc)
+            self.close_connection = True
+            return
+        except Exception:
+            self.server.logger.exception("http %s %s: handler failed", self.command,
+                                         printable(self.path))
+            self.close_connection = True
+            response = error_response(500, "internal error")
+        seconds = time.monotonic() - started
+        # observed and logged before the answer is written: a client that has it sees both
+        self.server.observe(self.command, self.path, response.status, seconds)
+        self.server.access(self.command, self.path, response, seconds)
+        self._write(response)
+
+    def _write(self, response: Response) -> None:
+        try:
+            self.send_response(response.status)
+            self.send_header("X-Content-Type-Options", "nosniff")
+            for name, value in response.headers:
+                self.send_header(name, value)
+            self.send_header("Content-Type", response.content_type)
+            self.send_header("Content-Length", str(len(response.body)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(response.body)
+        except OSError as exc:  # the client went away; nothing left to tell it
+            self.server.logger.debug("http %s: write failed: %s", self.command, exc)
+            self.close_connection = True
+
+    def _answer(self) -> Response:
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            return error_response(411, "chunked bodies are not accepted; send Content-Length")
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            if self.command in _BODY_METHODS:
+                self.close_connection = True
+                return error_response(411, "Content-Length required")
+            length = 0
+        else:
+            raw = raw.strip()
+            if not raw.isdigit() or not raw.isascii() or len(raw) > 18:
+                self.close_connection = True
+                return error_response(400, "invalid Content-Length")
+            length = int(raw)
+        if length > self.server.max_body:
+            self.close_connection = True  # the unread body makes the stream unusable
+            return error_response(413, f"body over {self.server.max_body} bytes")
+        host = self.headers.get("Host")
+        if not self.server.host_allowed(host):
+            self.close_connection = True  # the body is not read
+            self.server.logger.warning("http %s %s refused: Host %s is not this service's",
+                                       self.command, printable(self.path.split("?", 1)[0], 80),
+                                       printable(host or "(none)"))
+            return error_response(421, "Host names no address this service answers on "
+                                       "(see FORGE_ALLOWED_HOSTS)")
+        body = self._read_body(length)
+        if body is None:
+            self.close_connection = True
+            return error_response(400, "body shorter than Content-Length")
+        self.server.disarm(self.connection)  # the request is in: the app bounds its own work
+        method = "GET" if self.command == "HEAD" else self.command
+        return self.server.app.handle(method, self.path, self.headers, body)
+
+    def _read_body(self, length: int) -> bytes | None:
+        """Read exactly `length` bytes before the request's deadline; None on early EOF."""
+        deadline = self.server.deadline_of(self.connection)
+        self.server.disarm(self.connection)  # enforced here, so a late body is answered 408
+        chunks, remaining = [], length
+        try:
+            while remaining:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("body read deadline passed")
+                self.connection.settimeout(min(left, self.server.read_timeout))
+                chunk = self.rfile.read1(min(remaining, 65536))
+                if not chunk:
+                    return None
+                chunks.append(chunk)
+                remaining -= len(chunk)
+        finally:
+            self.connection.settimeout(self.server.read_timeout)
+        return b"".join(chunks)
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _serve
+
+
+class Transport:
+    """The shared half of both servers (mixed in before a `socketserver` threading server)."""
+
+    daemon_threads = True
+    block_on_close = False  # we track and join our own threads, with a bound
+    request_queue_size = 128
+    name = "http"  # names the access and refusal lines
+    logger = log  # a server's own lines go to its module's logger
+
+    def _transport_init(self, app: HttpApp, *, read_timeout: float, request_deadline: float,
+                        max_connections: int, drain_timeout: float, max_body: int) -> None:
+        self.app = app
+        self.read_timeout = read_timeout
+        self.request_deadline = request_deadline
+        self.max_connections = max_connections
+        self.drain_timeout = drain_timeout
+        self.max_body = max_body
+        self._lock = threading.Lock()
+        self._workers: set[threading.Thread] = set()
+        self._deadlines: dict[socket.socket, float] = {}
+        self._closing = False
+
+    # ---- what the two servers decide differently ----
+
+    def host_allowed(self, host: str | None) -> bool:
+        return True
+
+    def stream_route(self, path: str) -> Callable[[Handler], None] | None:
+        return None
+
+    def access(self, method: str, path: str, response: Response, seconds: float) -> None:
+        self.logger.log(logging.DEBUG if response.status < 400 else logging.INFO,
+                "%s %s %s %d %dB %.1fms%s", self.name, method, printable(path),
+                response.status, len(response.body), seconds * 1000,
+                f" {response.who}" if response.who else "")
+
+    def observe(self, method: str, path: str, status: int, seconds: float) -> None:
+        """Every answer, to the app's `observe` when it has one (the webhook's metrics)."""
+        observe = getattr(self.app, "observe", None)
+        if observe is None:
+            return
+        try:
+            observe(method, path, status, seconds)
+        except Exception:  # a measurement never costs an answer
+            self.logger.exception("%s %s: observing the answer failed", self.name, method)
+
+    # ---- connections and deadlines ----
+
+    def active_connections(self) -> int:
+        with self._lock:
+            return len(self._workers)
+
+    def arm(self, conn: socket.socket) -> None:
+        with self._lock:
+            if not self._closing:
+                self._deadlines[conn] = time.monotonic() + self.request_deadline
+                return
+        _cut(conn)  # closing: no new request on a kept-alive connection
+
+    def disarm(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._deadlines.pop(conn, None)
+
+    def deadline_of(self, conn: socket.socket) -> float:
+        with self._lock:
+            return self._deadlines.get(conn, time.monotonic() + self.request_deadline)
+
+    def service_actions(self) -> None:
+        """Each `serve_forever` poll: cut connections whose request did not arrive in time."""
+        super().service_actions()
+        now = time.monotonic()
+        with self._lock:
+            late = [conn for conn, deadline in self._deadlines.items() if deadline <= now]
+            for conn in late:
+                del self._deadlines[conn]
+        for conn in late:
+            self.logger.info("%s dropping a connection: no complete request within %.1fs",
+                             self.name, self.request_deadline)
+            _cut(conn)
+
+    def process_request(self, request, client_address) -> None:
+        with self._lock:
+            busy = len(self._workers) >= self.max_connections
+            if not busy:
+                thread = threading.Thread(target=self._work, args=(request, client_address),
+                                          name=f"{self.name}-conn", daemon=True)
+                self._workers.add(thread)
+        if busy:  # answered from the accept loop: a short write that never blocks
+            self.logger.warning("%s refused a connection: %d already open", self.name,
+                        self.max_connections)
+            try:
+                request.send(busy_answer(), socket.MSG_DONTWAIT)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        thread.start()
+
+    def _work(self, request, client_address) -> None:
+        try:
+            self.process_request_thread(request, client_address)
+        finally:
+            with self._lock:
+                self._workers.discard(threading.current_thread())
+                self._deadlines.pop(request, None)
+
+    def handle_error(self, request, client_address) -> None:  # not the stdlib's stderr dump
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):  # the client's doing, or a cut
+            self.logger.debug("%s connection ended: %r", self.name, exc)
+        else:
+            self.logger.warning("%s connection failed", self.name, exc_info=True)
+
+    def server_close(self) -> None:
+        """Stop listening, cut connections that are idle or still sending a request (no
+        answer was promised on them), and wait up to `drain_timeout` for the rest."""
+        super().server_close()
+        with self._lock:
+            self._closing = True
+            idle, self._deadlines = list(self._deadlines), {}
+        for conn in idle:
+            _cut(conn)
+        deadline = time.monotonic() + self.drain_timeout
+        with self._lock:
+            workers = list(self._workers)
+        for thread in workers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _cut(conn: socket.socket) -> None:
+    try:
+        conn.shutdown(socket.SHUT_RDWR)  # the handler's blocked read returns EOF
+    except OSError:
+        pass
