@@ -21,7 +21,9 @@ from pathlib import Path
 from .errors import ManifestError, UsageError
 from .gate.policy import check_entry
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# an agent or bottle name: also a directory, an argv word and a label suffix everywhere
+NAME = r"[a-z0-9][a-z0-9_-]{0,63}"
+NAME_RE = re.compile(rf"^{NAME}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PROVIDERS = ("claude", "codex", "pi", "command")
 NETWORKS = ("none", "egress", "host")

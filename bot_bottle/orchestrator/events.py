@@ -85,6 +85,9 @@ ISSUE_TYPES = frozenset({"issues", "issue_assign", "issue_label"})
 COMMENT_TYPES = frozenset({"issue_comment", "pull_request_comment"})
 PULL_TYPES = frozenset({"pull_request", "pull_request_assign", "pull_request_label",
                         "pull_request_sync"})
+# what the webhook stores: of the pull-request family only `pull_request` itself carries an
+# action we act on (closed); the others' deliveries would only be stored to be ignored
+HANDLED_TYPES = ISSUE_TYPES | COMMENT_TYPES | {"pull_request"}
 
 # Actions are accepted across a family rather than per header value, because older Gitea
 # versions and some proxies put the coarse `X-Gitea-Event` value where the type should be.

@@ -21,8 +21,10 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Protocol, Sequence
 
+from bot_bottle.manifest import NAME_RE
 from bot_bottle.orchestrator.egress_log import EgressRefusals
 from bot_bottle.orchestrator.model import OrchestratorError
+from bot_bottle.state import SLUG_RE
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +36,6 @@ MAX_LINE = 64 * 1024  # bytes of one line of CLI output kept; the rest of the li
 TAIL_LINE = 4096  # bytes of one line of `logs --tail` kept (comments show far less)
 SECRET_VARS = frozenset({"FORGE_TOKEN", "FORGE_WEBHOOK_SECRET"})
 RUN_ENV_VARS = frozenset({"BOT_BOTTLE_FORGE_SOCKET", "BOT_BOTTLE_FORGE_RUN_TOKEN"})
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-_SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 class RunnerError(OrchestratorError):
@@ -173,7 +173,7 @@ class SubprocessBottleRunner:
             for raw in bounded_lines(proc.stderr, MAX_LINE):
                 line = raw.decode("utf-8", "replace")
                 if slug is None and error is None and line.startswith(SLUG_LINE):
-                    slug = _check("slug", line[len(SLUG_LINE):].strip(), _SLUG_RE)
+                    slug = _check("slug", line[len(SLUG_LINE):].strip(), SLUG_RE)
                     refused.slug = slug
                     if on_slug is not None:
                         on_slug(slug)
@@ -196,17 +196,17 @@ class SubprocessBottleRunner:
     def start(self, *, agent, bottles, label, prompt, env, on_slug,
               workspace: str | None = None) -> BottleExit:
         data = _prompt_bytes(prompt)
-        args = ["start", _check("agent", agent, _NAME_RE), "--headless", "--label", label,
+        args = ["start", _check("agent", agent, NAME_RE), "--headless", "--label", label,
                 "--prompt-file", "-"]
         for bottle in bottles:
-            args += ["--bottle", _check("bottle", bottle, _NAME_RE)]
+            args += ["--bottle", _check("bottle", bottle, NAME_RE)]
         if workspace is not None:
             args += ["--workspace", _check_path(workspace)]
         return self._blocking(args, env, data, on_slug)
 
     def resume(self, *, slug, prompt, env) -> BottleExit:
         data = _prompt_bytes(prompt)
-        args = ["resume", _check("slug", slug, _SLUG_RE), "--headless", "--prompt-file", "-"]
+        args = ["resume", _check("slug", slug, SLUG_RE), "--headless", "--prompt-file", "-"]
         return self._blocking(args, env, data, None)
 
     def log_tail(self, slug: str, lines: int = 20) -> str:
@@ -214,7 +214,7 @@ class SubprocessBottleRunner:
         cut at `TAIL_LINE` bytes; read as it arrives, so a huge log costs no memory."""
         if not isinstance(lines, int) or not 0 < lines <= 1000:
             raise RunnerError(f"invalid number of log lines: {lines!r}")
-        args = ["logs", _check("slug", slug, _SLUG_RE), "--tail", str(lines)]
+        args = ["logs", _check("slug", slug, SLUG_RE), "--tail", str(lines)]
         try:
             proc = subprocess.Popen(self._cli + args, env=self._env, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -253,10 +253,10 @@ class SubprocessBottleRunner:
         return done.stdout
 
     def freeze(self, slug: str) -> None:
-        self._short(["commit", _check("slug", slug, _SLUG_RE)])
+        self._short(["commit", _check("slug", slug, SLUG_RE)])
 
     def destroy(self, slug: str) -> None:
-        self._short(["destroy", _check("slug", slug, _SLUG_RE)])
+        self._short(["destroy", _check("slug", slug, SLUG_RE)])
 
     def bottle_states(self) -> dict[str, str]:
         out = self._short(["list", "--json"])

@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Collection, Container
 from dataclasses import dataclass
 
+from bot_bottle.manifest import NAME
 from bot_bottle.orchestrator.events import CommentEvent, IssueEvent
 
 # Marks comments the orchestrator posts; a webhook echo of one must never count as a prompt,
@@ -27,7 +28,7 @@ MARKER = "<!-- bot-bottle -->"
 AGENT_LABEL_PREFIX = "bot-bottle:"
 BOTTLE_LABEL_PREFIX = "bottle:"
 STOP_COMMAND = "/bot-bottle stop"
-NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+NAME_PATTERN = re.compile(NAME)  # the core's agent-name rule (`manifest.NAME`)
 WRITE_PERMISSIONS = frozenset({"write", "admin", "owner"})
 
 
