@@ -1,17 +1,27 @@
-"""Per-bottle process limits: which mechanism applies, and the small wrapper that applies them
-to the sandbox before bwrap (and so the agent) starts.
+"""Per-bottle process limits: which mechanism applies, the small wrapper that applies them to
+the sandbox before bwrap (and so the agent) starts, and the service's own move into a leaf
+cgroup that makes cgroup v2 limits possible under systemd.
 
 Settings (the caller's environment): `BOT_BOTTLE_MAX_PIDS` (processes and threads, default
 1024), `BOT_BOTTLE_MAX_MEMORY_BYTES` and `BOT_BOTTLE_MAX_CPUS` (cgroup v2 only; unset = no
 limit); the largest file is the snapshot cap (`BOT_BOTTLE_MAX_SNAPSHOT_BYTES`, see snapshot.py).
 
 Mechanism, chosen per bottle (`prepare`):
-- a cgroup of the bottle's own, `bot-bottle-<slug>-<pid of the CLI>`, under the caller's cgroup when that is
-  writable: cgroup v2 (pids.max, memory.max, cpu.max) if the caller's cgroup delegates the
-  pids controller (`cgroup.subtree_control`), or the cgroup v1 `pids` hierarchy (pids.max);
+- a cgroup of the bottle's own, `bot-bottle-<slug>-<pid of the CLI>`, when there is a writable
+  place for it: on cgroup v2 (pids.max, memory.max, cpu.max) the caller's cgroup if it
+  delegates the pids controller (`cgroup.subtree_control`) — or, when the caller sits in the
+  leaf `supervisor` that `enter_leaf` made, that leaf's parent, so bottles are its siblings;
+  else the cgroup v1 `pids` hierarchy (pids.max) under the caller's pids cgroup;
 - otherwise RLIMIT_NPROC = the pid limit, which counts every process of the real uid (not of
   the bottle alone) and which the kernel does not apply to root.
 RLIMIT_CORE 0 and RLIMIT_FSIZE = the snapshot cap apply in every case.
+
+`enter_leaf` (the orchestrator, once at start-up): cgroup v2 lets a cgroup enable controllers
+for its children only while no process sits in it ("no internal processes"), and systemd
+starts a `Delegate=yes` service in the unit's cgroup itself. So the service moves its
+processes into `<unit cgroup>/supervisor` and enables pids, memory and cpu (those delegated)
+in the unit's `cgroup.subtree_control`. It never raises: what it cannot do is said in its
+one line, and bottles then get what `prepare` finds (a v1 pids cgroup or rlimits).
 
 The wrapper (this file run as a script, `wrap_argv`) joins the cgroup and sets the rlimits in
 its own process, then execs bwrap: nothing of the bottle runs before both hold, and no
@@ -33,6 +43,9 @@ MEMORY_VAR = "BOT_BOTTLE_MAX_MEMORY_BYTES"
 CPUS_VAR = "BOT_BOTTLE_MAX_CPUS"
 DEFAULT_PIDS = 1024
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
+LEAF = "supervisor"                       # the service's own cgroup under its unit's
+V2_CONTROLLERS = ("pids", "memory", "cpu")
 RLIMITS = {"nproc": resource.RLIMIT_NPROC, "core": resource.RLIMIT_CORE,
            "fsize": resource.RLIMIT_FSIZE}
 
@@ -79,11 +92,11 @@ def settings(environ, fsize: int) -> Limits:
                   memory=_whole(environ, MEMORY_VAR, 16 * 1024 * 1024), cpus=cpus)
 
 
-def _own_cgroups() -> dict[str, str]:
+def _own_cgroups(proc: Path = PROC_CGROUP) -> dict[str, str]:
     """The caller's cgroup path per hierarchy ('' = the v2 one), from /proc/self/cgroup."""
     found = {}
     try:
-        text = Path("/proc/self/cgroup").read_text()
+        text = proc.read_text()
     except OSError:
         return found
     for line in text.splitlines():
@@ -99,19 +112,102 @@ def _writable(path: Path) -> bool:
     return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
 
 
-def _parent(own: dict) -> tuple[str, Path] | None:
+def _words(path: Path) -> list[str]:
+    try:
+        return path.read_text().split()
+    except OSError:
+        return []
+
+
+def _delegates(group: Path) -> bool:
+    return "pids" in _words(group / "cgroup.subtree_control")
+
+
+def _parent(own: dict, root: Path = CGROUP_ROOT) -> tuple[str, Path] | None:
     """Where bottle cgroups can go: ('v2', dir) or ('v1', dir of the pids hierarchy)."""
-    if (CGROUP_ROOT / "cgroup.controllers").exists() and "" in own:
-        base = CGROUP_ROOT / own[""].lstrip("/")
-        try:
-            delegated = "pids" in (base / "cgroup.subtree_control").read_text().split()
-        except OSError:
-            delegated = False
-        return ("v2", base) if delegated and _writable(base) else None
+    if (root / "cgroup.controllers").exists() and "" in own:
+        base = root / own[""].lstrip("/")
+        if base.name == LEAF and not _delegates(base):
+            base = base.parent   # the service's leaf (enter_leaf): bottles go beside it
+        return ("v2", base) if _delegates(base) and _writable(base) else None
     if "pids" in own:
-        base = CGROUP_ROOT / "pids" / own["pids"].lstrip("/")
+        base = root / "pids" / own["pids"].lstrip("/")
         return ("v1", base) if _writable(base) and (base / "cgroup.procs").exists() else None
     return None
+
+
+def _move_all(unit: Path, leaf: Path) -> None:
+    """Every process of `unit` itself into `leaf` (one pid per write, as the kernel wants)."""
+    for pid in _words(unit / "cgroup.procs"):
+        fd = os.open(leaf / "cgroup.procs", os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            os.write(fd, f"{pid}\n".encode())
+        except ProcessLookupError:
+            pass   # it exited meanwhile
+        finally:
+            os.close(fd)
+
+
+def _enter(root: Path, proc: Path) -> str:
+    if not (root / "cgroup.controllers").exists():
+        return f"no cgroup v2 hierarchy at {root} (v1 or hybrid): nothing to enter"
+    own = _own_cgroups(proc).get("")
+    if own is None:
+        return "this process is in no cgroup v2: nothing to enter"
+    base = root / own.lstrip("/")
+    if base.name == LEAF:   # entered before (a restart's leftover, or DelegateSubgroup=)
+        unit = base.parent
+    elif base.name.endswith(".service"):
+        unit = base
+    else:
+        return f"cgroup {own} is not a systemd service's: left as it is"
+    if not _writable(unit):
+        return f"cgroup {unit} is not writable (Delegate=yes missing?)"
+    wanted = [c for c in V2_CONTROLLERS if c in _words(unit / "cgroup.controllers")]
+    if "pids" not in wanted:
+        return f"cgroup {unit} has no pids controller delegated"
+    leaf = unit / LEAF
+    leaf.mkdir(mode=0o755, exist_ok=True)
+    _move_all(unit, leaf)
+    missing = [c for c in wanted if c not in _words(unit / "cgroup.subtree_control")]
+    for attempt in range(5):
+        if not missing:
+            break
+        try:
+            (unit / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in missing))
+            break
+        except OSError as exc:
+            # EBUSY: a process arrived in the unit's cgroup (a child forked before it moved),
+            # or the kernel has not finished the move yet
+            if exc.errno != errno.EBUSY or attempt == 4:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+            _move_all(unit, leaf)
+    return f"the service runs in {leaf}; {', '.join(wanted)} enabled for bottles in {unit}"
+
+
+def _outlook(root: Path, proc: Path) -> str:
+    found = _parent(_own_cgroups(proc), root)
+    if found is None:
+        return "rlimits (no writable delegated cgroup)"
+    kind, base = found
+    what = "pids" if kind == "v1" else ", ".join(
+        c for c in V2_CONTROLLERS if c in _words(base / "cgroup.subtree_control"))
+    return f"a cgroup {kind} each under {base} ({what})"
+
+
+def enter_leaf(root: Path = CGROUP_ROOT, proc: Path = PROC_CGROUP) -> str:
+    """Move this service into its unit's leaf cgroup and enable the bottles' controllers
+    (see the module's docstring); one line for the start-up log. Never raises."""
+    try:
+        note = _enter(root, proc)
+    except Exception as exc:   # a service that cannot set up cgroups still starts
+        note = f"cgroup v2 leaf not entered: {exc}"
+    try:
+        outlook = _outlook(root, proc)
+    except Exception as exc:
+        outlook = f"rlimits ({exc})"
+    return f"{note}; bottles get {outlook}"
 
 
 def _make_cgroup(kind: str, base: Path, slug: str, lim: Limits) -> tuple[Path, str]:
@@ -124,7 +220,7 @@ def _make_cgroup(kind: str, base: Path, slug: str, lim: Limits) -> tuple[Path, s
         (group / "pids.max").write_text(str(lim.pids))
         parts = [f"pids={lim.pids}"]
         if kind == "v2":
-            enabled = (base / "cgroup.subtree_control").read_text().split()
+            enabled = _words(base / "cgroup.subtree_control")
             if "memory" in enabled:
                 (group / "memory.max").write_text(str(lim.memory) if lim.memory else "max")
                 parts.append(f"memory={lim.memory or 'max'}")
@@ -138,10 +234,11 @@ def _make_cgroup(kind: str, base: Path, slug: str, lim: Limits) -> tuple[Path, s
     return group, f"cgroup {kind} {group} ({', '.join(parts)})"
 
 
-def prepare(slug: str, lim: Limits) -> Applied:
+def prepare(slug: str, lim: Limits, root: Path = CGROUP_ROOT,
+            proc: Path = PROC_CGROUP) -> Applied:
     """The mechanism for one bottle; a cgroup that cannot be made falls back to rlimits."""
     rl = ["core=0", f"fsize={lim.fsize}"]
-    found = _parent(_own_cgroups())
+    found = _parent(_own_cgroups(proc), root)
     if found is not None:
         try:
             group, summary = _make_cgroup(*found, slug, lim)

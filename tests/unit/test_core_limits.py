@@ -9,7 +9,6 @@ import sys
 import tempfile
 import unittest
 from pathlib import Path
-from unittest import mock
 
 from bot_bottle.backend import limits
 from bot_bottle.backend.sandbox import run_sandbox
@@ -38,19 +37,21 @@ class MechanismTest(unittest.TestCase):
     def setUp(self):
         tmp = tempfile.TemporaryDirectory()
         self.addCleanup(tmp.cleanup)
-        self.root = Path(tmp.name)
-        self.addCleanup(mock.patch.stopall)
-        mock.patch.object(limits, "CGROUP_ROOT", self.root).start()
-        mock.patch.object(limits, "_own_cgroups", return_value={"": "/svc"}).start()
+        self.root = Path(tmp.name) / "cgroup"
+        self.proc = Path(tmp.name) / "proc-self-cgroup"
+        self.proc.write_text("0::/svc\n")
+        (self.root / "svc").mkdir(parents=True)
         (self.root / "cgroup.controllers").write_text("cpu memory pids\n")
-        (self.root / "svc").mkdir()
+
+    def prepare(self, lim):
+        return limits.prepare("b-1", lim, root=self.root, proc=self.proc)
 
     def delegate(self, controllers: str):
         (self.root / "svc" / "cgroup.subtree_control").write_text(controllers + "\n")
 
     def test_a_delegated_v2_subtree_gets_a_cgroup_per_bottle_with_its_limits(self):
         self.delegate("cpu memory pids")
-        applied = limits.prepare("b-1", limits.Limits(64, 100, 2 ** 30, 1.5))
+        applied = self.prepare(limits.Limits(64, 100, 2 ** 30, 1.5))
         group = self.root / "svc" / f"bot-bottle-b-1-{os.getpid()}"
         self.assertEqual(applied.cgroup, group)
         self.assertEqual({f: (group / f).read_text() for f in ("pids.max", "memory.max", "cpu.max")},
@@ -61,7 +62,7 @@ class MechanismTest(unittest.TestCase):
 
     def test_without_delegated_pids_it_falls_back_to_rlimits_with_nproc(self):
         self.delegate("")
-        applied = limits.prepare("b-1", limits.Limits(64, 100))
+        applied = self.prepare(limits.Limits(64, 100))
         self.assertIsNone(applied.cgroup)
         self.assertEqual(applied.args, ("--rlimit", "nproc=64", "--rlimit", "core=0",
                                         "--rlimit", "fsize=100"))
