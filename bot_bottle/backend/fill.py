@@ -50,7 +50,9 @@ def _fetch(git_path: str, name: str, kind: str, loc: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     if kind == "repo":
         git = find_program("git", git_path, "git not found on PATH; install it: apt-get install git")
-        r = subprocess.run([git, "clone", "--quiet", "--", loc, str(target)],
+        # --no-hardlinks: a local clone would otherwise share the source's object files with
+        # the bottle, whose agent could rewrite them in place (its own uid, or once given them)
+        r = subprocess.run([git, "clone", "--quiet", "--no-hardlinks", "--", loc, str(target)],
                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if r.returncode != 0:
             last = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]

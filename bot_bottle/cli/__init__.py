@@ -23,6 +23,9 @@ EPILOG = """environment:
                             network = "egress": the key the egress gate adds to the agent's API
                             requests (the bottle gets a placeholder); ANTHROPIC_BASE_URL and
                             OPENAI_BASE_URL: the real API the gate forwards them to
+  BOT_BOTTLE_AGENT_USER     run as root, bottles run as this unprivileged user (default: bot-bottle),
+                            which must exist: useradd --system --user-group --no-create-home
+                            --shell /usr/sbin/nologin bot-bottle
   BOT_BOTTLE_EGRESS_CA_FILE CA bundle the egress gate trusts for provider APIs (replaces the system's)
   BOT_BOTTLE_EGRESS_PIN     name=ip:port,... sends allowlisted names there, bypassing the address rules
                             (tests and development only)
@@ -31,7 +34,7 @@ exit codes:
   0    success (start/resume: the agent's own exit code, 128+N if killed by signal N)
   2    usage or manifest error (missing agent/bottle/skill, bad TOML, label giving an empty slug)
   3    state conflict (slug in use, unknown slug, resume of a never-frozen or running bottle)
-  4    backend failure (bwrap, docker or git missing, the agent's program (or, for egress,
+  4    backend failure (bwrap, docker or git missing, as root the agent user missing, the agent's program (or, for egress,
        python3) not in the bottle, clone failure, an OS error on the host; commit: a full
        disk or a workspace over the snapshot cap, the previous snapshot kept)
   124  start/resume: the agent ran past its time limit ('timeout') and was stopped

@@ -27,7 +27,8 @@ class ApiInBwrapTest(unittest.TestCase):
         self.assertEqual(api.resume_headless(home, "api-run", "two", environ=environ, on_slug=slugs.append), 5)
         self.assertEqual(slugs, ["api-run", "api-run"])
         self.assertEqual((ws / "AGENT_LOG.md").read_text(), "run 1: one\nrun 2: two\n")
-        branch = subprocess.run(["git", "-C", str(ws), "log", "--format=%s", "bot/work"],
+        # safe.directory: as root the workspace is the agent user's, which git calls "dubious"
+        branch = subprocess.run(["git", "-c", f"safe.directory={ws}", "-C", str(ws), "log", "--format=%s", "bot/work"],
                                 capture_output=True, text=True, check=True).stdout.split("\n")
         self.assertEqual(branch[:2], ["scripted agent run 2", "scripted agent run 1"])
         self.assertTrue(api.destroy(home, "api-run", environ=environ))

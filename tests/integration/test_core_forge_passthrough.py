@@ -9,6 +9,8 @@ import threading
 import unittest
 from http.server import BaseHTTPRequestHandler
 
+from bot_bottle.backend import agent_user
+
 from ._core_home import cli, make_home
 
 
@@ -43,6 +45,7 @@ class ForgePassthroughTest(unittest.TestCase):
         t.start()
         self.addCleanup(server.server_close)
         self.addCleanup(server.shutdown)
+        agent_user.grant(sock, {})   # as the orchestrator does with its sidecar socket
         (home / "agents" / "envdump.toml").write_text(
             'provider = "command"\nbottles = ["b1"]\n'
             'command = ["/bin/sh", "-c", "env > ENV_DUMP; python3 /opt/bot-bottle/bot_bottle/testing/scripted_agent.py --issue 5"]\n')

@@ -34,7 +34,8 @@ class LifecycleTest(unittest.TestCase):
         self.assertIn("scripted-agent: run 2, saw 1 earlier run(s)\n--- bot-bottle: exit 7 ---\n",
                       cli(home, "logs", "my-run").stdout)
         self.assertEqual((ws / "AGENT_LOG.md").read_text(), "run 1: first\nrun 2: second\n")
-        log = subprocess.run(["git", "-C", str(ws), "log", "--format=%s", "bot/work"],
+        # safe.directory: as root the workspace is the agent user's, which git calls "dubious"
+        log = subprocess.run(["git", "-c", f"safe.directory={ws}", "-C", str(ws), "log", "--format=%s", "bot/work"],
                              capture_output=True, text=True, check=True).stdout.split("\n")
         self.assertEqual(log[:2], ["scripted agent run 2", "scripted agent run 1"])
         self.assertEqual(cli(home, "destroy", "my-run").returncode, 0)
@@ -107,7 +108,12 @@ class BadInputTest(unittest.TestCase):
         r = cli(home, "start", "scripted", "--headless", "--prompt", "p", "--dry-run")
         self.assertEqual(r.returncode, 0, r.stderr)
         plan = json.loads(r.stdout)
-        self.assertIn("--unshare-all", plan["argv"])
+        if os.geteuid() == 0:   # no user namespace (it would map root in); the agent user instead
+            self.assertIn("--unshare-net", plan["argv"])
+            self.assertNotIn("--unshare-all", plan["argv"])
+            self.assertIn("--reuid", plan["argv"][plan["argv"].index("--"):])
+        else:
+            self.assertIn("--unshare-all", plan["argv"])
         self.assertNotIn("--share-net", plan["argv"])
         self.assertNotIn(str(Path.home()), [m["src"] for m in plan["mounts"]])
         self.assertFalse((home / "state" / "scripted").exists())

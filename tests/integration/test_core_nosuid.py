@@ -1,12 +1,13 @@
 """A setuid binary in the workspace gains nothing in a real bwrap bottle: bwrap mounts every
 bind `nosuid` and runs the sandbox with no_new_privs.
 
-The binary is a copy of `id` owned by uid 65534 with setuid/setgid set. The bottle's own uid
-may be 0 (the suite runs as root, and a root service maps uid 0 into the bottle), so the test
-does not look for "not root": it checks that running the binary leaves the effective uid what
-the bottle's uid is, while the same binary on the host does switch to 65534 (the control that
-proves the binary works), and that the workspace and home mounts carry `nosuid` and the
-process `NoNewPrivs: 1`."""
+The binary is a copy of `id` owned by uid 65534 with setuid/setgid set. The test checks that
+running the binary leaves the effective uid what the bottle's uid is, while the same binary on
+the host does switch to 65534 (the control that proves the binary works), and that the
+workspace and home mounts carry `nosuid` and the process `NoNewPrivs: 1`. (Run as root — the
+suite is — the bottle is the agent user's and its workspace is given to that user before the
+run, which also clears the bits: the mount options and no_new_privs are what still hold for a
+binary the agent makes setuid itself; tests/integration/test_core_agent_user.py runs one.)"""
 
 import json
 import os

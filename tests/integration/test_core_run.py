@@ -164,10 +164,11 @@ class WorkspaceTest(unittest.TestCase):
         self.assertFalse(checkout.exists())
         ws = home / "state" / "scripted" / "bottle" / "workspace"
         self.assertEqual((ws / "b1" / "README").read_text(), "hello\n")
-        log = subprocess.run(["git", "-C", str(ws), "log", "--format=%s", "-1", "bot/work"],
+        git = ["git", "-c", f"safe.directory={ws}", "-C", str(ws)]   # as root: the agent user's
+        log = subprocess.run([*git, "log", "--format=%s", "-1", "bot/work"],
                              capture_output=True, text=True, check=True).stdout
         self.assertEqual(log, "scripted agent run 1\n")
-        status = subprocess.run(["git", "-C", str(ws), "status", "--porcelain"], capture_output=True, text=True,
+        status = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True,
                                 check=True).stdout
         self.assertEqual(status, "")
 

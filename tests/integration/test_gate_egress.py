@@ -16,7 +16,6 @@ import json
 import os
 import secrets
 import shutil
-import stat
 import tempfile
 import unittest
 from pathlib import Path
@@ -139,7 +138,7 @@ class EgressBottleTest(unittest.TestCase):
         bindir = work / "bin"
         bindir.mkdir()
         (bindir / "claude").write_text(PROBE % {"host_port": host_port, "prefix": KEY_PREFIX})
-        os.chmod(bindir / "claude", stat.S_IRWXU)
+        os.chmod(bindir / "claude", 0o755)   # as root the bottle runs as the agent user
         (home / "agents" / "claude.toml").write_text(
             f'provider = "claude"\nbottles = ["web"]\ntools = ["{bindir}"]\npath = ["{bindir}"]\n')
         # no `network`: the claude provider's default is egress

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import stat
 import tarfile
 import tempfile
 import unittest
@@ -169,7 +168,7 @@ class OrchestratorBottleHoldsNothingTest(unittest.TestCase):
             "ANTHROPIC_API_KEY": API_KEY, "ANTHROPIC_BASE_URL": self.api.url})
         probe = self.bindir / "claude"
         probe.write_text(PROBE % {"webhook": orch.port, "gitea": gitea_port})
-        os.chmod(probe, stat.S_IRWXU)
+        os.chmod(probe, 0o755)   # as root the bottle runs as the agent user
 
         issue = g.add_issue(OWNER, REPO, "Probe", "Look around.", user="alice",
                             labels=("bot-bottle:probe",), assignees=(BOT,))

@@ -14,7 +14,8 @@ from bot_bottle import api
 from bot_bottle.errors import (BackendError, BottleError, ManifestError, StateConflictError,
                                UsageError)
 
-# Finds the --bind for /workspace, appends "<argv after -->|<stdin>" to LOG there, exits with ./rc.
+# Finds the --bind for /workspace, appends "<argv after the last -->|<stdin>" to LOG there (as
+# root, bwrap's `--` is followed by the drop to the agent user and its own `--`), exits with ./rc.
 FAKE_BWRAP = """#!/usr/bin/env python3
 import json, os, sys
 here = os.path.dirname(os.path.abspath(sys.argv[0]))
@@ -24,7 +25,7 @@ with open(os.path.join(here, "log"), "a") as fh:
 ws = next(argv[i + 1] for i in range(len(argv) - 2) if argv[i] == "--bind" and argv[i + 2] == "/workspace")
 env = os.environ  # bwrap hands its own environment to the agent
 with open(os.path.join(ws, "LOG"), "a") as fh:
-    fh.write(" ".join(argv[argv.index("--") + 1:]) + "|" + sys.stdin.read() + "\\n")
+    fh.write(" ".join(argv[len(argv) - argv[::-1].index("--"):]) + "|" + sys.stdin.read() + "\\n")
 with open(os.path.join(here, "rc")) as fh:
     sys.exit(int(fh.read()))
 """
@@ -131,7 +132,8 @@ class ApiLifecycleTest(ApiTestBase):
         self.assertEqual(self.start(dry_run=True, out=out), 0)
         plan = json.loads(out.getvalue())
         self.assertEqual(plan["slug"], "ag")
-        self.assertEqual(plan["argv"][plan["argv"].index("--") + 1:], ["python3", "agent.py"])
+        argv = plan["argv"]
+        self.assertEqual(argv[len(argv) - argv[::-1].index("--"):], ["python3", "agent.py"])
         self.assertEqual(self.calls(), [])
         self.assertFalse((self.home / "state" / "ag").exists())
 

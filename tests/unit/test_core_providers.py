@@ -110,7 +110,8 @@ class HandOverTest(unittest.TestCase):
         self.assertNotIn("BOT_BOTTLE_PROMPT", plan["env"])
         self.assertIn({"src": str(self.home / "state" / "a" / "prompt.txt"),
                        "dst": "/run/bot-bottle/prompt.txt", "mode": "ro"}, plan["mounts"])
-        self.assertEqual(plan["argv"][plan["argv"].index("--") + 1:], ["python3", "agent.py"])
+        argv = plan["argv"]   # after the last `--` (as root: after the drop to the agent user)
+        self.assertEqual(argv[len(argv) - argv[::-1].index("--"):], ["python3", "agent.py"])
         (self.home / "agents" / "a.toml").write_text('provider = "command"\nbottles = ["b"]\ncommand = ["true"]\n')
         prompt = "--help\n- a bullet\n@/etc/passwd é ✓".encode() * 10000
         self.assertEqual(api.start_headless(self.home, "a", prompt, environ=self.environ), 0)

@@ -21,7 +21,7 @@ import os, sys
 here = os.path.dirname(os.path.abspath(sys.argv[0]))
 with open(os.path.join(here, "argv"), "w") as fh:
     fh.write("\\0".join(sys.argv[1:]))
-print("out: " + " ".join(sys.argv[sys.argv.index("--") + 1:]), flush=True)
+print("out: " + " ".join(sys.argv[len(sys.argv) - sys.argv[::-1].index("--"):]), flush=True)
 print("err: key=" + os.environ.get("API_KEY", "-") + " path=" + os.environ["PATH"], file=sys.stderr, flush=True)
 sys.stdout.write("no newline at the end")
 sys.exit(int(open(os.path.join(here, "rc")).read()))
