@@ -10,7 +10,6 @@ agent log in `agent_log`.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from . import agent_log, state
@@ -20,6 +19,7 @@ from .backend.fill import check_workspace
 from .errors import BackendError, StateConflictError, UsageError
 from .manifest import validate_name
 from .resolve import SAFE_ENV, check_program, resolve, safe_names
+from .trees import remove_tree
 
 # the per-run fields `list --json` adds to each row (see docs/core.md)
 RUN_FIELDS = ("run_started_at", "ended_at", "exit_code", "timed_out")
@@ -151,7 +151,7 @@ def destroy(home: Path, slug: str, *, environ: dict) -> bool:
         if meta is None and not d.exists():
             return False
         get_backend((meta or {}).get("backend", "bwrap"), environ).destroy(d, slug, (meta or {}).get("pid"))
-        shutil.rmtree(d, ignore_errors=True)
+        remove_tree(d, "the bottle's state")
     return True
 
 

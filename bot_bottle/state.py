@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import tempfile
 from pathlib import Path
 
 from .errors import StateConflictError, UsageError
 from .private import private_dir
+from .trees import remove_tree
 
 MAX_SLUG = 63
 CHECKOUTS = "checkouts"   # $BOT_BOTTLE_HOME/checkouts/<name>: workspaces prepared for `start --workspace`
@@ -85,7 +85,8 @@ def update_metadata(home: Path, slug: str, **fields) -> dict:
 
 
 def remove_state(home: Path, slug: str) -> None:
-    shutil.rmtree(state_dir(home, slug), ignore_errors=True)
+    """Remove the bottle's state dir (its workspace is the agent's: any depth, any modes)."""
+    remove_tree(state_dir(home, slug), "the bottle's state")
 
 
 def list_slugs(home: Path) -> list[str]:

@@ -248,7 +248,9 @@ def prepare(slug: str, lim: Limits, root: Path = CGROUP_ROOT,
             args = ("--cgroup", str(group / "cgroup.procs"), *(a for r in rl for a in ("--rlimit", r)))
             return Applied(args, f"{summary}; rlimits {', '.join(rl)}", group)
     rl.insert(0, f"nproc={lim.pids}")
-    note = " (not applied to root)" if os.getuid() == 0 else ""
+    # the kernel counts nproc per real uid: as root every bottle runs as the one agent user,
+    # so the limit is shared by all bottles (a cgroup per bottle is the real per-bottle limit)
+    note = " (shared by every bottle of the agent user)" if os.getuid() == 0 else ""
     return Applied(tuple(a for r in rl for a in ("--rlimit", r)),
                    f"rlimits {', '.join(rl)}{note}; no writable delegated cgroup")
 

@@ -29,14 +29,13 @@ from __future__ import annotations
 import copy
 import errno
 import os
-import shutil
 import stat
-import subprocess
 import tarfile
 from pathlib import Path, PurePosixPath
 
 from ..errors import BackendError, UsageError
 from ..private import FILE_MODE, private_dir, private_open
+from ..trees import remove_tree
 from . import sparse
 
 HIGH_BITS = stat.S_ISUID | stat.S_ISGID
@@ -274,24 +273,11 @@ def _filter(info: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
     return tarfile.tar_filter(_check(info, dest), dest)
 
 
-def _remove_tree(path: Path) -> None:
-    """`rm -rf`: shutil.rmtree recurses once per directory level, so an agent's tree deeper
-    than Python's recursion limit would stop it with a RecursionError; rm has no such limit."""
-    if not os.path.lexists(path):
-        return
-    rm = shutil.which("rm") or "/bin/rm"
-    r = subprocess.run([rm, "-rf", "--", str(path)], capture_output=True, text=True,
-                       stdin=subprocess.DEVNULL)
-    if r.returncode != 0:
-        last = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
-        raise BackendError(f"cannot clear the bottle before restoring its snapshot: {last}")
-
-
 def restore_snapshot(src: Path, bottle_dir: Path, *,
                      builtin_filter: bool = hasattr(tarfile, "tar_filter")) -> None:
     """Replace workspace/ and home/ of bottle_dir with the snapshot's."""
     for part in PARTS:
-        _remove_tree(bottle_dir / part)
+        remove_tree(bottle_dir / part, "the bottle's old " + part)
     bottle_dir.mkdir(parents=True, exist_ok=True)
     dest = str(bottle_dir)
     with tarfile.open(src) as tar:
