@@ -24,9 +24,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from bot_bottle.backend import agent_user
 from bot_bottle.contrib.gitea import forge_state
 from bot_bottle.contrib.gitea.client import GiteaClient, GiteaForge
 from bot_bottle.contrib.gitea.signature import verify_signature
+from bot_bottle.errors import BottleError
 from bot_bottle.orchestrator.config import Config
 from bot_bottle.orchestrator.dispatcher import Orchestrator, agents_in
 from bot_bottle.orchestrator.egress_log import EgressRefusals, describe_run
@@ -139,6 +141,10 @@ class Service:
         deadline = time.monotonic() + grace
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        # retries that wait are dropped; a freeze or destroy running gets what is left of
+        # the grace before the store closes under it
+        if not self.orchestrator.close(max(0.0, deadline - time.monotonic())):
+            log.warning("stopping with bottle operations still running")
         self.webhook.server_close()
         self.sidecar.server_close()
         self.store.close()
@@ -179,6 +185,10 @@ def _narrow(path: Path, mode: int) -> None:
 
 def build(config: Config, *, forge_factory: Callable[[str, str], object] | None = None,
           runner=None, clock: Callable[[], float] = time.time) -> Service:
+    try:  # as root, bottles run as the agent user: a missing one is one line at start
+        agent_user.check(config.child_env)
+    except BottleError as exc:
+        raise OrchestratorError(str(exc)) from exc
     secure_home(config)
     store = SqliteRunStore(config.db_path, schema_hooks=(forge_state.apply_schema,))
     forge_states = forge_state.SqliteForgeStateStore(store.side_connection(), migrate=False)
@@ -218,7 +228,9 @@ def build(config: Config, *, forge_factory: Callable[[str, str], object] | None 
     executor = Executor(store, runner, sidecar_socket=str(Path(config.sidecar_socket).resolve()),
                         marker=MARKER, clock=clock, on_slot_freed=wake, workspaces=workspaces,
                         secret_values=(config.token, config.webhook_secret), relay=relay.tick,
-                        pr_opener=pr_opener, gate_repos=gate_repos, home=config.home)
+                        pr_opener=pr_opener, gate_repos=gate_repos, home=config.home,
+                        bottle_workers=config.bottle_workers,
+                        retry_delays=config.bottle_retry_delays)
     orchestrator = Orchestrator(store, executor, runner, forge_factory, org=config.agent_org,
                                 known_agents=agents_in(config.home),
                                 max_concurrent=config.max_concurrent_runs, clock=clock,
@@ -245,6 +257,13 @@ def build(config: Config, *, forge_factory: Callable[[str, str], object] | None 
         store.close()
         raise OrchestratorError(f"cannot create the sidecar socket {config.sidecar_socket}: "
                                 f"{exc.strerror or exc}") from exc
+    try:  # as root, bottles run as the agent user: the socket is that user's (still 0600)
+        agent_user.grant(config.sidecar_socket, config.child_env)
+    except (BottleError, OSError) as exc:
+        sidecar.server_close()
+        webhook.server_close()
+        store.close()
+        raise OrchestratorError(f"cannot give the sidecar socket to the agent user: {exc}") from exc
     if gate_repos is not None:  # git smart HTTP under /git/ on the same socket
         sidecar.git_gate = GitGate(store, gate_repos, clock=clock, marker=MARKER)
     watchdog = Watchdog(store, orchestrator.on_watchdog, config.watchdog_timeout, clock)

@@ -48,6 +48,10 @@ class Config:
     max_concurrent_runs: int = 4
     gitea_timeout: float = 10.0
     outbox_backoff: float = 30.0
+    # the worker pool for freezes, destroys and PR openings (never the dispatcher thread), and
+    # the waits before a failed one is tried again (len + 1 attempts in all)
+    bottle_workers: int = 4
+    bottle_retry_delays: tuple[float, ...] = (5.0, 30.0)
     clone_workspace: bool = True  # the issue's repository is the bottle's workspace
     clone_timeout: float = 600.0
     # where people reach the service (PR bodies link a run's provenance there); "" = the
@@ -89,6 +93,8 @@ class Config:
         max_runs = _int(environ, "FORGE_MAX_CONCURRENT_RUNS", 4, 1, None, problems)
         gitea_timeout = _seconds(environ, "FORGE_GITEA_TIMEOUT", 10.0, problems)
         outbox_backoff = _seconds(environ, "FORGE_OUTBOX_BACKOFF", 30.0, problems)
+        bottle_workers = _int(environ, "BOT_BOTTLE_BOTTLE_WORKERS", 4, 1, 64, problems)
+        retry_delays = _delays(environ, "BOT_BOTTLE_BOTTLE_RETRY", (5.0, 30.0), problems)
         clone = _flag(environ, "FORGE_CLONE_WORKSPACE", True, problems)
         clone_timeout = _seconds(environ, "FORGE_CLONE_TIMEOUT", 600.0, problems)
         try:
@@ -115,6 +121,7 @@ class Config:
             sidecar_socket=get("FORGE_SIDECAR_SOCKET") or _join(home, "forge-sidecar.sock"),
             watchdog_timeout=timeout, max_concurrent_runs=max_runs,
             gitea_timeout=gitea_timeout, outbox_backoff=outbox_backoff,
+            bottle_workers=bottle_workers, bottle_retry_delays=retry_delays,
             clone_workspace=clone, clone_timeout=clone_timeout, public_url=public_url,
             allowed_hosts=tuple(dict.fromkeys(allowed_hosts)), cli=cli,
             child_env=child)
@@ -174,3 +181,22 @@ def _flag(environ, key, default: bool, problems) -> bool:
 def _seconds(environ, key, default, problems) -> float:
     return _number(environ, key, default, float, lambda v: 0 < v <= 3600,
                    "a number of seconds, more than 0 and at most 3600", problems)
+
+
+def _delays(environ, key, default: tuple[float, ...], problems) -> tuple[float, ...]:
+    """Comma-separated seconds (each 0..3600, at most 10): the waits between the attempts of
+    a failing bottle operation; "none" means a single attempt."""
+    raw = (environ.get(key) or "").strip()
+    if not raw:
+        return default
+    if raw.lower() == "none":
+        return ()
+    try:
+        values = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        values = None
+    if values is None or len(values) > 10 or not all(0 <= v <= 3600 for v in values):
+        problems.append(f"{key} must be up to 10 comma-separated numbers of seconds "
+                        f"(0..3600 each) or none, got {raw[:80]!r}")
+        return default
+    return values

@@ -2,9 +2,14 @@
 thread. One dispatcher thread, woken by the webhook server and the relay, takes stored
 deliveries in arrival order (parse → target/trust → `lifecycle.decide` through the
 `Executor`), then undrained done signals, then hands free slots to queued runs, then sends
-due comments from the outbox. `reconcile()` runs once at start-up, before the thread.
+due comments from the outbox (`outbox.drain`). `reconcile()` runs once at start-up, before the
+thread. The pass never waits on a bottle: freezes, destroys and starts are the executor's
+workers'.
 
 Decisions worth knowing:
+- each step of a pass, and each run within a step, is guarded: one run's failure is logged
+  and the pass goes on for the others (a delivery that fails is stored as `error`, a done
+  signal is marked applied once handed over);
 - a delivery is marked processed only after its decision has been applied, so a crash
   re-reads it; replays are harmless because a launch for an issue that has a run is ignored
   and `decide` ignores events that do not fit the run's state;
@@ -23,6 +28,7 @@ from typing import Callable, Collection
 from bot_bottle.contrib.forge.base import ForgeError, ForgeUnavailable
 from bot_bottle.orchestrator import events as E
 from bot_bottle.orchestrator import lifecycle as L
+from bot_bottle.orchestrator import outbox
 from bot_bottle.orchestrator import targeting as T
 from bot_bottle.orchestrator.executor import Executor, launch_prompt
 from bot_bottle.orchestrator.model import OrchestratorError, RunState
@@ -79,6 +85,16 @@ class Orchestrator:
                 log.exception("dispatch pass failed")
             beat()
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to `timeout` s until no bottle operation (freeze, destroy, opening a PR)
+        is queued, running or waiting for a retry; whether none is."""
+        return self._executor.wait_idle(timeout)
+
+    def close(self, grace: float = 0.0) -> bool:
+        """The process is ending: bottle operations waiting for a retry are dropped (a
+        restart's reconcile decides on their runs again); those running get `grace` s."""
+        return self._executor.close(grace)
+
     def on_watchdog(self, run, idle: float) -> None:
         self._executor.event(run.id, L.WatchdogExpired(idle))
 
@@ -86,11 +102,20 @@ class Orchestrator:
 
     def process_pending(self) -> None:
         with self._pass_lock:
-            while self._deliveries():  # a backlog drains now, not one batch per wake-up
-                pass
-            self._done_events()
-            self._fill_slots()
-            self._executor.drain_outbox(self._forge_factory, self._clock(), self._outbox_backoff)
+            for name, step in (("deliveries", self._all_deliveries),
+                               ("done signals", self._done_events),
+                               ("slots", self._fill_slots), ("outbox", self._drain_outbox)):
+                try:
+                    step()
+                except Exception:  # the other steps still run: launches, comments, dones
+                    log.exception("dispatch step %s failed", name)
+
+    def _all_deliveries(self) -> None:
+        while self._deliveries():  # a backlog drains now, not one batch per wake-up
+            pass
+
+    def _drain_outbox(self) -> None:
+        outbox.drain(self._store, self._forge_factory, self._clock(), self._outbox_backoff)
 
     def _deliveries(self, batch: int = 100) -> bool:
         """One batch in arrival order; True when a full batch was done (more may wait)."""
@@ -202,17 +227,26 @@ class Orchestrator:
 
     def _done_events(self) -> None:
         for done in self._store.pending_done_events():
-            self._executor.apply_done(done)  # unless the run's worker applied it meanwhile
+            try:  # unless the run's worker applied it meanwhile
+                self._executor.apply_done(done)
+            except Exception:  # the store failed for this one: the others still go
+                log.exception("done signal %s of run %s failed", done.id, done.run_id)
 
     def _slot_free(self) -> bool:
         return self._store.slot_holders() < self._max
 
     def _fill_slots(self) -> None:
+        tried: set[int] = set()
         while self._slot_free():
             run = self._store.oldest_queued_run()
-            if run is None:
+            if run is None or run.id in tried:  # a run that cannot start waits for the next pass
                 return
-            self._executor.event(run.id, L.SlotAvailable())
+            tried.add(run.id)
+            try:
+                self._executor.event(run.id, L.SlotAvailable())
+            except Exception:
+                log.exception("run %s could not take a free slot", run.id)
+                return
 
     # ---- start-up --------------------------------------------------------------------------
 
@@ -236,14 +270,15 @@ class Orchestrator:
         handled = []
         for run in stale:
             slug = run.expected_slug
-            if run.slug:  # an agent that signalled done before the crash: that is its story
-                for done in self._store.pending_done_events(run.id):
-                    self._executor.apply_done(done)
             try:
+                if run.slug:  # an agent that signalled done before the crash: its story
+                    for done in self._store.pending_done_events(run.id):
+                        self._executor.apply_done(done)
+                # a freeze runs on a worker; if it fails, `decide` fails the run (`OpFailed`)
                 self._executor.event(run.id, L.Restarted(slug if slug in bottles else None))
-            except OrchestratorError as exc:  # the bottle could not be frozen
-                self._executor.event(run.id, L.RunnerFailed(
-                    f"the orchestrator restarted and could not freeze the bottle: {exc}"))
+            except Exception:  # one run's trouble must not keep the others as they are
+                log.exception("reconcile: run %s could not be decided on", run.id)
+                continue
             handled.append(run.id)
         return handled
 

@@ -2,12 +2,19 @@
 
 Inputs are events already classified by targeting (launch requested, trusted comment, stop,
 PR/issue closed, done signal, watchdog expiry, bottle exit, runner failure, a free slot,
-a start's bottle created, the orchestrator restarted while the run worked).
-Outputs are frozen action values that the executor (the `Orchestrator` shell) carries out.
-Both are defined in `lifecycle_events` and re-exported here. `decide` does no I/O and reads
-no clock; it is tested table-driven.
+a start's bottle created, the orchestrator restarted while the run worked, a resume begun,
+a bottle operation ended) and what the executor has under way for the run (`InFlight`).
+Outputs are frozen action values that the executor carries out. All are defined in
+`lifecycle_events` and re-exported here. `decide` does no I/O and reads no clock; it is
+tested table-driven. It is the one place a run's next state is chosen.
 
 Decisions worth knowing:
+- a freeze runs on a worker: the run stays working until it ends (`OpSucceeded`: `frozen`
+  or `timed_out`, then a remembered comment resumes it), and while it is under way no second
+  freeze is asked and the exit it causes is not taken for an agent's own exit; a freeze that
+  failed every attempt (`OpFailed`) fails the run, with a comment saying why;
+- a destroy is the state at once; the bottle goes on a worker (`DestroyBottle`), and a bottle
+  that cannot be removed is said on the issue;
 - a bottle exiting without a done signal is frozen with `last_done_status = "exited:<code>"`
   (state `frozen`, so a trusted comment can resume it); one the core stopped at its wall-time
   limit ends `timed_out` (also resumable); their comments quote the bottle log's last lines
@@ -23,7 +30,8 @@ Decisions worth knowing:
 - one run per issue, ever: a launch request for an issue with any run is ignored; but a run
   that failed (or was stopped) before it had a bottle — a clone while Gitea was down, a
   refused start — is launched again by a trusted comment, with its launch prompt followed by
-  the comment (failure comments say "Comment to retry.");
+  the comment (failure comments say "Comment to retry."), never while that failed start is
+  still in flight in this process (`InFlight.starting`: the issue is told to retry later);
 - the issue closing only destroys a run without a PR; a run with a PR waits for the PR;
   a run destroyed while `starting` destroys the bottle its start makes, when its slug comes
   and again when the start ends; a run stopped (or failed by the watchdog) while `starting`
@@ -36,13 +44,13 @@ from __future__ import annotations
 
 # the events and actions live in `lifecycle_events`; re-exported so callers use `L.<Name>`
 from bot_bottle.orchestrator.lifecycle_events import (  # noqa: F401
-    Action, BottleCreated, BottleExited, Comment, Destroy, DestroyBottle, DoneSignal, Event,
-    Freeze, FreezeBottle, Ignore, IssueClosed, Launch, LaunchRequested, MarkFailed, OpenPr, PrClosed,
-    Queue, RecordDone, RecordSlug, Relaunch, RememberPrompt, Requeue, Restarted, Resume,
-    RunnerFailed, SlotAvailable, StartQueued, Started, StopRequested, TrustedComment,
-    WatchdogExpired)
+    BOTTLE_OPS, IDLE, Action, AgentResumed, BottleCreated, BottleExited, Comment, Destroy,
+    DestroyBottle, DoneSignal, Event, Freeze, FreezeBottle, Ignore, InFlight, IssueClosed, Launch,
+    LaunchRequested, MarkFailed, MarkFrozen, OpenPr, OpFailed, OpSucceeded, PrClosed, Queue,
+    RecordDone, RecordSlug, Relaunch, RememberPrompt, Requeue, Restarted, Resume, RunnerFailed,
+    SlotAvailable, StartQueued, Started, StopRequested, TrustedComment, WatchdogExpired)
 from bot_bottle.orchestrator.log_tail import quote
-from bot_bottle.orchestrator.model import RunRecord, RunState
+from bot_bottle.orchestrator.model import ALLOWED_TRANSITIONS, RunRecord, RunState
 
 _WORKING = (RunState.STARTING, RunState.RUNNING, RunState.RESUMING)
 _RESUMABLE = (RunState.FROZEN, RunState.TIMED_OUT, RunState.FAILED)
@@ -58,6 +66,14 @@ def _after_freeze(run: RunRecord) -> list[Action]:
     return [Resume(run.pending_prompt)] if run.pending_prompt else []
 
 
+def _freeze(run: RunRecord, busy: InFlight, state: RunState = RunState.FROZEN) -> list[Action]:
+    """Stop a working run: its bottle frozen on a worker (the state follows when that ends),
+    nothing more while a freeze is already under way, the state at once without a bottle."""
+    if busy.freezing:
+        return []
+    return [Freeze(state)] if run.slug else [MarkFrozen(state)]
+
+
 def _relaunch_prompt(launch_prompt: str, comment: str) -> str:
     """The prompt a relaunch starts with: the issue's launch prompt, then the comment."""
     return (f"{launch_prompt}\n\n---\nAn earlier start of this run ended before the agent "
@@ -69,7 +85,9 @@ def _with_log(body: str, log_tail: str) -> str:
     return f"{body}\n\nLast lines of the bottle's log:\n\n{quote(log_tail)}" if log_tail else body
 
 
-def decide(run: RunRecord | None, event: Event) -> list[Action]:
+def decide(run: RunRecord | None, event: Event, busy: InFlight = IDLE) -> list[Action]:
+    """The actions for `event` on `run` (None: no run for the issue yet); `busy` is what the
+    executor has under way for the run (a start, a freeze), which the store does not know."""
     if isinstance(event, LaunchRequested):
         if run is not None:
             return [Ignore(f"issue already had run {run.id} ({run.state.value}); one run per issue")]
@@ -93,6 +111,8 @@ def decide(run: RunRecord | None, event: Event) -> list[Action]:
         return [Ignore(f"bottle {event.slug} created for a {state.value} run")]
 
     if isinstance(event, Restarted):
+        if state in _WORKING and busy.freezing:  # its done signal, relayed before the crash
+            return [Ignore("restart: the bottle is being frozen already")]
         return _restarted(run, event)
 
     if isinstance(event, SlotAvailable):
@@ -104,25 +124,31 @@ def decide(run: RunRecord | None, event: Event) -> list[Action]:
         if state in _RESUMABLE and run.slug:
             return [Resume(event.body)]
         if state in _RELAUNCHABLE and not run.slug and run.launch_prompt is not None:
+            if busy.starting:  # the watchdog gave up on a start that still runs: never two
+                return [Comment(run.issue_number, "The earlier start of this run has not "
+                                "ended yet, so it is not started again now. Comment again "
+                                "later to retry.")]
             # it never had a bottle (say the clone failed while Gitea was down): make it now
             return [Relaunch(_relaunch_prompt(run.launch_prompt, event.body))]
         return [Ignore(f"cannot resume a {state.value} run without a bottle")]
 
     if isinstance(event, StopRequested):
+        if state in _WORKING and busy.freezing:
+            return [Ignore("stop: the bottle is being frozen already")]
         if state in _WORKING:
-            return [Freeze(), RecordDone("stopped", "stopped by /bot-bottle stop"),
+            return [*_freeze(run, busy), RecordDone("stopped", "stopped by /bot-bottle stop"),
                     Comment(_target(run), "Stopped and frozen on request.")]
         return [Ignore(f"nothing to stop: run is {state.value}")]
 
     if isinstance(event, PrClosed):
-        return [Destroy()]
+        return _destroy(run)
 
     if isinstance(event, IssueClosed):
         if run.pr_number is not None:
             return [Ignore(f"run has PR #{run.pr_number}; it is destroyed when the PR closes")]
         if event.by_writer:
-            return [Destroy()]
-        return _kept_on_close(run, event)
+            return _destroy(run)
+        return _kept_on_close(run, event, busy)
 
     if isinstance(event, DoneSignal):
         summary = event.summary or "(no summary)"
@@ -130,27 +156,31 @@ def decide(run: RunRecord | None, event: Event) -> list[Action]:
         # an agent that pushed its branch through the git gate but opened no PR gets one
         deliver = [OpenPr()] if event.status == "done" and run.pr_number is None else []
         record = [RecordDone(event.status, event.summary), *deliver, Comment(_target(run), body)]
-        if state in _WORKING:
-            return [Freeze(), *record, *_after_freeze(run)]
+        if state in _WORKING:  # a pending prompt resumes it once the freeze has ended
+            return [*_freeze(run, busy), *record]
         if state is RunState.FROZEN:  # the bottle exited before its done signal was relayed
             return [*record, *_after_freeze(run)]
         return [Ignore(f"done signal for a {state.value} run")]
 
     if isinstance(event, WatchdogExpired):
+        if state in _WORKING and busy.freezing:
+            return [Ignore("watchdog: the bottle is being frozen")]
         if state in (RunState.STARTING, RunState.RESUMING):
             # the CLI never got the agent going (a hung clone, say): free the slot and say so
             reason = f"the bottle did not start within {int(event.idle_seconds)} s"
             if run.slug:  # a bottle exists: freeze it, so a comment can retry from it
-                return [Freeze(), RecordDone("timed_out", reason),
+                return [*_freeze(run, busy), RecordDone("timed_out", reason),
                         Comment(_target(run), f"{reason}; it is frozen. Comment to retry.")]
             return [MarkFailed(reason), Comment(_target(run), f"{reason}; the run failed.")]
         if state is RunState.RUNNING:
-            return [Freeze(RunState.TIMED_OUT),
+            return [*_freeze(run, busy, RunState.TIMED_OUT),
                     Comment(_target(run), f"No progress for {int(event.idle_seconds)} s: "
                             "the bottle was stopped and frozen. Comment to resume it.")]
         return [Ignore(f"watchdog: run is {state.value}")]
 
     if isinstance(event, BottleExited):
+        if state in _WORKING and busy.freezing:  # the freeze stopped it: its end decides
+            return [Ignore(f"bottle exit {event.code} while its freeze is under way")]
         if state in _WORKING and event.timed_out:
             # the core stopped the agent at its wall-time limit: frozen, a comment resumes it
             limit = f"{event.limit} s " if event.limit is not None else ""
@@ -158,18 +188,16 @@ def decide(run: RunRecord | None, event: Event) -> list[Action]:
             # `timed_out` follows only `running` in the transition table (a run is `running`
             # once the CLI printed its slug, so this is the case that happens)
             frozen = RunState.TIMED_OUT if state is RunState.RUNNING else RunState.FROZEN
-            return [Freeze(frozen), RecordDone("timed_out", reason),
+            return [*_freeze(run, busy, frozen), RecordDone("timed_out", reason),
                     Comment(_target(run), _with_log(
                         f"Stopped: {reason}; the bottle is frozen. Comment to resume it.",
-                        event.log_tail)),
-                    *_after_freeze(run)]
+                        event.log_tail))]
         if state in _WORKING:
             status = f"exited:{event.code}"
-            return [Freeze(), RecordDone(status, ""),
+            return [*_freeze(run, busy), RecordDone(status, ""),
                     Comment(_target(run), _with_log(
                         f"The agent exited (code {event.code}) without signalling done; the "
-                        "bottle is frozen. Comment to resume it.", event.log_tail)),
-                    *_after_freeze(run)]
+                        "bottle is frozen. Comment to resume it.", event.log_tail))]
         return [Ignore(f"bottle exit {event.code} after the run left the working states")]
 
     if isinstance(event, RunnerFailed):
@@ -181,10 +209,57 @@ def decide(run: RunRecord | None, event: Event) -> list[Action]:
                         f"Could not run the agent: {event.reason}{retry}", event.log_tail))]
         return [Ignore(f"runner failure for a {state.value} run: {event.reason}")]
 
+    if isinstance(event, AgentResumed):
+        if state is RunState.RESUMING and run.slug:
+            return [Started(run.slug)]
+        return [Ignore(f"resume began for a {state.value} run")]
+
+    if isinstance(event, OpSucceeded):
+        return _op_succeeded(run, event)
+
+    if isinstance(event, OpFailed):
+        return _op_failed(run, event)
+
     raise TypeError(f"unknown event {event!r}")
 
 
-def _kept_on_close(run: RunRecord, event: IssueClosed) -> list[Action]:
+def _destroy(run: RunRecord) -> list[Action]:
+    return [Destroy(), *([DestroyBottle(run.slug)] if run.slug else [])]
+
+
+def _op_succeeded(run: RunRecord, event: OpSucceeded) -> list[Action]:
+    action = event.action
+    if isinstance(action, Freeze) and run.state in _WORKING:
+        # `timed_out` follows only `running`: a run that was starting or resuming is `frozen`
+        target = (action.state if action.state in ALLOWED_TRANSITIONS[run.state]
+                  else RunState.FROZEN)
+        return [MarkFrozen(target), *_after_freeze(run)]
+    return [Ignore(f"{type(action).__name__} done for a {run.state.value} run")]
+
+
+def _op_failed(run: RunRecord, event: OpFailed) -> list[Action]:
+    """A bottle operation that failed every attempt: a working run whose bottle could not be
+    frozen fails (its slot is freed); otherwise the issue is told what is left to do."""
+    action, tries = event.action, f"{event.attempts} attempt{'s' * (event.attempts != 1)}"
+    if isinstance(action, Freeze):
+        if run.state not in _WORKING:
+            return [Ignore(f"freeze failed for a {run.state.value} run: {event.reason}")]
+        reason = f"could not freeze the bottle ({tries}): {event.reason}"
+        return [MarkFailed(reason),
+                Comment(run.issue_number, f"Could not freeze the bottle ({tries}): "
+                        f"{event.reason}\n\nThe run failed.")]
+    if isinstance(action, FreezeBottle):
+        return [Comment(run.issue_number, f"Could not freeze the bottle `{action.slug}` that "
+                        f"the run's start made after it was stopped ({tries}): "
+                        f"{event.reason}")]
+    if isinstance(action, OpenPr):
+        return [Comment(run.issue_number, "Could not open a pull request for the agent's "
+                        f"branch ({tries}): {event.reason}")]
+    return [Ignore(f"{type(action).__name__} failed for a {run.state.value} run: "
+                   f"{event.reason}")]
+
+
+def _kept_on_close(run: RunRecord, event: IssueClosed, busy: InFlight) -> list[Action]:
     """A close by someone without write access (say, the issue's author) destroys nothing:
     a working run is frozen, any other left as is, and the issue says why."""
     closer = f"@{event.closer}" if event.closer else "someone"
@@ -193,8 +268,9 @@ def _kept_on_close(run: RunRecord, event: IssueClosed) -> list[Action]:
                       f"repository, so run {run.id} was kept (frozen, not destroyed). Someone "
                       "with write access can close the issue again to destroy it.")
     if run.state in _WORKING:
-        return [Freeze(), RecordDone("kept", f"closed by {event.closer or 'someone'}, who "
-                                             "lacks write access"), comment]
+        who = event.closer or "someone"
+        return [*_freeze(run, busy),
+                RecordDone("kept", f"closed by {who}, who lacks write access"), comment]
     return [comment]
 
 
@@ -205,6 +281,12 @@ def _destroyed(run: RunRecord, event: Event) -> list[Action]:
         return [DestroyBottle(event.slug)]
     if isinstance(event, BottleExited) and run.slug:
         return [DestroyBottle(run.slug)]
+    if isinstance(event, OpFailed) and isinstance(event.action, DestroyBottle):
+        slug = event.action.slug
+        return [Comment(run.issue_number, f"Could not remove the bottle `{slug}` of this run "
+                        f"({event.attempts} attempt{'s' * (event.attempts != 1)}): "
+                        f"{event.reason}\n\nAn operator can remove it with "
+                        f"`bot-bottle destroy {slug}`.")]
     return [Ignore(f"run {run.id} is destroyed")]
 
 
@@ -225,11 +307,3 @@ def _restarted(run: RunRecord, event: Restarted) -> list[Action]:
             Comment(_target(run), "The orchestrator restarted and found no bottle for this "
                     "run; the run failed.")]
 
-
-def __getattr__(name: str):
-    # The spec places the `Orchestrator` with `decide`; it lives in `dispatcher` (it needs the
-    # executor, which needs this module), so it is offered here lazily.
-    if name == "Orchestrator":
-        from bot_bottle.orchestrator.dispatcher import Orchestrator
-        return Orchestrator
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,9 @@
 """The lifecycle's vocabulary: the events `lifecycle.decide` takes (already classified by
-targeting, or raised by the executor's workers and start-up) and the actions it returns, all
-frozen values. `lifecycle` re-exports every name, so callers write `L.BottleExited`,
-`L.Freeze`; what each action does to the store and the runner is the executor's business.
+targeting, or raised by the executor's workers and start-up), what the executor has under way
+for a run (`InFlight`), and the actions `decide` returns, all frozen values. `lifecycle`
+re-exports every name, so callers write `L.BottleExited`, `L.Freeze`; what each action does to
+the store and the runner is the executor's business. The bottle operations (`BOTTLE_OPS`) run
+on the bounded worker pool (`bottle_ops`) and come back as `OpSucceeded` or `OpFailed`.
 """
 
 from __future__ import annotations
@@ -89,9 +91,40 @@ class Restarted:
     slug: str | None
 
 
+@dataclass(frozen=True)
+class AgentResumed:
+    """A resume's worker is about to run the CLI: the run is working again."""
+
+
+@dataclass(frozen=True)
+class OpSucceeded:
+    """A bottle operation (`action`, one of `BOTTLE_OPS`) ended well on a worker."""
+    action: "Action"
+
+
+@dataclass(frozen=True)
+class OpFailed:
+    """A bottle operation failed `attempts` times (the last `reason` already redacted of the
+    run token and the service's secrets); it is not tried again."""
+    action: "Action"
+    reason: str
+    attempts: int = 1
+
+
 Event = (LaunchRequested | SlotAvailable | TrustedComment | StopRequested | PrClosed
          | IssueClosed | DoneSignal | WatchdogExpired | BottleExited | RunnerFailed
-         | BottleCreated | Restarted)
+         | BottleCreated | Restarted | AgentResumed | OpSucceeded | OpFailed)
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """What the executor has under way for a run, which the store does not record: a start of
+    its bottle (clone, then the CLI) and a freeze of it queued or running on a worker."""
+    starting: bool = False
+    freezing: bool = False
+
+
+IDLE = InFlight()
 
 # ---- outputs ----------------------------------------------------------------------------
 
@@ -126,7 +159,14 @@ class RememberPrompt:
 
 @dataclass(frozen=True)
 class Freeze:
-    """runner.freeze(slug), then state `frozen` (or `timed_out`)."""
+    """Freeze the run's bottle on a worker (`commit <slug>`); `OpSucceeded` then moves the run
+    to `state` (`frozen` or `timed_out`)."""
+    state: RunState = RunState.FROZEN
+
+
+@dataclass(frozen=True)
+class MarkFrozen:
+    """State `frozen` (or `timed_out`) now: the bottle is frozen, or there is none."""
     state: RunState = RunState.FROZEN
 
 
@@ -138,7 +178,7 @@ class RecordDone:
 
 @dataclass(frozen=True)
 class Destroy:
-    pass
+    """State `destroyed` (its bottle goes with a `DestroyBottle`)."""
 
 
 @dataclass(frozen=True)
@@ -171,7 +211,8 @@ class RecordSlug:
 
 @dataclass(frozen=True)
 class DestroyBottle:
-    """Destroy a bottle made for a run that is already destroyed (state unchanged)."""
+    """Destroy the bottle (and the git gate's repository) of a run that is destroyed, on a
+    worker (state unchanged): the run's own, or one its start made after the close."""
     slug: str
 
 
@@ -196,10 +237,13 @@ class Requeue:
 @dataclass(frozen=True)
 class Relaunch:
     """A failed run that never had a bottle goes back to `queued` with `prompt` as its new
-    launch prompt (the executor refuses while the failed start is still in flight)."""
+    launch prompt (`decide` refuses while the failed start is still in flight)."""
     prompt: str
 
 
 Action = (Launch | Queue | StartQueued | Resume | RememberPrompt | Freeze | RecordDone
           | Destroy | MarkFailed | Comment | Ignore | Started | RecordSlug | DestroyBottle
-          | FreezeBottle | Requeue | Relaunch | OpenPr)
+          | FreezeBottle | Requeue | Relaunch | OpenPr | MarkFrozen)
+
+# actions carried out on the bounded worker pool, one at a time per run, retried with back-off
+BOTTLE_OPS = (Freeze, FreezeBottle, DestroyBottle, OpenPr)

@@ -1,7 +1,10 @@
 """The blocking side of the lifecycle shell: a run's start (the clone of its repository, then
-the core CLI) and its resumes, each on a worker thread from an injected `spawn` (tests pass a
-synchronous one), and how each ends, handed back as a lifecycle event through `decide_event`
-(the `Executor`'s `event`), so the dispatcher never waits on a CLI.
+the core CLI) and its resumes, each on a thread of its own from an injected `spawn` (tests
+pass a synchronous one) for as long as the agent runs (so their number follows the run slots,
+`FORGE_MAX_CONCURRENT_RUNS`, and never takes a worker from the bottle operations' pool), and
+how each ends, handed back as a lifecycle event through `decide_event` (the `Executor`'s
+`event`), so the dispatcher never waits on a CLI. A resume asks `decide` first
+(`AgentResumed`) and runs the CLI only if the run is `running` then.
 
 A launch's worker first checks out the issue's repository (`workspace.Workspaces`, when
 configured) and hands it to `start --workspace`. When the agent's process ends (or the runner
@@ -118,7 +121,11 @@ class BottleWorkers:
 
     def _resume(self, run: RunRecord, prompt: str) -> None:
         try:
-            self._store.transition(run.id, RunState.RUNNING, now=self._clock(), reason="resumed")
+            now = self._decide_event(run.id, L.AgentResumed())  # `decide` says it works again
+            if now is None or now.state is not RunState.RUNNING:  # closed meanwhile, say
+                log.info("run %s: not resumed, it is %s", run.id,
+                         now.state.value if now is not None else "gone")
+                return
             result = self._runner.resume(slug=run.slug, prompt=prompt, env=self.env(run))
         except Exception as exc:  # whatever went wrong, the run must not stay `resuming`
             self._failed(run.id, exc)

@@ -17,6 +17,7 @@ SECRET_HEADERS = {"authorization", "cookie"}
 
 class _Handler(BaseHTTPRequestHandler):
     gitea = None  # set by FakeGitea.start
+    routes: tuple = ()  # fake_gitea.ROUTES, set by FakeGitea.start (no import back: no cycle)
     protocol_version = "HTTP/1.1"
     timeout = 5
 
@@ -47,7 +48,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(status, body)
 
     def _handle(self, method: str) -> None:
-        from bot_bottle.testing.fake_gitea import ROUTES
+        ROUTES = self.routes
         g = self.gitea
         path = self.path.split("?", 1)[0]
         git = _fake_gitea_git.GIT_ROUTE.fullmatch(path)

@@ -69,6 +69,7 @@ class FakeGitea(LocalHTTPServer):
 
         class Handler(_Handler):
             gitea = fake
+            routes = tuple(ROUTES)
         self._serve(Handler)
         return self
 

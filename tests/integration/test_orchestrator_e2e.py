@@ -120,7 +120,9 @@ class OrchestratorLifecycleTest(unittest.TestCase):
         close_issue(g, OWNER, REPO, pr, merged=True)
         self.send("pull_request", "pull_request", pull_request_event(g, OWNER, REPO, pr, "closed", "alice"))
         self.wait_state(issue, "destroyed")
-        self.assertFalse((self.home / "state" / slug).exists())
+        # destroyed is the state at once; the bottle goes on a worker right after
+        self.orch.wait_for(lambda: not (self.home / "state" / slug).exists(), timeout=30,
+                           what="the bottle removed")
         self.assertEqual(self.orch.runs(), [])
         self.assertIn("destroyed", self.status_text())
 

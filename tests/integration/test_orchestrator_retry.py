@@ -44,8 +44,9 @@ class RetryAfterFailedCloneTest(unittest.TestCase):
         cid = g.add_comment(OWNER, REPO, n, RETRY, "alice")
         self.assertEqual(orch.deliver("issue_comment", "issue_comment",
                                       comment_event(g, OWNER, REPO, n, cid, "alice"))[0], 202)
-        orch.wait_for(lambda: orch.runs()[0]["last_done_status"] == "done", timeout=90,
-                      what="the relaunched run done")
+        # the done status is recorded at once, the state once the freeze (on a worker) ended
+        orch.wait_for(lambda: (orch.runs()[0]["last_done_status"], orch.runs()[0]["state"])
+                      == ("done", "frozen"), timeout=90, what="the relaunched run done, frozen")
         [run] = orch.runs()
         self.assertEqual((run["id"], run["state"], run["slug"], run["error"]),
                          (failed["id"], "frozen", "acme-widgets-1", None))

@@ -27,6 +27,21 @@ class ConfigTests(unittest.TestCase):
         self.assertIn("FORGE_GITEA_TIMEOUT", str(caught.exception))
         self.assertIn("FORGE_OUTBOX_BACKOFF", str(caught.exception))
 
+    def test_the_bottle_operations_pool_and_its_retries_are_settings(self):
+        config = Config.from_env(GOOD)
+        self.assertEqual((config.bottle_workers, config.bottle_retry_delays), (4, (5.0, 30.0)))
+        config = Config.from_env({**GOOD, "BOT_BOTTLE_BOTTLE_WORKERS": "2",
+                                  "BOT_BOTTLE_BOTTLE_RETRY": "0.5, 2,10"})
+        self.assertEqual((config.bottle_workers, config.bottle_retry_delays), (2, (0.5, 2.0, 10.0)))
+        self.assertEqual(Config.from_env({**GOOD, "BOT_BOTTLE_BOTTLE_RETRY": "none"})
+                         .bottle_retry_delays, ())
+        for workers, retry in (("0", "5"), ("65", "5"), ("x", "5"), ("4", "-1"), ("4", "nan"),
+                               ("4", "5,,5"), ("4", "3601"), ("4", ",".join(["1"] * 11))):
+            with self.subTest(workers=workers, retry=retry), self.assertRaises(ConfigError) as caught:
+                Config.from_env({**GOOD, "BOT_BOTTLE_BOTTLE_WORKERS": workers,
+                                 "BOT_BOTTLE_BOTTLE_RETRY": retry})
+            self.assertEqual(len(caught.exception.problems), 1)
+
     def test_allowed_hosts_are_parsed_once_and_the_public_url_host_is_one(self):
         self.assertEqual(Config.from_env(GOOD).allowed_hosts, ())
         config = Config.from_env({**GOOD, "FORGE_ALLOWED_HOSTS": " Bots.Example.com, proxy:8443,",

@@ -1,7 +1,9 @@
 """The dispatcher end to end inside one process: stored deliveries (sample-shaped payloads from
 the fake Gitea) → events → targeting/trust (real GiteaForge against the fake Gitea over HTTP)
 → decide → executor → a real store; bottles are a holding fake runner that, like the real
-CLI, blocks in start/resume until the bottle is frozen or destroyed."""
+CLI, blocks in start/resume until the bottle is frozen or destroyed. Bottle operations run on
+the executor's worker pool; a slot they free wakes the dispatcher, which `wait` stands in for
+(a pass whenever it was woken)."""
 
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ OWNER, REPO, ORG, BOT = "acme", "widgets", "agents", "claude-bot"
 
 class DispatcherTest(unittest.TestCase):
     max_concurrent = 4
+    retry_delays = (0.0, 0.0)
+    bottle_workers = 4
 
     def make_runner(self):
         return HoldingBottleRunner()
@@ -54,13 +58,21 @@ class DispatcherTest(unittest.TestCase):
         self.runner = self.make_runner()
         self.threads: list[threading.Thread] = []
         self.addCleanup(self._stop_bottles)  # runs before the store closes (cleanups are LIFO)
+        self.woken = threading.Event()  # the executor freed a slot: a pass is due
         self.executor = Executor(self.store, self.runner, sidecar_socket="/run/s.sock",
                                  marker=MARKER, clock=self.clock.now, spawn=self._spawn,
-                                 relay=self.relay.tick)
+                                 relay=self.relay.tick, on_slot_freed=self._slot_freed,
+                                 retry_delays=self.retry_delays,
+                                 bottle_workers=self.bottle_workers)
+        self.addCleanup(self.executor.close)
         self.orch = Orchestrator(self.store, self.executor, self.runner, self.forge_factory,
                                  org=ORG, known_agents=lambda: ["claude", "codex"],
                                  max_concurrent=self.max_concurrent, clock=self.clock.now)
         self.seq = 0
+
+    def _slot_freed(self) -> None:
+        self.woken.set()
+        self.orch.wake()  # for a test that runs the dispatcher's own thread
 
     def _spawn(self, fn) -> None:
         thread = threading.Thread(target=fn, daemon=True)
@@ -100,11 +112,20 @@ class DispatcherTest(unittest.TestCase):
                      comment_event(self.gitea, OWNER, REPO, number, cid, author))
 
     def wait(self, predicate, timeout: float = 5.0) -> None:
+        """Poll `predicate`, making the pass the dispatcher thread would make when woken."""
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
                 self.fail("condition not reached")
+            if self.woken.is_set():
+                self.woken.clear()
+                self.orch.process_pending()
             time.sleep(0.01)
+
+    def settle(self) -> None:
+        """Wait until no bottle operation is queued, running or waiting for a retry (no
+        dispatcher pass meanwhile)."""
+        self.assertTrue(self.executor.wait_idle(5), "bottle operations did not end")
 
     def run_for(self, issue: int):
         return self.store.latest_run_for_issue(OWNER, REPO, issue)

@@ -146,6 +146,7 @@ class ReconcileTest(DispatcherTest):
         queued = seed_run(self.store, 3, RunState.QUEUED)
         self.runner.states["acme-widgets-1"] = "running"
         self.assertEqual(sorted(self.orch.reconcile()), [with_bottle.id, gone.id])
+        self.settle()  # the freeze runs on a worker
         frozen = self.store.get_run(with_bottle.id)
         self.assertEqual((frozen.state, frozen.last_done_status), (RunState.FROZEN, "interrupted"))
         self.assertIn(("freeze", "acme-widgets-1"), self.runner.calls)
@@ -206,6 +207,7 @@ class ReconcileTest(DispatcherTest):
         run = self.starting(n, "prompt")  # died after the CLI made the bottle, before on_slug
         self.runner.states["acme-widgets-1"] = "running"
         self.orch.reconcile()
+        self.settle()
         after = self.store.get_run(run.id)
         self.assertEqual((after.state, after.slug), (RunState.FROZEN, "acme-widgets-1"))
         self.assertEqual([c[0] for c in self.runner.calls], ["freeze"])
@@ -237,6 +239,7 @@ class ReconcileTest(DispatcherTest):
                                      self.clock.now(), "done", "f1")
         self.orch.reconcile()
         self.orch.process_pending()
+        self.settle()
         self.orch.process_pending()
         after = self.store.get_run(run.id)
         self.assertEqual((after.state, after.last_done_status, after.last_done_summary),

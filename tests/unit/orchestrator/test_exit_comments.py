@@ -9,6 +9,7 @@ import unittest
 
 from bot_bottle.orchestrator import lifecycle as L
 from bot_bottle.orchestrator import log_tail
+from bot_bottle.orchestrator import outbox
 from bot_bottle.orchestrator.executor import Executor, launch_prompt
 from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.runner import BottleExit, RunnerError
@@ -55,7 +56,7 @@ class ExitCommentTest(unittest.TestCase):
         return ex.create("acme", "widgets", self.issue, action, launch_prompt("Fix it", "details"))
 
     def comments(self, ex: Executor) -> list[str]:
-        ex.drain_outbox(lambda o, r: self.forge, self.clock.now())
+        outbox.drain(self.store, lambda o, r: self.forge, self.clock.now())
         return [c.body for c in self.forge.read_comments(self.issue)]
 
     def test_an_exit_comment_quotes_the_log_tail_with_our_secrets_redacted(self) -> None:

@@ -12,7 +12,7 @@ from bot_bottle.testing.fake_gitea_payloads import close_issue, issue_event
 from bot_bottle.testing.scripted_agent import done as post_done
 
 from ._fakes import FakeBottleRunner
-from ._git_gate import OWNER, REPO, GitGateHarness
+from ._git_gate import OWNER, REPO, TOKEN, GitGateHarness
 
 
 class OpenPrAfterDoneTest(unittest.TestCase):
@@ -28,6 +28,8 @@ class OpenPrAfterDoneTest(unittest.TestCase):
         self.assertEqual(code, 202)
         self.h.service.relay.tick()
         self.h.service.orchestrator.process_pending()
+        self.assertTrue(self.h.service.orchestrator.wait_idle(30))
+        self.h.service.orchestrator.process_pending()  # what the operations said on the issue
 
     def run_now(self):
         return self.h.store.get_run(self.run_.id)
@@ -77,12 +79,15 @@ class OpenPrAfterDoneTest(unittest.TestCase):
     def test_a_pr_that_cannot_be_opened_is_said_on_the_issue_and_tried_again_at_the_next_done(self) -> None:
         self.h.commit(self.checkout, {"hello.txt": "hello\n"})
         self.assertEqual(self.h.git(self.run_, self.checkout, "push", "origin", "HEAD").returncode, 0)
-        self.h.gitea.fail_next(1, 404)   # the read of the issue, just before the PR
+        # a token that may read the repository but not open the PR
+        self.h.gitea.add_token(TOKEN, "orchestrator",
+                               scopes=("write:issue", "read:repository", "read:organization"))
         self.done()
         self.assertEqual(self.h.gitea.prs(OWNER, REPO), [])
         bodies = self.comments(1)
         self.assertTrue(any(b.startswith("Could not open a pull request for the agent's branch:")
                             and "The next done signal tries again." in b for b in bodies), bodies)
+        self.h.gitea.add_token(TOKEN, "orchestrator")  # the operator fixes its scopes
         self.done()
         self.assertEqual(len(self.h.gitea.prs(OWNER, REPO)), 1)
 
@@ -96,6 +101,8 @@ class OpenPrAfterDoneTest(unittest.TestCase):
         self.h.store.record_delivery("close-1", "issues",
                                      gitea_json(issue_event(g, OWNER, REPO, 1, "closed", "alice")), 0.0)
         self.h.service.orchestrator.process_pending()
+        self.assertTrue(self.h.service.orchestrator.wait_idle(30))
+        self.h.service.orchestrator.process_pending()  # what the operations said on the issue
         self.assertEqual(self.run_now().state.value, "destroyed")
         self.assertFalse(repo.exists())
 

@@ -45,8 +45,7 @@ class PackageExportsTest(unittest.TestCase):
         with self.assertRaises(AttributeError):
             package.NoSuchThing  # noqa: B018
         from bot_bottle.orchestrator.dispatcher import Orchestrator
-        from bot_bottle.orchestrator.lifecycle import Orchestrator as FromLifecycle
-        self.assertIs(FromLifecycle, Orchestrator)
+        self.assertIs(package.Orchestrator, Orchestrator)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import unittest
 
 from bot_bottle.contrib.forge.base import ForgeUnavailable
 from bot_bottle.orchestrator import lifecycle as L
+from bot_bottle.orchestrator import outbox
 from bot_bottle.orchestrator.executor import Executor, launch_prompt
 from bot_bottle.orchestrator.model import OrchestratorError, RunState
 from bot_bottle.orchestrator.runner import RunnerError
@@ -26,6 +27,9 @@ class ExecutorTest(unittest.TestCase):
         self.issue = self.forge.add_issue("Fix it", "details", user="alice")
         self.ex = Executor(self.store, self.runner, sidecar_socket="/s.sock", marker=MARKER,
                            clock=self.clock.now, spawn=lambda fn: fn())
+
+    def drain(self, forge_factory, now: float, backoff: float = 30.0) -> int:
+        return outbox.drain(self.store, forge_factory, now, backoff)
 
     def launch(self):
         action = L.decide(None, L.LaunchRequested("claude", ("py",), True))[0]
@@ -57,7 +61,7 @@ class ExecutorTest(unittest.TestCase):
         self.runner.fail_with = RunnerError("agent 'claude' not found")
         run = self.launch()
         self.assertEqual(self.store.get_run(run.id).state, RunState.FAILED)
-        self.assertEqual(self.ex.drain_outbox(lambda o, r: self.forge, self.clock.now()), 1)
+        self.assertEqual(self.drain(lambda o, r: self.forge, self.clock.now()), 1)
         bodies = [c.body for c in self.forge.read_comments(self.issue)]
         self.assertTrue(any("agent 'claude' not found" in b and MARKER in b for b in bodies))
 
@@ -76,33 +80,33 @@ class ExecutorTest(unittest.TestCase):
             def post_comment(self, number, body):
                 raise ForgeUnavailable("502")
         now = self.clock.now()
-        self.assertEqual(self.ex.drain_outbox(lambda o, r: Down(), now), 0)
-        self.assertEqual(self.ex.drain_outbox(lambda o, r: self.forge, now), 0)  # backing off
-        self.assertEqual(self.ex.drain_outbox(lambda o, r: self.forge, now + 31), 2)
+        self.assertEqual(self.drain(lambda o, r: Down(), now), 0)
+        self.assertEqual(self.drain(lambda o, r: self.forge, now), 0)  # backing off
+        self.assertEqual(self.drain(lambda o, r: self.forge, now + 31), 2)
 
     def test_outbox_backs_off_exponentially_and_drops_what_the_forge_will_never_take(self) -> None:
         run = self.launch()
         now = self.clock.now()
-        self.ex.drain_outbox(lambda o, r: self.forge, now)  # what the launch itself said
+        self.drain(lambda o, r: self.forge, now)  # what the launch itself said
         self.ex.apply(self.store.get_run(run.id), [L.Comment(self.issue, "hello")])
 
         class Down:
             def post_comment(self, number, body):
                 raise ForgeUnavailable("502")
-        self.ex.drain_outbox(lambda o, r: Down(), now, backoff=10)  # 1st failure: +10 s
-        self.ex.drain_outbox(lambda o, r: Down(), now + 10, backoff=10)  # 2nd: +20 s
-        self.assertEqual(self.ex.drain_outbox(lambda o, r: self.forge, now + 29, backoff=10), 0)
-        self.assertEqual(self.ex.drain_outbox(lambda o, r: self.forge, now + 30, backoff=10), 1)
+        self.drain(lambda o, r: Down(), now, backoff=10)  # 1st failure: +10 s
+        self.drain(lambda o, r: Down(), now + 10, backoff=10)  # 2nd: +20 s
+        self.assertEqual(self.drain(lambda o, r: self.forge, now + 29, backoff=10), 0)
+        self.assertEqual(self.drain(lambda o, r: self.forge, now + 30, backoff=10), 1)
 
         self.ex.apply(self.store.get_run(run.id), [L.Comment(999, "on an issue that is gone")])
-        self.assertEqual(self.ex.drain_outbox(lambda o, r: self.forge, now + 31), 0)
+        self.assertEqual(self.drain(lambda o, r: self.forge, now + 31), 0)
         self.assertEqual(self.store.due_outbox(now + 10_000), [], "dropped, never retried")
 
 
     def test_a_comment_whose_post_timed_out_after_landing_is_not_posted_twice(self) -> None:
         run = self.launch()
         now = self.clock.now()
-        self.ex.drain_outbox(lambda o, r: self.forge, now)  # what the launch itself said
+        self.drain(lambda o, r: self.forge, now)  # what the launch itself said
         self.ex.apply(self.store.get_run(run.id), [L.Comment(self.issue, "exactly once")])
         forge = self.forge
 
@@ -113,8 +117,8 @@ class ExecutorTest(unittest.TestCase):
             def post_comment(self, number, body):
                 forge.post_comment(number, body)
                 raise ForgeUnavailable("timed out")
-        self.assertEqual(self.ex.drain_outbox(lambda o, r: LandsThenTimesOut(), now), 0)
-        self.assertEqual(self.ex.drain_outbox(lambda o, r: self.forge, now + 31), 1)
+        self.assertEqual(self.drain(lambda o, r: LandsThenTimesOut(), now), 0)
+        self.assertEqual(self.drain(lambda o, r: self.forge, now + 31), 1)
         self.assertEqual(self.store.due_outbox(now + 10_000), [])
         bodies = [c.body for c in self.forge.read_comments(self.issue)]
         self.assertEqual(sum("exactly once" in b for b in bodies), 1, bodies)
@@ -122,12 +126,12 @@ class ExecutorTest(unittest.TestCase):
     def test_a_crash_between_posting_and_recording_does_not_post_twice(self) -> None:
         run = self.launch()
         now = self.clock.now()
-        self.ex.drain_outbox(lambda o, r: self.forge, now)
+        self.drain(lambda o, r: self.forge, now)
         self.ex.apply(self.store.get_run(run.id), [L.Comment(self.issue, "once more")])
         item = self.store.due_outbox(now)[0]
         self.store.mark_outbox_posting(item.id, now)  # the process dies right after the POST
         self.forge.post_comment(self.issue, f"{item.body}\n<!-- bot-bottle:outbox={item.id} -->")
-        self.assertEqual(self.ex.drain_outbox(lambda o, r: self.forge, now), 1)
+        self.assertEqual(self.drain(lambda o, r: self.forge, now), 1)
         bodies = [c.body for c in self.forge.read_comments(self.issue)]
         self.assertEqual(sum("once more" in b for b in bodies), 1, bodies)
 

@@ -15,6 +15,7 @@ import unittest
 from pathlib import Path
 
 from bot_bottle.orchestrator import lifecycle as L
+from bot_bottle.orchestrator import outbox
 from bot_bottle.orchestrator.executor import Executor, launch_prompt
 from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.workspace import WorkspaceError, Workspaces
@@ -208,7 +209,7 @@ class ExecutorWorkspaceTest(unittest.TestCase):
         final = self.store.get_run(run.id)
         self.assertEqual(final.state, RunState.FAILED)
         self.assertEqual(self.runner.calls, [], "no bottle was started")
-        self.assertEqual(self.ex.drain_outbox(lambda o, r: self.forge, self.clock.now()), 1)
+        self.assertEqual(outbox.drain(self.store, lambda o, r: self.forge, self.clock.now()), 1)
         [comment] = [c.body for c in self.forge.read_comments(self.issue)]
         self.assertIn("Could not run the agent: could not clone acme/gone: fatal: repository", comment)
         self.assertIn("not found", comment)
@@ -218,7 +219,7 @@ class ExecutorWorkspaceTest(unittest.TestCase):
             self) -> None:
         run = self.launch(repo="late")  # not served yet: as if Gitea were briefly down
         self.assertEqual(self.store.get_run(run.id).state, RunState.FAILED)
-        self.ex.drain_outbox(lambda o, r: self.forge, self.clock.now())
+        outbox.drain(self.store, lambda o, r: self.forge, self.clock.now())
         [said] = [c.body for c in self.forge.read_comments(self.issue)]
         self.assertIn("Comment to retry.", said)
         self.g.add_repo("acme", "late", files={"README.md": "back\n"})
