@@ -43,7 +43,7 @@ from bot_bottle.orchestrator.run_log import RunLog
 from bot_bottle.orchestrator.runner import SubprocessBottleRunner
 from bot_bottle.orchestrator.sidecar import SidecarApp, SidecarServer, service_secrets
 from bot_bottle.orchestrator.store import SqliteRunStore
-from bot_bottle.orchestrator.targeting import MARKER
+from bot_bottle.orchestrator.targeting import MARKER, marked
 from bot_bottle.orchestrator.watchdog import Watchdog
 from bot_bottle.orchestrator.webhook import StoreViews, WebhookApp, make_server
 from bot_bottle.orchestrator.workspace import Workspaces
@@ -67,7 +67,7 @@ class MarkedForge:
         return getattr(self._forge, name)
 
     def post_comment(self, number: int, body: str):
-        return self._forge.post_comment(number, f"{body}\n\n{MARKER}")
+        return self._forge.post_comment(number, marked(body))
 
 
 def forge_state_of(run) -> forge_state.ForgeState:

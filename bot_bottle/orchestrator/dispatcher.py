@@ -31,7 +31,7 @@ from bot_bottle.orchestrator import lifecycle as L
 from bot_bottle.orchestrator import outbox
 from bot_bottle.orchestrator import targeting as T
 from bot_bottle.orchestrator.executor import Executor, launch_prompt
-from bot_bottle.orchestrator.model import OrchestratorError, RunState
+from bot_bottle.orchestrator.model import WORKING_STATES, OrchestratorError, RunState
 
 log = logging.getLogger(__name__)
 # outcomes that changed nothing (no run, no comment): safe to repeat after a crash
@@ -183,7 +183,7 @@ class Orchestrator:
         if isinstance(target, T.LaunchRejected):
             if target.comment and run is None:
                 self._store.enqueue_comment(None, ev.owner, ev.repo, ev.number,
-                                            f"{target.comment}\n\n{T.MARKER}", self._clock())
+                                            T.marked(target.comment), self._clock())
             return "rejected", f"{ev.owner}/{ev.repo}#{ev.number}: {target.reason}"
         # one run per issue, ever: a destroyed run also blocks a relaunch
         existing = run or self._store.latest_run_for_issue(ev.owner, ev.repo, ev.number)
@@ -258,8 +258,7 @@ class Orchestrator:
         (one comment, the done one). Queued runs, pending deliveries and other done signals
         are left to the first pass. When the bottles cannot be listed nothing is decided on a
         guess: the watchdog ends what stays stuck."""
-        stale = self._store.list_runs(states=(RunState.STARTING, RunState.RUNNING,
-                                              RunState.RESUMING))
+        stale = self._store.list_runs(states=WORKING_STATES)
         if not stale:
             return []
         try:

@@ -32,6 +32,7 @@ from bot_bottle.orchestrator.bottle_ops import DEFAULT_DELAYS, BottleOps
 from bot_bottle.orchestrator.model import OrchestratorError, RunRecord, RunState
 from bot_bottle.orchestrator.runner import BottleRunner
 from bot_bottle.orchestrator.workers import BottleWorkers
+from bot_bottle.orchestrator.targeting import marked
 
 log = logging.getLogger(__name__)
 REASON_WIDTH = 1000  # a failed bottle operation's reason, as comments and logs quote it
@@ -225,7 +226,7 @@ class Executor:
 
     def _comment(self, run: RunRecord, action: L.Comment, now: float) -> RunRecord:
         self._store.enqueue_comment(run.id, run.owner, run.repo, action.number,
-                                    f"{action.body}\n\n{self._marker}", now)
+                                    marked(action.body, self._marker), now)
         return run
 
     # ---- the bottle operations (`_op_handlers`): the run, and the work for a pool worker ----

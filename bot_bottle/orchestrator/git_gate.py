@@ -36,6 +36,7 @@ from urllib.parse import parse_qs
 
 from bot_bottle.orchestrator.git_gate_repo import GateRepos, GitGateError
 from bot_bottle.orchestrator.model import RunRecord
+from bot_bottle.orchestrator.targeting import marked
 
 log = logging.getLogger(__name__)
 ROUTE = re.compile(r"^/git/([^/]+)/([^/]+?)(?:\.git)?/(info/refs|git-upload-pack|git-receive-pack)$")
@@ -148,7 +149,7 @@ class GitGate:
                  detail["reason"], run.repo_full_name, run.issue_number, run.id)
         if findings:
             self._store.enqueue_comment(run.id, run.owner, run.repo, run.issue_number,
-                                        f"{secret_comment(detail)}\n\n{self._marker}", now)
+                                        marked(secret_comment(detail), self._marker), now)
 
 
 def secret_comment(detail: dict) -> str:

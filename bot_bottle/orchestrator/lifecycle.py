@@ -50,9 +50,9 @@ from bot_bottle.orchestrator.lifecycle_events import (  # noqa: F401
     RecordDone, RecordSlug, Relaunch, RememberPrompt, Requeue, Restarted, Resume, RunnerFailed,
     SlotAvailable, StartQueued, Started, StopRequested, TrustedComment, WatchdogExpired)
 from bot_bottle.orchestrator.log_tail import quote
-from bot_bottle.orchestrator.model import ALLOWED_TRANSITIONS, RunRecord, RunState
+from bot_bottle.orchestrator.model import ALLOWED_TRANSITIONS, WORKING_STATES, RunRecord, RunState
 
-_WORKING = (RunState.STARTING, RunState.RUNNING, RunState.RESUMING)
+_WORKING = WORKING_STATES
 _RESUMABLE = (RunState.FROZEN, RunState.TIMED_OUT, RunState.FAILED)
 # states a run may end in without a bottle: failed before one existed, stopped while starting
 _RELAUNCHABLE = (RunState.FAILED, RunState.FROZEN)

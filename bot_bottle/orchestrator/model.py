@@ -45,10 +45,12 @@ class RunState(enum.Enum):
     @property
     def has_process(self) -> bool:
         """States in which a bottle process may be running."""
-        return self in (RunState.STARTING, RunState.RUNNING, RunState.RESUMING)
+        return self in WORKING_STATES
 
 
 S = RunState
+# the states in which a bottle process may run: watched by the watchdog, reconciled at start
+WORKING_STATES = (S.STARTING, S.RUNNING, S.RESUMING)
 ALLOWED_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     S.QUEUED: frozenset({S.STARTING, S.FAILED, S.DESTROYED}),
     # back to `queued`: the process that was starting it died before the bottle existed

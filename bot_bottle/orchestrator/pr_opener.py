@@ -19,6 +19,7 @@ from bot_bottle.contrib.forge.base import ForgeError
 from bot_bottle.orchestrator.git_gate_repo import GateRepos, GitGateError
 from bot_bottle.orchestrator.model import RunRecord
 from bot_bottle.orchestrator.sidecar import PR_OPENED
+from bot_bottle.orchestrator.targeting import marked
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,8 @@ class PrOpener:
             now = self._clock()
             self._store.enqueue_comment(
                 run.id, run.owner, run.repo, run.issue_number,
-                f"Could not open a pull request for the agent's branch: {exc}. The next done "
-                f"signal tries again.\n\n{self._marker}", now)
+                marked(f"Could not open a pull request for the agent's branch: {exc}. The next "
+                       "done signal tries again.", self._marker), now)
             return run
         now = self._clock()
         self._store.append_op(run.id, PR_OPENED, {"number": pr.number, "by": "git gate"}, now,

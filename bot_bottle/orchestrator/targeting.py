@@ -32,6 +32,11 @@ NAME_PATTERN = re.compile(NAME)  # the core's agent-name rule (`manifest.NAME`)
 WRITE_PERMISSIONS = frozenset({"write", "admin", "owner"})
 
 
+def marked(body: str, marker: str = MARKER) -> str:
+    """A comment of ours as it is posted: the body, then the marker on its own line."""
+    return f"{body}\n\n{marker}"
+
+
 @dataclass(frozen=True)
 class LaunchTarget:
     agent: str

@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from bot_bottle.orchestrator.model import RunRecord, RunState
+from bot_bottle.orchestrator.model import WORKING_STATES, RunRecord
 
 log = logging.getLogger(__name__)
 # a run may hang before its agent runs (starting, resuming) as well as while it runs
-WATCHED = (RunState.STARTING, RunState.RUNNING, RunState.RESUMING)
+WATCHED = WORKING_STATES
 
 
 class Watchdog:
