@@ -9,8 +9,10 @@ forge sidecar's Unix socket (`sidecar`): it frames requests and hands each to an
 - Time: a request's head and body must arrive whole within `request_deadline` seconds,
   checked on every `serve_forever` poll (a byte every few seconds resets only the per-read
   `read_timeout`, not this); a late body is answered 408, a late head is cut.
-- Load: at most `max_connections` are served at once; more get 503 from the accept loop
-  and are closed, without a thread (so a flood cannot exhaust threads).
+- Load: at most `max_connections` are served at once, and at most `max_per_peer` from one
+  peer (`peer_key`: the sidecar's is the caller's bottle); more get 503 from the accept loop
+  and are closed, without a thread (so a flood cannot exhaust threads, nor one bottle the
+  sidecar).
 - A stream route (`stream_route(path)`, the sidecar's git gate) gets the raw handler after the
   head, before any framing, and bounds itself.
 Every answer carries `nosniff`; no exception reaches the stdlib (500, JSON); every answer
@@ -203,8 +205,11 @@ class Transport:
     logger = log  # a server's own lines go to its module's logger
 
     def _transport_init(self, app: HttpApp, *, read_timeout: float, request_deadline: float,
-                        max_connections: int, drain_timeout: float, max_body: int) -> None:
+                        max_connections: int, drain_timeout: float, max_body: int,
+                        max_per_peer: int | None = None) -> None:
         self.app = app
+        self.max_per_peer = max_per_peer  # None: no cap per peer (`peer_key`)
+        self._per_peer: dict[object, int] = {}
         self.read_timeout = read_timeout
         self.request_deadline = request_deadline
         self.max_connections = max_connections
@@ -221,6 +226,10 @@ class Transport:
         return True
 
     def stream_route(self, path: str) -> Callable[[Handler], None] | None:
+        return None
+
+    def peer_key(self, request: socket.socket) -> object:
+        """Whom a connection is counted under for `max_per_peer`."""
         return None
 
     def access(self, method: str, path: str, response: Response, seconds: float) -> None:
@@ -274,15 +283,21 @@ class Transport:
             _cut(conn)
 
     def process_request(self, request, client_address) -> None:
+        key = self.peer_key(request) if self.max_per_peer is not None else None
         with self._lock:
-            busy = len(self._workers) >= self.max_connections
-            if not busy:
-                thread = threading.Thread(target=self._work, args=(request, client_address),
+            if len(self._workers) >= self.max_connections:
+                busy = f"{self.max_connections} already open"
+            elif key is not None and self._per_peer.get(key, 0) >= self.max_per_peer:
+                busy = f"{self.max_per_peer} already open from {key}"
+            else:
+                busy = ""
+                thread = threading.Thread(target=self._work, args=(request, client_address, key),
                                           name=f"{self.name}-conn", daemon=True)
                 self._workers.add(thread)
+                if key is not None:
+                    self._per_peer[key] = self._per_peer.get(key, 0) + 1
         if busy:  # answered from the accept loop: a short write that never blocks
-            self.logger.warning("%s refused a connection: %d already open", self.name,
-                        self.max_connections)
+            self.logger.warning("%s refused a connection: %s", self.name, busy)
             try:
                 request.send(busy_answer(), socket.MSG_DONTWAIT)
             except OSError:
@@ -291,13 +306,17 @@ class Transport:
             return
         thread.start()
 
-    def _work(self, request, client_address) -> None:
+    def _work(self, request, client_address, key: object = None) -> None:
         try:
             self.process_request_thread(request, client_address)
         finally:
             with self._lock:
                 self._workers.discard(threading.current_thread())
                 self._deadlines.pop(request, None)
+                if key is not None:
+                    left = self._per_peer.pop(key, 1) - 1
+                    if left:
+                        self._per_peer[key] = left
 
     def handle_error(self, request, client_address) -> None:  # not the stdlib's stderr dump
         exc = sys.exc_info()[1]

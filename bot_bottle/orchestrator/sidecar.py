@@ -3,15 +3,18 @@ agent reaches the forge, scoped to its run, plus `POST /done` written atomically
 queue directory for the relay.
 
 `SidecarApp.handle(method, path, token, body) -> (status, payload)` holds all decisions and
-is tested without sockets; `SidecarServer` is the thin stdlib transport. Every text the agent
+is tested without sockets; `SidecarServer` puts it on the service's one HTTP transport
+(`http_transport`). Every text the agent
 writes to the forge (a comment, a description, a PR's title and body) is first scanned with
 `gate.secrets` for the run's token, the service's secrets (`FORGE_TOKEN`, the provider keys the
 egress gate injects) and common token shapes; a hit is refused with 422 and a reason naming
 the kind and line (never the value), and logged. The transport is bounded: at most
-`max_connections` (64) at once in total (more get 503 without a thread), one deadline for each
-request's head and body, JSON deeper than 64 levels → 400. The socket is mode 0600: a bwrap
-bottle's processes are the service's own uid seen through a user namespace, so they reach it,
-and no other local user does; the per-run bearer token is the access control between runs.
+`max_connections` (64) at once in total and `max_per_bottle` (16) from one bottle (`peers`:
+the caller's process, walked up to the core CLI that runs its bottle), more get 503 without
+a thread; one deadline for each request's head and body; JSON deeper than 64 levels → 400.
+The socket is mode 0600, owned by the service's user or, run as root, by the agent user
+bottles run as (`backend.agent_user.grant`): no other local user reaches it; the per-run
+bearer token is the access control between runs.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any, Callable, Mapping
 from bot_bottle.contrib.forge.base import ForgeError, ForgeNotFound, ForgeScopeError, ScopedForge
 from bot_bottle.gate import secrets
 from bot_bottle.gate.credentials import CREDENTIALS
+from bot_bottle.orchestrator import peers
 from bot_bottle.orchestrator.git_gate_repo import RUN_TOKEN_LABEL
 from bot_bottle.orchestrator.http_server import loads_json
 from bot_bottle.orchestrator.http_transport import Handler, Response, Transport, printable
@@ -225,8 +229,8 @@ class _SidecarHttp:
 
 class SidecarServer(Transport, socketserver.ThreadingUnixStreamServer):
     """The sidecar's socket (mode 0600) on the service's one transport (`http_transport`): at
-    most `max_connections` served at once (more get 503 without a thread), each request whole
-    within `request_deadline` seconds. `/git/` goes to the git gate, which reads its own body
+    most `max_connections` served at once and `max_per_bottle` from one bottle (more get 503
+    without a thread), each request whole within `request_deadline` seconds. `/git/` goes to the git gate, which reads its own body
     (git sends packs chunked) and bounds itself."""
 
     git_gate = None  # serves /git/ (git_gate.GitGate); set by bootstrap
@@ -234,18 +238,21 @@ class SidecarServer(Transport, socketserver.ThreadingUnixStreamServer):
     logger = log
 
     def __init__(self, path: Path, app: SidecarApp, *, max_connections: int = 64,
-                 request_deadline: float = 30.0, read_timeout: float = 30.0,
-                 drain_timeout: float = 5.0) -> None:
+                 max_per_bottle: int = 16, request_deadline: float = 30.0,
+                 read_timeout: float = 30.0, drain_timeout: float = 5.0) -> None:
         self._transport_init(_SidecarHttp(app), read_timeout=read_timeout,
                              request_deadline=request_deadline,
                              max_connections=max_connections, drain_timeout=drain_timeout,
-                             max_body=MAX_BODY)
+                             max_body=MAX_BODY, max_per_peer=max_per_bottle)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_socket():
             path.unlink()
         super().__init__(str(path), Handler)
         os.chmod(path, 0o600)
+
+    def peer_key(self, request) -> object:
+        return peers.bottle_key(request)  # the bottle's CLI pid: one bottle cannot fill the cap
 
     def stream_route(self, path: str):
         if path.startswith("/git/") and self.git_gate is not None:
