@@ -40,7 +40,12 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):  # a bare command: what it can do
+        print(f"{parser.format_usage().rstrip()}\nrun '{PROG} --help' for the commands and "
+              "the environment they read", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     if args.command == "status":  # status prints its table and nothing else
         return _status(os.environ, args.json, args.all)
     from bot_bottle.orchestrator.config import Config, ConfigError
@@ -51,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
                   journal=bool(os.environ.get("JOURNAL_STREAM")), stream=sys.stderr)
     except ValueError as exc:
         return _fail(str(exc))
+    # private by default whatever the caller's umask: the DB, logs, the git gate's repositories
+    # and every file a child makes are the service user's alone (the unit also sets UMask=)
+    os.umask(0o077)
     try:
         if args.command == "run":
             return _run(Config.from_env(os.environ))
@@ -67,17 +75,21 @@ def _run(config) -> int:
     import signal
     import threading
 
+    from bot_bottle.backend import limits
     from bot_bottle.orchestrator import bootstrap
     from bot_bottle.orchestrator.notify import Notifier, keepalive
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    log = logging.getLogger("bot_bottle.orchestrator")
+    # before any thread or child exists: under systemd's Delegate=yes the service moves into a
+    # leaf cgroup, so each bottle can get a cgroup of its own beside it
+    log.info("limits: %s", limits.enter_leaf())
     service = bootstrap.build(config)
     service.start()
     notifier = Notifier(os.environ.get("NOTIFY_SOCKET"))
     notifier.notify("READY=1")
-    log = logging.getLogger("bot_bottle.orchestrator")
     log.info("listening on %s (webhook %s/webhook, sidecar %s)", service.url, service.url,
              config.sidecar_socket)
     usec = int(os.environ.get("WATCHDOG_USEC") or 0)

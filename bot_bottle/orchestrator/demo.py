@@ -7,7 +7,8 @@ issue; the agent commits in the issue's repository and delivers its branch with 
 origin HEAD` through the git gate, then signals done (frozen), and the service opens the PR;
 comment on the PR (resumed with the comment, pushes again, frozen again), merge (destroyed). Every step is
 printed with the comments it brought (each done signal gets exactly one); it ends with the
-`status` table, exits 0 on success and removes what it made.
+table `status --all` prints (`run_listing.status_table`), exits 0 on success and removes what
+it made.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 import bot_bottle
-from bot_bottle.orchestrator import bootstrap, views
+from bot_bottle.orchestrator import bootstrap, run_listing
 from bot_bottle.orchestrator.config import Config
 from bot_bottle.orchestrator.model import OrchestratorError, RunRecord, RunState
 from bot_bottle.testing.fake_gitea import FakeGitea, deliver, gitea_json
@@ -150,7 +151,9 @@ class Demo:
         out(f"7. run {run.id} destroyed; bottle state removed: "
             f"{not (self.home / 'state' / (run.slug or '-')).exists()}")
         out("")
-        out(views.status_table(self.service.store.list_runs(include_destroyed=True), time.time()))
+        # the table `status --all` prints, from the same function
+        out(self.service.store.with_reader(
+            lambda conn: run_listing.status_table(conn, include_destroyed=True)))
 
     def close(self) -> None:
         self.service.stop()

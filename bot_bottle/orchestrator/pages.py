@@ -1,10 +1,12 @@
 """The operator's HTML pages: the dashboard (`GET /`) and one run's page (`GET /run/<id>`).
 
 Pure rendering: the runs document's objects (`run_listing`), a run's provenance (`provenance`)
-and its agent log tail in, one HTML page out. Everything that came from the forge, the store or
-the agent is escaped with `html.escape`. The pages carry no script and need none: they refresh
-with `<meta http-equiv="refresh">`, filter with plain links, and their only active content is
-their own style sheet, allowed by hash in `PAGE_CSP` (the same sheet on both pages).
+and its agent log tail in, one HTML page out. Times are shown in the service host's local time
+zone, the zone written beside each (`readable_time`); ages count from the caller's `now`.
+Everything that came from the forge, the store or the agent is escaped with `html.escape`. The
+pages carry no script and need none: they refresh with `<meta http-equiv="refresh">`, filter
+with plain links, and their only active content is their own style sheet, allowed by hash in
+`PAGE_CSP` (the same sheet on both pages).
 """
 
 from __future__ import annotations
@@ -13,10 +15,8 @@ import base64
 import hashlib
 import html
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, tzinfo
 from urllib.parse import quote
-
-from bot_bottle.orchestrator.views import human_age
 
 REFRESH_SECONDS = 30
 MAX_ROWS = 500  # newest first; a bigger page helps no one and costs the server
@@ -85,17 +85,42 @@ _PAGE = """<!DOCTYPE html>
 </html>
 """
 esc = html.escape
+_AGE_UNITS = (("d", 86400), ("h", 3600), ("m", 60))
+
+
+def human_age(seconds: float) -> str:
+    """Largest whole unit: 5s, 3m, 2h, 4d (negative clock skew reads as 0s)."""
+    seconds = max(0, int(seconds))
+    for unit, size in _AGE_UNITS:
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _page(title: str, body: str) -> str:
     return _PAGE.format(refresh=REFRESH_SECONDS, title=esc(title), style=_STYLE, body=body)
 
 
-def readable_time(iso: str | None) -> str:
-    """`2026-11-30T01:02:03Z` (the documents' form) as `2026-11-30 01:02:03 UTC`."""
+def readable_time(iso: str | None, tz: tzinfo | None = None) -> str:
+    """`2026-11-30T01:02:03Z` (the documents' form) in the local time zone (the service
+    host's, from `TZ` or /etc/localtime; `tz` for another), the zone shown:
+    `2026-11-30 02:02:03 CET (UTC+01:00)`, `2026-11-30 01:02:03 UTC`. `-` for no time."""
     if not iso:
         return "-"
-    return iso.replace("T", " ").replace("Z", " UTC")
+    try:
+        local = datetime.fromisoformat(iso).astimezone(tz)
+    except ValueError:
+        return iso
+    offset = local.strftime("%z")  # +0100, or +053045 for a zone with seconds
+    utc = f"UTC{offset[:3]}:{offset[3:5]}{(':' + offset[5:]) if offset[5:] else ''}"
+    name = local.tzname() or ""
+    if name == "UTC" and offset == "+0000":
+        zone = "UTC"
+    elif not name or name[0] in "+-" or name == utc:  # a zone without an abbreviation
+        zone = utc
+    else:
+        zone = f"{name} ({utc})"
+    return f"{local:%Y-%m-%d %H:%M:%S} {zone}"
 
 
 def _seconds_since(iso: str | None, now: float) -> float | None:
@@ -157,6 +182,7 @@ def dashboard_html(runs: Sequence[Mapping], now: float, *, gitea_url: str | None
     head = "".join(f"<th>{esc(c)}</th>" for c in COLUMNS)
     rows = []
     for run in shown[:MAX_ROWS]:
+        in_state = _seconds_since(run.get("state_since"), now)
         progress = _seconds_since(run.get("last_progress_at"), now)
         cells = (
             f'<a href="/run/{int(run["id"])}">{int(run["id"])}</a>',
@@ -164,7 +190,7 @@ def dashboard_html(runs: Sequence[Mapping], now: float, *, gitea_url: str | None
             forge_link(gitea_url, run, "pulls", run.get("pr_number")),
             esc(run["agent"]),
             state_badge(run["state"]),
-            esc(human_age(run.get("seconds_in_state") or 0)),
+            "-" if in_state is None else esc(human_age(in_state)),
             "-" if progress is None else esc(human_age(progress)),
             f'<span class="err">{esc(_clip(run.get("error")))}</span>' if run.get("error") else "-",
             esc(_clip(_done(run))),
@@ -192,10 +218,11 @@ def _detail(detail) -> str:
 
 def run_page_html(prov: Mapping, now: float, *, gitea_url: str | None = None,
                   log_tail: str | None = None, log_note: str | None = None) -> str:
-    """One run: its fields, the transition timeline, the op-log (readable UTC times) and
+    """One run: its fields, the transition timeline, the op-log (readable local times) and
     the agent log tail. `prov` is the run's provenance (`provenance.provenance_json`)."""
     run, ops = prov["run"], prov["ops"]
     rid = int(run["id"])
+    in_state = _seconds_since(run.get("state_since"), now)
     progress = _seconds_since(run.get("last_progress_at"), now)
     fields = (
         ("issue", forge_link(gitea_url, run, "issues", run["issue_number"])),
@@ -203,10 +230,10 @@ def run_page_html(prov: Mapping, now: float, *, gitea_url: str | None = None,
         ("agent", esc(run["agent"])),
         ("slug", esc(run.get("slug") or "-")),
         ("state", state_badge(run["state"])),
-        ("in state", esc(f"{human_age(run.get('seconds_in_state') or 0)} (since "
-                         f"{readable_time(run.get('state_since'))})")),
+        ("in state", "-" if in_state is None else esc(
+            f"{human_age(in_state)}, since {readable_time(run.get('state_since'))}")),
         ("last progress", "-" if progress is None else esc(
-            f"{human_age(progress)} ago ({readable_time(run.get('last_progress_at'))})")),
+            f"{human_age(progress)} ago, at {readable_time(run.get('last_progress_at'))}")),
         ("created", esc(readable_time(run.get("created_at")))),
         ("error", f'<span class="err">{esc(run["error"])}</span>' if run.get("error") else "-"),
         ("last done", esc(_done(run))),
@@ -214,13 +241,13 @@ def run_page_html(prov: Mapping, now: float, *, gitea_url: str | None = None,
     dl = "\n".join(f"<dt>{esc(k)}</dt><dd>{v}</dd>" for k, v in fields)
     steps = [op for op in ops if op["kind"] == "transition"]
     timeline = "\n".join(
-        f'<tr><td data-label="at (UTC)">{esc(readable_time(op["at"]))}</td>'
+        f'<tr><td data-label="at">{esc(readable_time(op["at"]))}</td>'
         f'<td data-label="from">{state_badge(str(op["detail"].get("from", "?")))}</td>'
         f'<td data-label="to">{state_badge(str(op["detail"].get("to", "?")))}</td>'
         f'<td data-label="reason">{esc(str(op["detail"].get("reason", "")))}</td></tr>'
         for op in steps) or '<tr><td colspan="4">no transitions yet</td></tr>'
     oplog = "\n".join(
-        f'<tr><td data-label="at (UTC)">{esc(readable_time(op["at"]))}</td>'
+        f'<tr><td data-label="at">{esc(readable_time(op["at"]))}</td>'
         f'<td data-label="kind">{esc(op["kind"])}</td>'
         f'<td data-label="detail">{esc(_detail(op["detail"]))}</td></tr>'
         for op in ops) or '<tr><td colspan="3">no operations</td></tr>'
@@ -233,10 +260,10 @@ def run_page_html(prov: Mapping, now: float, *, gitea_url: str | None = None,
             f'<a href="/runs/{rid}/provenance">provenance JSON</a></nav>\n'
             f"<h1>{esc(title)}</h1>\n<dl id=\"fields\">\n{dl}\n</dl>\n"
             '<h2>Transitions</h2>\n<table id="timeline" class="cards"><thead><tr>'
-            "<th>at (UTC)</th><th>from</th><th>to</th><th>reason</th></tr></thead>\n"
+            "<th>at</th><th>from</th><th>to</th><th>reason</th></tr></thead>\n"
             f"<tbody>\n{timeline}\n</tbody></table>\n"
             '<h2>Op-log</h2>\n<table id="oplog" class="cards"><thead><tr>'
-            "<th>at (UTC)</th><th>kind</th><th>detail</th></tr></thead>\n"
+            "<th>at</th><th>kind</th><th>detail</th></tr></thead>\n"
             f"<tbody>\n{oplog}\n</tbody></table>\n"
             f"<h2>Agent log (tail)</h2>\n{log}")
     return _page(title, body)

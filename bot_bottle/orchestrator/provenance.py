@@ -11,10 +11,9 @@ name, so neither ever reaches a view; these names are what it must leave out.)
 from __future__ import annotations
 
 import enum
-import time
 from collections.abc import Iterable
 
-from bot_bottle.orchestrator.run_listing import SCHEMA_VERSION
+from bot_bottle.orchestrator.run_listing import SCHEMA_VERSION, iso_time
 
 # Fields that must never leave the orchestrator.
 SECRET_FIELDS = frozenset({"run_token"})
@@ -22,14 +21,9 @@ SECRET_FIELDS = frozenset({"run_token"})
 PROMPT_FIELDS = frozenset({"launch_prompt", "pending_prompt"})
 
 
-def iso_time(at: float) -> str:
-    """`2026-11-30T01:02:03Z`, as the runs document writes times."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
-
-
 def provenance_json(run: dict, ops: Iterable) -> dict:
     """`{"version", "run", "ops"}`: `run` is the run's object of the runs document; ops
-    (with `at`, `kind`, `detail`) oldest first as given."""
+    (with `at`, `kind`, `detail`) oldest first as given, times as `run_listing.iso_time`."""
     return {
         "version": SCHEMA_VERSION,
         "run": run,

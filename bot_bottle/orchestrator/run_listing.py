@@ -1,21 +1,21 @@
 """The runs as the outside world reads them: the versioned JSON document of `GET /runs`,
-`GET /runs/<id>` and `status --json`, and the `status` table.
+`GET /runs/<id>` and `status --json`, and the `status` table (the one table format: the demo
+prints it too).
 
 Why ready text: `status` must stay fast as a whole process with 100,000 live runs. Each run's
-JSON object (split around `seconds_in_state`, the one member that depends on the clock) and
-its `status` line (fixed column widths; SINCE is a time, not an age) are kept in `run_views` and
-`run_lines`, rendered by SQLite triggers whenever the run changes
-(`store_schema._v4`), so a listing is a scan of ready text joined by SQLite in pages of
-consecutive ids: Python touches a few hundred strings, not 100,000 rows, and never one buffer the
-size of the whole answer. The document's shape (version 1) is documented in
-docs/architecture.md ("The runs document"); a change to a field's name or meaning needs a new
-`SCHEMA_VERSION`.
+JSON object and its `status` line (fixed column widths; SINCE is a time, not an age) are kept
+in `run_views` and `run_lines`, rendered by SQLite triggers whenever the run changes
+(`store_schema`), so a listing is a scan of ready text joined by SQLite in pages of
+consecutive ids: Python touches a few hundred strings, not 100,000 rows, and never one buffer
+the size of the whole answer. Nothing in a run's object depends on the reader's clock (that is
+why version 2 has no `seconds_in_state`: the document's `at` minus a run's `state_since` is
+its time in state). The document's shape is documented in docs/architecture.md ("The runs
+document"); a change to a field's name or meaning needs a new `SCHEMA_VERSION`.
 
-Times are ISO-8601 UTC to the second (`2026-11-30T01:02:03Z`); `seconds_in_state` counts from
-the run's last state change (its last `transition` op, else its creation) to `now`. Nothing
-here reads the run token or the prompts a run keeps. A file not yet migrated to `run_views`
-(an orchestrator not restarted since the upgrade) is rendered from `runs` on the fly: slower,
-same answer.
+Times are ISO-8601 UTC to the second (`2026-11-30T01:02:03Z`). Nothing here reads the run
+token or the prompts a run keeps. A file whose `run_views` still holds v4's two parts around
+`seconds_in_state` (an orchestrator not restarted since the upgrade) is read by cutting that
+member out, and a file older than v4 is rendered from `runs` on the fly: slower, same answer.
 """
 
 from __future__ import annotations
@@ -23,20 +23,42 @@ from __future__ import annotations
 # imports stay this light: `status` is timed as a whole process (no pathlib, typing, model)
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 
 from bot_bottle.orchestrator.store_schema import STATUS_COLUMNS_V4 as STATUS_COLUMNS
 from bot_bottle.orchestrator.store_schema import STATUS_FORMAT_V4
 from bot_bottle.orchestrator.store_schema import STATUS_WIDTHS_V4 as STATUS_WIDTHS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-_OBJECT = "v.head || max(0, CAST(:now - v.since AS INTEGER)) || v.tail"
+# v4 stored each object in two parts around this member (`store_schema.RENDER_V4`): cut off
+# as bytes (a blob's length and substr need no scan for characters)
+_V4_SPLIT = b',"seconds_in_state":'
+_V4_OBJECT = (f"substr(CAST(v.head AS BLOB), 1, length(CAST(v.head AS BLOB)) - {len(_V4_SPLIT)})"
+              " || v.tail")
 
 
-def _views(conn: sqlite3.Connection, table: str = "run_views") -> str:
+def iso_time(at: float) -> str:
+    """`2026-11-30T01:02:03Z`, as the documents write times."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+
+
+def _objects(conn: sqlite3.Connection) -> tuple[str, str]:
+    """Where each run's object is (`run_views`, or the same rows rendered from `runs` for a
+    file older than v4) and the expression over `v` that is the object."""
+    columns, whole = conn.execute("SELECT count(*), coalesce(max(name = 'object'), 0) "
+                                  "FROM pragma_table_info('run_views')").fetchone()
+    if whole:
+        return "run_views", "v.object"
+    if columns:  # v4's head and tail
+        return "run_views", _V4_OBJECT
+    return _views(conn, "run_views"), _V4_OBJECT
+
+
+def _views(conn: sqlite3.Connection, table: str) -> str:
     """`run_views` or `run_lines`, or the same rows rendered from `runs` for a file not yet
-    migrated (an orchestrator not restarted since the upgrade): slower, same answer."""
+    migrated to v4 (an orchestrator not restarted since the upgrade): slower, same answer."""
     if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
                     (table,)).fetchone():
         return table
@@ -57,17 +79,22 @@ def _printable(text: str | None) -> str | None:
     return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
-def _pages(conn: sqlite3.Connection, table: str, expr: str, sep: str, ids_per_page: int,
-           include_destroyed: bool, params: dict) -> Iterator:
-    """`expr` (over `v`) of each run in id order, joined by `sep` in pages of `ids_per_page`
-    consecutive ids (a range scan each: no sort, no subquery copying rows, and a page's text
-    small enough for malloc to reuse its memory), all from one read snapshot. A stretch of
-    destroyed runs is stepped over through the live runs' partial index."""
+def _lines(conn: sqlite3.Connection) -> tuple[str, str]:
+    return _views(conn, "run_lines"), "v.line"
+
+
+def _pages(conn: sqlite3.Connection, table: str, layout, sep: str, ids_per_page: int,
+           include_destroyed: bool) -> Iterator:
+    """Each run's text (`layout(conn)`: where it is, and the expression over `v` that is the
+    text) in id order, joined by `sep` in pages of `ids_per_page` consecutive ids (a range scan
+    each: no sort, no subquery copying rows, and a page's text small enough for malloc to reuse
+    its memory), all from one read snapshot. A stretch of destroyed runs is stepped over
+    through the live runs' partial index."""
     own = not conn.in_transaction
     if own:  # every page from the same snapshot, even beside a writer
         conn.execute("BEGIN")
     try:
-        views = _views(conn, table)
+        views, expr = layout(conn)
         top = conn.execute(f"SELECT max(run_id) FROM {views}").fetchone()[0]
         if top is None:
             return
@@ -78,9 +105,10 @@ def _pages(conn: sqlite3.Connection, table: str, expr: str, sep: str, ids_per_pa
         hint = ""
         if ready:  # mostly live: a range scan; mostly destroyed: the live runs' index (a
             # lookup per row, but no reading of the destroyed runs' text in between)
+            # (counted only as far as the answer needs: a quarter of the ids)
             few = not include_destroyed and conn.execute(
-                f"SELECT count(*) FROM {table} INDEXED BY {table}_live WHERE dead = 0"
-            ).fetchone()[0] * 4 < top
+                f"SELECT count(*) FROM (SELECT 1 FROM {table} INDEXED BY {table}_live "
+                "WHERE dead = 0 LIMIT ?)", (top // 4 + 1,)).fetchone()[0] * 4 < top
             hint = f" INDEXED BY {table}_live" if few else " NOT INDEXED"
         sql = (f"SELECT group_concat({expr}, {sep}) FROM {views} v{hint} "
                f"WHERE {live}v.run_id BETWEEN :lo AND :hi")
@@ -88,7 +116,7 @@ def _pages(conn: sqlite3.Connection, table: str, expr: str, sep: str, ids_per_pa
         lo = 0
         while lo <= top:
             hi = lo + ids_per_page - 1
-            text = conn.execute(sql, {**params, "lo": lo, "hi": hi}).fetchone()[0]
+            text = conn.execute(sql, {"lo": lo, "hi": hi}).fetchone()[0]
             if text is not None:
                 yield text
                 lo = hi + 1
@@ -103,10 +131,11 @@ def _pages(conn: sqlite3.Connection, table: str, expr: str, sep: str, ids_per_pa
 
 def document_chunks(conn: sqlite3.Connection, now: float,
                     include_destroyed: bool = False) -> Iterator:
-    """The runs document in pieces (text, or bytes on a `text_factory=bytes` connection)."""
-    yield f'{{"version":{SCHEMA_VERSION},"runs":['
+    """The runs document in pieces (text, or bytes on a `text_factory=bytes` connection);
+    `now` is the answer's time, its `at`."""
+    yield f'{{"version":{SCHEMA_VERSION},"at":"{iso_time(now)}","runs":['
     first = True
-    for text in _pages(conn, "run_views", _OBJECT, "','", 128, include_destroyed, {"now": now}):
+    for text in _pages(conn, "run_views", _objects, "','", 128, include_destroyed):
         if not first:
             yield ","
         first = False
@@ -115,21 +144,24 @@ def document_chunks(conn: sqlite3.Connection, now: float,
 
 
 def runs_document(conn: sqlite3.Connection, now: float, include_destroyed: bool = False) -> str:
-    """`{"version": 1, "runs": [...]}` as compact JSON text, runs by id."""
+    """`{"version": 2, "at": ..., "runs": [...]}` as compact JSON text, runs by id."""
     return "".join(document_chunks(conn, now, include_destroyed))
 
 
-def run_object(conn: sqlite3.Connection, run_id: int, now: float) -> str | None:
-    """One run's object (the document's element) as JSON text; None when there is no such run."""
-    row = conn.execute(f"SELECT {_OBJECT} FROM {_views(conn)} v WHERE v.run_id = :id",
-                       {"now": now, "id": run_id}).fetchone()
+def run_object(conn: sqlite3.Connection, run_id: int, now: float | None = None) -> str | None:
+    """One run's object (the document's element) as JSON text; None when there is no such run.
+    (`now` is not needed: nothing in the object depends on the clock.)"""
+    views, expr = _objects(conn)
+    row = conn.execute(f"SELECT {expr} FROM {views} v WHERE v.run_id = ?", (run_id,)).fetchone()
     return None if row is None else row[0]
 
 
 def run_document(conn: sqlite3.Connection, run_id: int, now: float) -> str | None:
-    """`{"version": 1, "run": {...}}` for `GET /runs/<id>`; None when there is no such run."""
-    one = run_object(conn, run_id, now)
-    return None if one is None else f'{{"version":{SCHEMA_VERSION},"run":{one}}}'
+    """`{"version": 2, "at": ..., "run": {...}}` for `GET /runs/<id>`; None when there is no
+    such run."""
+    one = run_object(conn, run_id)
+    return (None if one is None
+            else f'{{"version":{SCHEMA_VERSION},"at":"{iso_time(now)}","run":{one}}}')
 
 
 # ---- the status table -------------------------------------------------------------------
@@ -144,7 +176,7 @@ def table_chunks(conn: sqlite3.Connection, now: float | None = None,
     `text_factory=bytes` connection). `now` is not needed: every cell is stored (SINCE is a
     time, not an age)."""
     yield HEADER
-    for text in _pages(conn, "run_lines", "v.line", "char(10)", 1024, include_destroyed, {}):
+    for text in _pages(conn, "run_lines", _lines, "char(10)", 1024, include_destroyed):
         yield text
         yield "\n"
 

@@ -234,7 +234,45 @@ def _v4(conn: sqlite3.Connection) -> None:
     conn.execute(f"INSERT INTO run_lines {_LINES_V4}")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4]
+# v5: the runs document's version 2 has no member that depends on the reader's clock, so each
+# run's object is stored whole (`run_views.object`) and a listing only joins stored text.
+# Frozen with v5, like v4's.
+RENDER_V5 = f"""SELECT r.id AS run_id, r.state = 'destroyed' AS dead,
+ json_object('id', r.id, 'owner', r.owner, 'repo', r.repo, 'issue_number', r.issue_number,
+  'pr_number', r.pr_number, 'agent', r.agent, 'bottles', json(r.bottles), 'slug', r.slug,
+  'state', r.state, 'created_at', {_iso('r.created_at')}, 'updated_at', {_iso('r.updated_at')},
+  'state_since', {_iso('r.since')}, 'last_progress_at', {_iso('r.last_progress_at')},
+  'last_done_status', r.last_done_status, 'last_done_summary', r.last_done_summary,
+  'error', r.error) AS object
+ {_FROM_V4}"""
+
+
+def _v5(conn: sqlite3.Connection) -> None:
+    """`run_views` holds each run's whole JSON object (the runs document's version 2, without
+    `seconds_in_state`) instead of v4's two parts around it; the triggers that write a run's
+    object are made again, the rest of v4 (`run_cells`, `run_lines`) is unchanged."""
+    for name in ("insert", "update", "transition"):
+        conn.execute(f"DROP TRIGGER run_views_{name}")
+    conn.execute("DROP TABLE run_views")  # its index goes with it
+    conn.execute("""CREATE TABLE run_views (
+        run_id INTEGER PRIMARY KEY, dead INTEGER NOT NULL, object TEXT NOT NULL)""")
+    conn.execute("CREATE INDEX run_views_live ON run_views (run_id) WHERE dead = 0")
+    one = ";\n".join(["INSERT OR REPLACE INTO run_views "
+                       + RENDER_V5.replace("{where}", "WHERE r.id = {id}"),
+                       "INSERT OR REPLACE INTO run_cells "
+                       + RENDER_CELLS_V4.replace("{where}", "WHERE r.id = {id}"),
+                       *_clean_v4("AND run_id = {id}"),
+                       f"INSERT OR REPLACE INTO run_lines {_LINES_V4} WHERE c.run_id = {{id}}"])
+    for name, event, run_id in (("insert", "AFTER INSERT ON runs", "NEW.id"),
+                                ("update", "AFTER UPDATE ON runs", "NEW.id"),
+                                ("transition", "AFTER INSERT ON op_log WHEN NEW.kind = "
+                                 "'transition'", "NEW.run_id")):
+        conn.execute(f"CREATE TRIGGER run_views_{name} {event} BEGIN "
+                     f"{one.replace('{id}', run_id)}; END")
+    conn.execute("INSERT INTO run_views " + RENDER_V5.replace("{where}", ""))
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
 
 
 def migrate(conn: sqlite3.Connection,

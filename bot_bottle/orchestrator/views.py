@@ -1,8 +1,8 @@
-"""Machine and terminal views of the runs: the Prometheus text (`GET /metrics`) and the
-`status` command's table (the HTML pages are `pages.py`'s).
+"""The Prometheus text of `GET /metrics` (the runs, the deliveries and whatever `metrics.py`
+renders). The `status` table is `run_listing`'s, the HTML pages `pages.py`'s.
 
-Pure rendering: values in, text out. Anything that came from the forge or the store is
-escaped for its medium (Prometheus label values, a terminal line).
+Pure rendering: values in, text out. Label values that came from the forge or the store are
+escaped for the exposition format.
 """
 
 from __future__ import annotations
@@ -11,28 +11,9 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 
-from bot_bottle.orchestrator.model import RunRecord, RunState
+from bot_bottle.orchestrator.model import RunState
 
 METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-_AGE_UNITS = (("d", 86400), ("h", 3600), ("m", 60))
-
-STATUS_COLUMNS = ("ID", "REPO#ISSUE", "PR", "AGENT", "SLUG", "STATE", "AGE", "LAST DONE")
-
-
-def human_age(seconds: float) -> str:
-    """Largest whole unit: 5s, 3m, 2h, 4d (negative clock skew reads as 0s)."""
-    seconds = max(0, int(seconds))
-    for unit, size in _AGE_UNITS:
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def _cells(run: RunRecord, now: float) -> list[str]:
-    return [str(run.id), f"{run.repo_full_name}#{run.issue_number}",
-            "-" if run.pr_number is None else f"#{run.pr_number}",
-            run.agent, run.slug or "-", run.state.value, human_age(now - run.created_at),
-            run.last_done_status or "-"]
 
 
 # ---- metrics ----------------------------------------------------------------------------
@@ -84,24 +65,4 @@ def metrics_text(run_counts: Mapping[str, int], delivery_counts: Mapping[str, in
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter",
                   f"{name} {_number(value)}"]
     lines += families
-    return "\n".join(lines) + "\n"
-
-
-# ---- status table -----------------------------------------------------------------------
-
-
-def _printable(text: str) -> str:
-    """One terminal cell: control characters (newlines, escapes) would break the table."""
-    if text.isprintable():  # nearly every cell: checked in C, no per-character loop
-        return text
-    return "".join(ch if ch.isprintable() else "?" for ch in text)
-
-
-def status_table(runs: Sequence[RunRecord], now: float) -> str:
-    """A fixed-width table, header first, columns two spaces apart, one line per run."""
-    table = [list(STATUS_COLUMNS)] + [[_printable(cell) for cell in _cells(run, now)]
-                                      for run in runs]
-    widths = [max(len(row[i]) for row in table) for i in range(len(STATUS_COLUMNS))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
-             for row in table]
     return "\n".join(lines) + "\n"

@@ -1,9 +1,10 @@
 """The dashboard and a run's page as a browser shows them: a real `SqliteRunStore` with runs in
 several states, the real webhook server on 127.0.0.1 port 0, the real `bot-bottle logs` for
 the agent log tail, and Debian's headless Chromium (`.ci/setup` installs it; the test fails
-when it is missing). Checks the DOM Chromium built (states, links, no script, the filters) and
-saves screenshots at 1280 and 480 px wide in an output folder it prints (kept for a person to
-look at: `$BOT_BOTTLE_TEST_OUTPUT` when set, else a new folder under the temp dir).
+when it is missing). Checks the DOM Chromium built (states, links, no script, the filters, the
+op-log in the host's time zone, here one that is not UTC) and takes screenshots at 1280 and
+480 px wide: kept for a person to look at under `$BOT_BOTTLE_TEST_OUTPUT/dashboard_chromium`
+when that is set (the folder is printed), else checked and removed with the test's temp dir.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import unittest
 from html.parser import HTMLParser
 from pathlib import Path
@@ -31,6 +33,7 @@ from bot_bottle.orchestrator.webhook import StoreViews, WebhookApp, make_server
 GITEA = "https://gitea.example.test"
 T0 = 1_764_460_800.0  # 2025-11-30T00:00:00Z
 NOW = T0 + 3 * 3600
+ZONE = "XST-5:30"  # POSIX TZ: UTC+05:30 named XST, no zone database needed
 S = RunState
 BROWSER_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
@@ -75,6 +78,7 @@ class DashboardInChromiumTest(unittest.TestCase):
         self.chromium = shutil.which("chromium")
         # not a skip: .ci/setup installs it, and a page no browser checked is not checked
         self.assertIsNotNone(self.chromium, "chromium is missing: run .ci/setup")
+        self.use_zone(ZONE)  # the server renders in this process: a host zone that is not UTC
         tmp = tempfile.TemporaryDirectory()
         self.addCleanup(tmp.cleanup)
         self.tmp = Path(tmp.name)
@@ -97,9 +101,22 @@ class DashboardInChromiumTest(unittest.TestCase):
         self.port = server.server_address[1]
         self.base = f"http://127.0.0.1:{self.port}"
         out = os.environ.get("BOT_BOTTLE_TEST_OUTPUT")
-        self.out = Path(out) / "dashboard_chromium" if out else Path(
-            tempfile.mkdtemp(prefix="bot-bottle-dashboard-"))
+        # kept for a person only where one asked for them; else checked, then removed
+        self.out = Path(out) / "dashboard_chromium" if out else self.tmp / "screenshots"
         self.out.mkdir(parents=True, exist_ok=True)
+
+    def use_zone(self, tz: str) -> None:
+        old = os.environ.get("TZ")
+        os.environ["TZ"] = tz
+        time.tzset()
+
+        def restore() -> None:
+            if old is None:
+                os.environ.pop("TZ", None)
+            else:
+                os.environ["TZ"] = old
+            time.tzset()
+        self.addCleanup(restore)
 
     def populate(self) -> dict[str, int]:
         """One run per interesting state, with the fields the dashboard shows."""
@@ -210,7 +227,11 @@ class DashboardInChromiumTest(unittest.TestCase):
         page = self.dom(f"/run/{ids['failed']}")
         self.assertEqual(page.active_content(), [])
         text = " ".join(page.text)
-        for expected in ("queued", "starting", "failed", "to failed", "UTC",
+        # the op-log in the host's zone: the failed run's transition at T0 + 780 s
+        oplog = page.text[page.text.index("Op-log"):page.text.index("Agent log (tail)")]
+        self.assertIn("2025-11-30 05:43:00 XST (UTC+05:30)", oplog)
+        self.assertNotIn("00:13:00", " ".join(page.text))  # no UTC time shown
+        for expected in ("queued", "starting", "failed", "to failed",
                          "bot-bottle start: manifest not found", "error: manifest not found",
                          "<script>alert(1)</script>"):  # the agent's text, shown as text
             self.assertIn(expected, text)
@@ -218,7 +239,8 @@ class DashboardInChromiumTest(unittest.TestCase):
 
         self.screenshots("/", "dashboard")
         self.screenshots(f"/run/{ids['failed']}", "run")
-        print(f"\ndashboard screenshots: {self.out}", file=sys.stderr)
+        if os.environ.get("BOT_BOTTLE_TEST_OUTPUT"):
+            print(f"\ndashboard screenshots: {self.out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The README's main-job command: `python -m bot_bottle.orchestrator demo` walks the whole
 lifecycle with the embedded fake Gitea and a real bottle: the agent delivers its branch by
 `git push` through the git gate (no sidecar PR) and the service opens the PR after done; it
-shows exactly one comment per done signal, exits 0 and leaves nothing behind."""
+shows exactly one comment per done signal, ends with the table `status --all` prints, exits 0
+and leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 import unittest
 from pathlib import Path
 
+from bot_bottle.orchestrator import run_listing
 from tests.integration._core_home import REPO_ROOT
 
 
@@ -39,7 +41,10 @@ class DemoTest(unittest.TestCase):
                                         r"with status \*\*done\*\*", out)), 1, out)
         self.assertNotIn("sidecar.open_pr", out)
         self.assertNotIn("without signalling done", out)
-        self.assertRegex(out, r"(?m)^1\s+acme/widgets#1\s+#2\s+scripted\s+acme-widgets-1\s+destroyed")
+        # the table is `status --all`'s: the same header and SINCE (when it entered its state)
+        self.assertIn("\n" + run_listing.HEADER, out)
+        self.assertRegex(out, r"(?m)^1\s+acme/widgets#1\s+#2\s+scripted\s+acme-widgets-1\s+"
+                              r"destroyed\s+\d{4}-\d\d-\d\d \d\d:\d\dZ\s+done$")
         self.assertIn("demo finished", out)
         home = re.search(r"home (/\S+)", out).group(1)
         self.assertFalse(Path(home).parent.exists(), "the demo's temporary root is removed")

@@ -1,6 +1,9 @@
 """pyproject.toml: an SPDX license string with its LICENSE file, the version's one home
-(`bot_bottle.__version__`), and no test package in what is installed."""
+(`bot_bottle.__version__`), every module in a package the build finds, console scripts that
+exist, and no test package in what is installed. (`python -m build` itself needs the package
+index for its isolated environment, so it is checked by hand: docs/operator-guide.md §2.)"""
 
+import importlib
 import re
 import tomllib
 import unittest
@@ -28,6 +31,21 @@ class PackagingTest(unittest.TestCase):
         self.assertEqual(self.project["tool"]["setuptools"]["dynamic"]["version"],
                          {"attr": "bot_bottle.__version__"})
         self.assertRegex(bot_bottle.__version__, r"^\d+\.\d+\.\d+")
+
+    def test_every_module_is_in_a_package_the_build_finds(self):
+        # `packages.find` skips a directory without __init__.py: its modules would be missing
+        # from the wheel while every test run from the checkout still imports them
+        for folder in sorted({p.parent for p in (ROOT / "bot_bottle").rglob("*.py")}):
+            with self.subTest(folder=str(folder.relative_to(ROOT))):
+                self.assertTrue((folder / "__init__.py").is_file())
+
+    def test_the_console_scripts_name_functions_that_exist(self):
+        scripts = self.project["project"]["scripts"]
+        self.assertEqual(sorted(scripts), ["bot-bottle", "bot-bottle-orchestrator"])
+        for name, target in scripts.items():
+            module, _, attr = target.partition(":")
+            with self.subTest(script=name):
+                self.assertTrue(callable(getattr(importlib.import_module(module), attr)))
 
     def test_only_the_bot_bottle_package_is_installed(self):
         include = self.project["tool"]["setuptools"]["packages"]["find"]["include"]

@@ -1,5 +1,6 @@
 """The thin CLI `python -m bot_bottle.orchestrator`: `status` (table, JSON, --all) read
-straight from the DB, configuration problems as one stderr line and exit 2, `--help`."""
+straight from the DB, configuration problems as one stderr line and exit 2, `--help`, and
+the usage when no command is given."""
 
 from __future__ import annotations
 
@@ -74,7 +75,9 @@ class StatusTest(unittest.TestCase):
         code, out, _ = run_main(["status", "--json", "--all"], self.env)
         self.assertEqual(code, 0)
         doc = json.loads(out)
-        self.assertEqual(doc["version"], 1)
+        self.assertEqual(list(doc), ["version", "at", "runs"])
+        self.assertEqual(doc["version"], 2)
+        self.assertRegex(doc["at"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
         self.assertEqual([(r["issue_number"], r["state"], r["pr_number"]) for r in doc["runs"]],
                          [(7, "frozen", 9), (8, "destroyed", None)])
         self.assertTrue(out.endswith("}\n") and "\n" not in out[:-1], "one compact line")
@@ -131,6 +134,13 @@ class RunConfigTest(unittest.TestCase):
     def test_version_prints_the_package_version(self) -> None:
         code, out, _ = run_main(["--version"], {})
         self.assertEqual((code, out), (0, f"{PROG} {bot_bottle.__version__}\n"))
+
+    def test_no_command_prints_the_usage_and_where_help_is(self) -> None:
+        code, out, err = run_main([], {})
+        self.assertEqual((code, out), (2, ""))
+        self.assertEqual(err.splitlines(), [
+            f"usage: {PROG} [-h] [--version] COMMAND ...",
+            f"run '{PROG} --help' for the commands and the environment they read"])
 
     def test_help_names_every_command(self) -> None:
         code, out, _ = run_main(["--help"], {})

@@ -26,7 +26,7 @@ class ProvenanceJsonTests(unittest.TestCase):
         ops = [Op(NOW - 80.5, "transition", {"from": "queued", "to": "starting"}),
                Op(NOW, "sidecar", {"call": "post_comment", "number": 42})]
         out = provenance_json(RUN, ops)
-        self.assertEqual(out, {"version": 1, "run": RUN, "ops": [
+        self.assertEqual(out, {"version": 2, "run": RUN, "ops": [
             {"at": "2023-11-14T22:13:39Z", "kind": "transition",
              "detail": {"from": "queued", "to": "starting"}},
             {"at": "2023-11-14T22:15:00Z", "kind": "sidecar",

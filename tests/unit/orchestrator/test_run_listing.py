@@ -1,6 +1,7 @@
-"""The runs document (version 1) and the `status` table, each one SQL query over a real store:
-documented fields in documented order, ISO-8601 UTC times, time in the current state, no token
-or prompt, destroyed runs only on request, and a table control characters cannot break."""
+"""The runs document (version 2) and the `status` table, read from a real store's ready text:
+documented fields in documented order, ISO-8601 UTC times, when a run entered its state and the
+answer's time, no token or prompt, destroyed runs only on request, and a table control
+characters cannot break."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from bot_bottle.orchestrator import run_listing
+from bot_bottle.orchestrator import run_listing, store_schema
 from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.store import SqliteRunStore, StoreError
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "architecture.md"
 FIELDS = ["id", "owner", "repo", "issue_number", "pr_number", "agent", "bottles", "slug", "state",
-          "created_at", "updated_at", "state_since", "seconds_in_state", "last_progress_at",
+          "created_at", "updated_at", "state_since", "last_progress_at",
           "last_done_status", "last_done_summary", "error"]
 
 
@@ -57,32 +58,37 @@ class RunsDocumentTest(Listing):
                     slug="acme-widgets-42", pr_number=43, last_progress_at=T0 + 30,
                     last_done_status="done", last_done_summary="fixed it", error=None)
         doc = self.document(T0 + 125)
-        self.assertEqual(list(doc), ["version", "runs"])
-        self.assertEqual(doc["version"], 1)
+        self.assertEqual(list(doc), ["version", "at", "runs"])
+        self.assertEqual((doc["version"], doc["at"]), (2, "2023-11-14T22:15:25Z"))
         [run] = doc["runs"]
         self.assertEqual(list(run), FIELDS)
         self.assertEqual(run, {
             "id": 1, "owner": "acme", "repo": "widgets", "issue_number": 42, "pr_number": 43,
             "agent": "claude", "bottles": ["db"], "slug": "acme-widgets-42", "state": "running",
             "created_at": "2023-11-14T22:13:20Z", "updated_at": "2023-11-14T22:13:40Z",
-            "state_since": "2023-11-14T22:13:40Z", "seconds_in_state": 105,
+            "state_since": "2023-11-14T22:13:40Z",
             "last_progress_at": "2023-11-14T22:13:50Z", "last_done_status": "done",
             "last_done_summary": "fixed it", "error": None})
 
-    def test_time_in_state_counts_from_the_last_transition_not_other_updates(self):
+    def test_state_since_is_the_last_transition_not_other_updates(self):
         self.run_at(1, [(RunState.STARTING, T0 + 5)], slug="s")  # update_run at T0+5
         run = self.store.list_runs()[0]
         self.store.update_run(run.id, now=T0 + 50, last_progress_at=T0 + 50)
         [out] = self.document(T0 + 65)["runs"]
-        self.assertEqual((out["state_since"], out["seconds_in_state"]),
-                         ("2023-11-14T22:13:25Z", 60))
+        self.assertEqual(out["state_since"], "2023-11-14T22:13:25Z")
         self.assertEqual(out["updated_at"], "2023-11-14T22:14:10Z")
 
-    def test_a_run_never_moved_is_in_its_state_since_creation_and_never_negative(self):
+    def test_a_run_never_moved_is_in_its_state_since_creation(self):
         self.run_at(1, [])
         [out] = self.document(T0 - 30)["runs"]
-        self.assertEqual((out["state"], out["state_since"], out["seconds_in_state"]),
-                         ("queued", "2023-11-14T22:13:20Z", 0))
+        self.assertEqual((out["state"], out["state_since"]), ("queued", "2023-11-14T22:13:20Z"))
+
+    def test_nothing_in_a_run_depends_on_the_clock_only_the_answers_time_does(self):
+        self.run_at(1, [(RunState.STARTING, T0 + 5)])
+        early, late = self.document(T0 + 10), self.document(T0 + 86400)
+        self.assertEqual(early["runs"], late["runs"])
+        self.assertEqual((early["at"], late["at"]), ("2023-11-14T22:13:30Z",
+                                                      "2023-11-15T22:13:20Z"))
 
     def test_destroyed_runs_only_on_request_and_runs_are_in_id_order(self):
         self.run_at(1, [(RunState.DESTROYED, T0 + 1)])
@@ -95,7 +101,8 @@ class RunsDocumentTest(Listing):
         self.assertEqual(every[2]["error"], "clone failed: exit 128")
 
     def test_no_runs_is_an_empty_list(self):
-        self.assertEqual(self.document(T0), {"version": 1, "runs": []})
+        self.assertEqual(self.document(T0), {"version": 2, "at": "2023-11-14T22:13:20Z",
+                                             "runs": []})
 
     def test_the_token_and_the_prompts_never_appear(self):
         self.run_at(1, [(RunState.STARTING, T0)], token="s3cr3t-token",
@@ -116,7 +123,9 @@ class RunsDocumentTest(Listing):
         conn = run_listing.open_readonly(self.db)
         self.addCleanup(conn.close)
         one = json.loads(run_listing.run_document(conn, 1, T0 + 9))
-        self.assertEqual(one, {"version": 1, "run": self.document(T0 + 9)["runs"][0]})
+        self.assertEqual(one, {"version": 2, "at": "2023-11-14T22:13:29Z",
+                               "run": self.document(T0 + 9)["runs"][0]})
+        self.assertEqual(json.loads(run_listing.run_object(conn, 1)), one["run"])
         self.assertIsNone(run_listing.run_document(conn, 2, T0))
 
     def test_the_document_answers_from_a_store_reader_too(self):
@@ -129,7 +138,7 @@ class RunsDocumentTest(Listing):
         section = text[text.index("### The runs document"):]
         section = section[:section.index("\n## ", 1)] if "\n## " in section else section
         documented = re.findall(r"^\| `([a-z_]+)` \|", section, re.M)
-        self.assertEqual(documented, ["version", "runs"] + FIELDS)
+        self.assertEqual(documented, ["version", "at", "runs"] + FIELDS)
 
     def test_a_served_file_is_read_read_only_without_blocking_the_writer(self):
         self.run_at(1, [])
@@ -229,6 +238,30 @@ class ReadyTextTest(Listing):
         self.assertEqual(self.answers(), expected)  # rendered from `runs` on the fly
         SqliteRunStore(self.db).close()  # migrates: v4 fills run_views
         self.assertEqual(raw.execute("SELECT count(*) FROM run_views").fetchone()[0], 3)
+        self.assertEqual(self.answers(), expected)
+
+    def test_a_file_with_v4s_two_part_objects_answers_the_same_before_and_after_v5(self):
+        # an orchestrator not restarted since v5: `run_views` holds each object in two parts
+        # around v4's `seconds_in_state`, which version 2 cuts out
+        self.populate()
+        self.run_at(4, [(RunState.FAILED, T0 + 5)], slug="größe-✓", error="kaputt ✗")
+        expected = self.answers()
+        self.store.close()
+        raw = sqlite3.connect(self.db, isolation_level=None)
+        self.addCleanup(raw.close)
+        raw.execute("DROP TABLE run_views")
+        raw.execute("""CREATE TABLE run_views (run_id INTEGER PRIMARY KEY, dead INTEGER NOT NULL,
+                       since REAL NOT NULL, head TEXT NOT NULL, tail TEXT NOT NULL)""")
+        raw.execute("CREATE INDEX run_views_live ON run_views (run_id) WHERE dead = 0")
+        raw.execute("INSERT INTO run_views " + store_schema.RENDER_V4.replace("{where}", ""))
+        head = raw.execute("SELECT head FROM run_views WHERE run_id = 4").fetchone()[0]
+        self.assertTrue(head.endswith(',"seconds_in_state":'))
+        self.assertEqual(self.answers(), expected)
+        self.assertEqual(self.document(T0)["runs"][-1]["slug"], "größe-✓")
+        raw.execute("PRAGMA user_version = 4")
+        SqliteRunStore(self.db).close()  # migrates: v5 stores each object whole
+        self.assertEqual(raw.execute("SELECT count(*) FROM run_views WHERE object "
+                                     "NOT LIKE '%seconds_in_state%'").fetchone()[0], 4)
         self.assertEqual(self.answers(), expected)
 
     def test_long_stretches_of_destroyed_runs_are_stepped_over_and_no_live_run_is_missed(self):

@@ -542,14 +542,14 @@ class StoreViewsTest(ServerTest):
         status, _, data = self.get("/runs")
         self.assertEqual(status, 200)
         doc = json.loads(data)
-        self.assertEqual(doc["version"], 1)
+        self.assertEqual(doc["version"], 2)
         self.assertEqual([(r["id"], r["state"]) for r in doc["runs"]], [(self.run_id, "starting")])
         status, _, data = self.get(f"/runs/{self.run_id}")
         one = json.loads(data)
-        self.assertEqual((status, one["version"]), (200, 1))
+        self.assertEqual((status, one["version"]), (200, 2))
         # in `starting` since its transition at 1_699_999_500, answered at 1_700_000_000
-        self.assertEqual((one["run"]["seconds_in_state"], one["run"]["state_since"]),
-                         (500, "2023-11-14T22:05:00Z"))
+        self.assertEqual((one["at"], one["run"]["state_since"]),
+                         ("2023-11-14T22:13:20Z", "2023-11-14T22:05:00Z"))
         self.assertEqual(one["run"], doc["runs"][0])
         self.assertEqual(self.get("/runs/999")[0], 404)
 
@@ -558,7 +558,7 @@ class StoreViewsTest(ServerTest):
         self.assertEqual(status, 200)
         prov = json.loads(data)
         ops = prov["ops"]
-        self.assertEqual((prov["version"], prov["run"]["id"]), (1, self.run_id))
+        self.assertEqual((prov["version"], prov["run"]["id"]), (2, self.run_id))
         self.assertEqual((ops[0]["kind"], ops[0]["at"]), ("created", "2023-11-14T21:56:40Z"))
         self.assertEqual(len(ops), len(self.store.op_log(self.run_id)))
         self.assertEqual(self.get("/runs/999/provenance")[0], 404)
