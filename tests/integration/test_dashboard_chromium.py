@@ -3,8 +3,9 @@ several states, the real webhook server on 127.0.0.1 port 0, the real `bot-bottl
 the agent log tail, and Debian's headless Chromium (`.ci/setup` installs it; the test fails
 when it is missing). Checks the DOM Chromium built (states, links, no script, the filters, the
 op-log in the host's time zone, here one that is not UTC) and takes screenshots at 1280 and
-480 px wide: kept for a person to look at under `$BOT_BOTTLE_TEST_OUTPUT/dashboard_chromium`
-when that is set (the folder is printed), else checked and removed with the test's temp dir.
+480 px wide, kept for a person to look at under the test output folder's `dashboard_chromium`:
+`$BOT_BOTTLE_TEST_OUTPUT`, else `test-output/` in the checkout (git-ignored; each run replaces
+its files, and the folder is printed).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from bot_bottle.orchestrator.runner import SubprocessBottleRunner
 from bot_bottle.orchestrator.store import SqliteRunStore
 from bot_bottle.orchestrator.webhook import StoreViews, WebhookApp, make_server
 
+REPO = Path(__file__).resolve().parents[2]
 GITEA = "https://gitea.example.test"
 T0 = 1_764_460_800.0  # 2025-11-30T00:00:00Z
 NOW = T0 + 3 * 3600
@@ -100,9 +102,8 @@ class DashboardInChromiumTest(unittest.TestCase):
         self.addCleanup(server.shutdown)
         self.port = server.server_address[1]
         self.base = f"http://127.0.0.1:{self.port}"
-        out = os.environ.get("BOT_BOTTLE_TEST_OUTPUT")
-        # kept for a person only where one asked for them; else checked, then removed
-        self.out = Path(out) / "dashboard_chromium" if out else self.tmp / "screenshots"
+        out = os.environ.get("BOT_BOTTLE_TEST_OUTPUT") or REPO / "test-output"
+        self.out = Path(out) / "dashboard_chromium"  # kept for a person to look at
         self.out.mkdir(parents=True, exist_ok=True)
 
     def use_zone(self, tz: str) -> None:
@@ -179,6 +180,7 @@ class DashboardInChromiumTest(unittest.TestCase):
     def screenshots(self, path: str, name: str) -> None:
         for width in (1280, 480):
             shot = self.out / f"{name}-{width}.png"
+            shot.unlink(missing_ok=True)  # a file from an earlier run proves nothing
             self.browse(f"--screenshot={shot}", f"--window-size={width},900", self.base + path)
             self.assertEqual(png_size(shot), (width, 900))
 
@@ -239,8 +241,7 @@ class DashboardInChromiumTest(unittest.TestCase):
 
         self.screenshots("/", "dashboard")
         self.screenshots(f"/run/{ids['failed']}", "run")
-        if os.environ.get("BOT_BOTTLE_TEST_OUTPUT"):
-            print(f"\ndashboard screenshots: {self.out}", file=sys.stderr)
+        print(f"\ndashboard screenshots: {self.out}", file=sys.stderr)
 
 
 if __name__ == "__main__":
