@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bot_bottle.testing.fake_gitea import FakeGitea  # noqa: E402
+from bot_bottle.demo_support.fake_gitea import FakeGitea  # noqa: E402
 
 SECRET = "bench-webhook-secret"
 TOKEN = "bench-token"
@@ -158,7 +158,7 @@ class Orchestrator:
             "FORGE_WEBHOOK_HOST": "127.0.0.1",
             "FORGE_WEBHOOK_PORT": str(self.port),
             "FORGE_MAX_CONCURRENT_RUNS": str(max_runs),
-            "BOT_BOTTLE_CLI": f"{sys.executable} -m bot_bottle.testing.fake_core_cli",
+            "BOT_BOTTLE_CLI": f"{sys.executable} -m tests.support.fake_core_cli",
             "BOT_BOTTLE_LOG_LEVEL": log_level,
             "PYTHONPATH": str(ROOT),
         }

@@ -32,8 +32,8 @@ import _common as C  # noqa: E402
 
 from bot_bottle.orchestrator.model import RunState  # noqa: E402
 from bot_bottle.orchestrator.store import SqliteRunStore  # noqa: E402
-from bot_bottle.testing.fake_gitea import gitea_json  # noqa: E402
-from bot_bottle.testing.fake_gitea_payloads import issue_event  # noqa: E402
+from bot_bottle.demo_support.fake_gitea import gitea_json  # noqa: E402
+from bot_bottle.demo_support.fake_gitea_payloads import issue_event  # noqa: E402
 
 MB = 1_000_000 / 1024  # KiB per MB (targets are in MB = 10^6 bytes; MiB printed too)
 

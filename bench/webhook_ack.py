@@ -45,8 +45,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from bot_bottle.testing.fake_gitea import gitea_json  # noqa: E402
-from bot_bottle.testing.fake_gitea_payloads import comment_event, issue_event  # noqa: E402
+from bot_bottle.demo_support.fake_gitea import gitea_json  # noqa: E402
+from bot_bottle.demo_support.fake_gitea_payloads import comment_event, issue_event  # noqa: E402
 
 
 # ---- the baseline server (runs in its own process) ----------------------------------------

@@ -27,10 +27,10 @@ import bot_bottle
 from bot_bottle.orchestrator import bootstrap, run_listing
 from bot_bottle.orchestrator.config import Config
 from bot_bottle.orchestrator.model import OrchestratorError, RunRecord, RunState
-from bot_bottle.testing.fake_gitea import FakeGitea, deliver, gitea_json
-from bot_bottle.testing.fake_gitea_payloads import close_issue, comment_event, issue_event, \
+from bot_bottle.demo_support.fake_gitea import FakeGitea, deliver, gitea_json
+from bot_bottle.demo_support.fake_gitea_payloads import close_issue, comment_event, issue_event, \
     pull_request_event
-from bot_bottle.testing.homes import make_scripted_home
+from bot_bottle.demo_support.homes import make_scripted_home
 
 OWNER, REPO, ORG, BOT, MAINTAINER = "acme", "widgets", "agents", "claude-bot", "alice"
 STEP_TIMEOUT = 90.0

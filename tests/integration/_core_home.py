@@ -6,7 +6,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bot_bottle.testing.homes import make_scripted_home
+from bot_bottle.demo_support.homes import make_scripted_home
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

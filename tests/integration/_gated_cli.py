@@ -1,7 +1,7 @@
 """Test helper: a core CLI whose `start` waits at a gate before it makes anything.
 
 `BOT_BOTTLE_CLI="<python> -m tests.integration._gated_cli <module>"` runs `<module>` (say
-`bot_bottle` or `bot_bottle.testing.fake_core_cli`) for every command; `start` first writes
+`bot_bottle` or `tests.support.fake_core_cli`) for every command; `start` first writes
 `$BOT_BOTTLE_HOME/gate/waiting.<pid>` and then waits until `$BOT_BOTTLE_HOME/gate/open`
 exists, so a test can act while a run is `starting` and no bottle exists yet (close the
 issue, kill the service) and then let the launch go on. The process execs the target in

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from bot_bottle.backend import limits
-from bot_bottle.testing.fake_gitea_payloads import issue_event
+from bot_bottle.demo_support.fake_gitea_payloads import issue_event
 from tests.integration._hostile_agents import command
 from tests.integration._orchestrator import (AGENT_USER, REAL_CLI, OrchestratorProcess,
                                              make_forge)

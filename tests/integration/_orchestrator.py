@@ -5,7 +5,7 @@ settings and a home), a free loopback port picked before start, stdout+stderr pi
 file in the home, a wait for `/healthz`, and stop (SIGTERM) / kill (SIGKILL) / cleanup that never
 leaves a process behind (the child leads its own process group; cleanup kills the group).
 `cli` is the `BOT_BOTTLE_CLI` value: the real core CLI by default (`REAL_CLI`), or
-`FAKE_CLI` (`bot_bottle.testing.fake_core_cli`, no bwrap needed). `make_fake_home`/`make_forge`
+`FAKE_CLI` (`tests.support.fake_core_cli`, no bwrap needed). `make_fake_home`/`make_forge`
 build a home with agent manifests and a started fake Gitea with the usual cast; `deliver`
 signs like Gitea. Register `cleanup` (not `stop`) with addCleanup: it also kills bottles
 (children in the process group) that outlived the orchestrator.
@@ -26,10 +26,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from bot_bottle.testing import fake_gitea
+from bot_bottle.demo_support import fake_gitea
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FAKE_CLI = f"{shlex.quote(sys.executable)} -m bot_bottle.testing.fake_core_cli"
+FAKE_CLI = f"{shlex.quote(sys.executable)} -m tests.support.fake_core_cli"
 REAL_CLI = f"{shlex.quote(sys.executable)} -m bot_bottle"
 TOKEN = "orchestrator-token"
 SECRET = "test-webhook-secret"

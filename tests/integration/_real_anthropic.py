@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from bot_bottle.testing.fake_anthropic import FakeAnthropic, tool_calls, tool_results, user_texts
+from tests.support.fake_anthropic import FakeAnthropic, tool_calls, tool_results, user_texts
 from tests.integration._real_cli import NASTY_PROMPTS, CliHome, require_clis
 
 MODEL = "claude-sonnet-4-5"

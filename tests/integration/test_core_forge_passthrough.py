@@ -48,7 +48,7 @@ class ForgePassthroughTest(unittest.TestCase):
         agent_user.grant(sock, {})   # as the orchestrator does with its sidecar socket
         (home / "agents" / "envdump.toml").write_text(
             'provider = "command"\nbottles = ["b1"]\n'
-            'command = ["/bin/sh", "-c", "env > ENV_DUMP; python3 /opt/bot-bottle/bot_bottle/testing/scripted_agent.py --issue 5"]\n')
+            'command = ["/bin/sh", "-c", "env > ENV_DUMP; python3 /opt/bot-bottle/bot_bottle/demo_support/scripted_agent.py --issue 5"]\n')
         r = cli(home, "start", "envdump", "--headless", "--prompt", "do #5", 
                 extra_env={"BOT_BOTTLE_FORGE_SOCKET": sock, "BOT_BOTTLE_FORGE_RUN_TOKEN": "tok1",
                            "FORGE_TOKEN": "host-secret"})

@@ -28,8 +28,8 @@ import unittest
 from pathlib import Path
 
 from bot_bottle.gate import PLACEHOLDER
-from bot_bottle.testing.fake_anthropic import FakeAnthropic
-from bot_bottle.testing.fake_gitea_payloads import issue_event
+from tests.support.fake_anthropic import FakeAnthropic
+from bot_bottle.demo_support.fake_gitea_payloads import issue_event
 from tests.integration._orchestrator import AGENT_USER as BOT, make_forge, start_orchestrator
 
 OWNER, REPO = "acme", "widgets"

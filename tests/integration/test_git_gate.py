@@ -22,10 +22,10 @@ import time
 import unittest
 from pathlib import Path
 
-from bot_bottle.testing.fake_gitea_payloads import issue_event
-from bot_bottle.testing.homes import PUSH_PROBE, make_scripted_home
-from bot_bottle.testing.push_probe import PLANTED_KEY
-from bot_bottle.testing.scripted_agent import done as post_done
+from bot_bottle.demo_support.fake_gitea_payloads import issue_event
+from bot_bottle.demo_support.homes import PUSH_PROBE, make_scripted_home
+from bot_bottle.demo_support.push_probe import PLANTED_KEY
+from bot_bottle.demo_support.scripted_agent import done as post_done
 from tests.integration._orchestrator import AGENT_USER as BOT, make_forge, start_orchestrator
 
 OWNER, REPO = "acme", "widgets"

@@ -43,7 +43,7 @@ import time
 import unittest
 from pathlib import Path
 
-from bot_bottle.testing.fake_gitea_payloads import close_issue, comment_event, issue_event
+from bot_bottle.demo_support.fake_gitea_payloads import close_issue, comment_event, issue_event
 from tests.integration import _hostile as H
 from tests.integration import _hostile_users as U
 from tests.integration._hostile_agents import command, flood_command

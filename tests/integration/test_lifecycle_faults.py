@@ -22,7 +22,7 @@ import unittest
 import uuid
 from pathlib import Path
 
-from bot_bottle.testing.fake_gitea_payloads import close_issue, comment_event, issue_event
+from bot_bottle.demo_support.fake_gitea_payloads import close_issue, comment_event, issue_event
 from tests.integration import _gated_cli
 from tests.integration._core_home import cli, make_home
 from tests.integration._orchestrator import AGENT_USER as BOT, make_forge, start_orchestrator

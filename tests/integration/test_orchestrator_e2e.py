@@ -14,7 +14,7 @@ import sys
 import tarfile
 import unittest
 
-from bot_bottle.testing.fake_gitea_payloads import close_issue, comment_event, issue_event, \
+from bot_bottle.demo_support.fake_gitea_payloads import close_issue, comment_event, issue_event, \
     pull_request_event
 from tests.integration._core_home import REPO_ROOT, make_home
 from tests.integration._orchestrator import AGENT_USER as BOT, TOKEN, make_forge, \

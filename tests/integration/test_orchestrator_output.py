@@ -10,7 +10,7 @@ from __future__ import annotations
 import unittest
 from pathlib import Path
 
-from bot_bottle.testing.fake_gitea_payloads import issue_event
+from bot_bottle.demo_support.fake_gitea_payloads import issue_event
 from tests.integration._core_home import make_home
 from tests.integration._orchestrator import AGENT_USER, make_forge, start_orchestrator
 

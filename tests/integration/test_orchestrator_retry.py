@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import unittest
 
-from bot_bottle.testing.fake_gitea_payloads import comment_event, issue_event
+from bot_bottle.demo_support.fake_gitea_payloads import comment_event, issue_event
 from tests.integration._core_home import make_home
 from tests.integration._orchestrator import AGENT_USER, TOKEN, make_forge, start_orchestrator
 

@@ -9,7 +9,7 @@ import secrets
 import unittest
 
 from bot_bottle.gate import PLACEHOLDER
-from bot_bottle.testing.fake_anthropic import FakeAnthropic, tool_results
+from tests.support.fake_anthropic import FakeAnthropic, tool_results
 from tests.integration._real_cli import CliHome, require_clis
 
 MODEL = "claude-sonnet-4-5"

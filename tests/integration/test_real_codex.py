@@ -5,7 +5,7 @@ like the real one: the model's shell call changes the workspace, on start and af
 
 import unittest
 
-from bot_bottle.testing.fake_openai import FINAL_TEXT, FakeOpenAI, tool_outputs, user_texts
+from tests.support.fake_openai import FINAL_TEXT, FakeOpenAI, tool_outputs, user_texts
 from tests.integration._real_cli import BIG_PROMPT, NASTY_PROMPTS, CliHome, require_clis
 
 API_KEY = "sk-test-codex-0123456789"

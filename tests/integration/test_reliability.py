@@ -47,9 +47,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from bot_bottle.orchestrator.targeting import MARKER
-from bot_bottle.testing import fake_core_cli
-from bot_bottle.testing.fake_gitea import gitea_json
-from bot_bottle.testing.fake_gitea_payloads import comment_event, issue_event
+from tests.support import fake_core_cli
+from bot_bottle.demo_support.fake_gitea import gitea_json
+from bot_bottle.demo_support.fake_gitea_payloads import comment_event, issue_event
 from tests.integration import _gated_cli
 from tests.integration import _orchestrator as H
 from tests.integration._in_flight import start_delivery
@@ -219,7 +219,7 @@ class KillDuringLaunchTest(_Base):
 
     def gated(self) -> H.OrchestratorProcess:
         cli = (f"{shlex.quote(sys.executable)} -m tests.integration._gated_cli "
-               "bot_bottle.testing.fake_core_cli")
+               "tests.support.fake_core_cli")
         orch = H.OrchestratorProcess(self.home, self.gitea.url, cli=cli)
         self.addCleanup(orch.cleanup)
         return orch

@@ -1,4 +1,4 @@
-"""The fake core CLI (`bot_bottle.testing.fake_core_cli`) speaks the CLI surface the
+"""The fake core CLI (`tests.support.fake_core_cli`) speaks the CLI surface the
 subprocess runner relies on: slug line first, JSON-lines call log, list --json, commit stops a
 sleeping start, a second start of a live slug is refused like the real CLI; the prompt on
 stdin (`--prompt-file -`), `--workspace` moved in, `logs --tail`, the timeout line."""
@@ -12,7 +12,7 @@ import time
 import unittest
 from pathlib import Path
 
-from bot_bottle.testing import fake_core_cli
+from tests.support import fake_core_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ class FakeCoreCliTest(unittest.TestCase):
     def run_cli(self, *args, sleep="0", stdin=None):
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "BOT_BOTTLE_HOME": str(self.home),
                "PYTHONPATH": str(REPO_ROOT), "FAKE_CLI_SLEEP": sleep}
-        return subprocess.run([sys.executable, "-W", "error", "-m", "bot_bottle.testing.fake_core_cli",
+        return subprocess.run([sys.executable, "-W", "error", "-m", "tests.support.fake_core_cli",
                                *args], env=env, capture_output=True, text=True, timeout=30,
                               input=stdin)
 
@@ -96,7 +96,7 @@ class FakeCoreCliTest(unittest.TestCase):
     def test_commit_stops_a_sleeping_start(self):
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "BOT_BOTTLE_HOME": str(self.home),
                "PYTHONPATH": str(REPO_ROOT), "FAKE_CLI_SLEEP": "30"}
-        proc = subprocess.Popen([sys.executable, "-m", "bot_bottle.testing.fake_core_cli", "start",
+        proc = subprocess.Popen([sys.executable, "-m", "tests.support.fake_core_cli", "start",
                                  "scripted", "--headless", "--label", "x-3", "--prompt", "p"],
                                 env=env, stderr=subprocess.PIPE, text=True)
         self.addCleanup(lambda: (proc.poll() is None and proc.kill(), proc.wait(), proc.stderr.close()))

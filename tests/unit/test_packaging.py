@@ -52,6 +52,43 @@ class PackagingTest(unittest.TestCase):
         self.assertEqual(include, ["bot_bottle*"])
         self.assertFalse(any(re.match(p.replace("*", ".*"), "tests") for p in include))
 
+    def test_the_package_ships_no_test_stand_ins_only_what_the_demo_uses(self):
+        # test-only fakes live in tests/support; demo_support holds what the demo imports or
+        # runs in its bottles, and nothing else
+        pkg = ROOT / "bot_bottle"
+        names = {p.stem for p in pkg.rglob("*.py")}
+        self.assertFalse({"fake_anthropic", "fake_openai", "fake_forge", "fake_core_cli"} & names)
+        self.assertFalse([p for p in pkg.rglob("*") if p.name in ("testing", "tests")
+                          or p.name.startswith("test_")])
+        used = _imported_from(pkg / "orchestrator" / "demo.py", "bot_bottle.demo_support")
+        homes = (pkg / "demo_support" / "homes.py").read_text()
+        in_bottles = set(re.findall(r"demo_support/(\w+)\.py", homes))
+        shipped = {p.stem for p in (pkg / "demo_support").glob("*.py")} - {"__init__"}
+        self.assertEqual(shipped, used | in_bottles)
+
+
+def _imported_from(start: Path, prefix: str) -> set[str]:
+    """The modules under `prefix` that `start` imports, directly or through them."""
+    import ast
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        tree = ast.parse(todo.pop().read_text())
+        for node in ast.walk(tree):
+            mods = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                module = f"{prefix}.{node.module}" if node.level else node.module  # sibling
+                mods = [module] + [f"{module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            for mod in mods:
+                name = mod[len(prefix) + 1:].split(".")[0] if mod.startswith(prefix + ".") else ""
+                path = ROOT / "bot_bottle" / "demo_support" / f"{name}.py"
+                if name and name not in seen and path.is_file():
+                    seen.add(name)
+                    todo.append(path)
+    return seen
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from bot_bottle.manifest import Agent
 from bot_bottle.providers import codex, get_provider
-from bot_bottle.testing import fake_openai
-from bot_bottle.testing.fake_openai import FakeOpenAI
+from tests.support import fake_openai
+from tests.support.fake_openai import FakeOpenAI
 
 EXEC = ["codex", "exec", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox"]
 

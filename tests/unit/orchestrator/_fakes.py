@@ -31,7 +31,7 @@ class FakeClock:
 
 
 try:  # the forge layer's fake, once it exists
-    from bot_bottle.testing.fake_forge import FakeForge  # noqa: F401
+    from tests.support.fake_forge import FakeForge  # noqa: F401
 except ImportError:  # pragma: no cover
     FakeForge = None
 

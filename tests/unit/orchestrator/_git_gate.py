@@ -27,7 +27,7 @@ from bot_bottle.orchestrator import bootstrap
 from bot_bottle.orchestrator.config import Config
 from bot_bottle.orchestrator.model import RunRecord, RunState
 from bot_bottle.orchestrator.workspace import Workspaces
-from bot_bottle.testing.fake_gitea import FakeGitea
+from bot_bottle.demo_support.fake_gitea import FakeGitea
 
 FORWARDER = str(Path(__file__).resolve().parents[3] / "bot_bottle" / "gate" / "forwarder.py")
 TOKEN = "gate-test-forge-token-0123456789"

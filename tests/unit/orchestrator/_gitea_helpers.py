@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from bot_bottle.contrib.gitea.client import GiteaClient, GiteaForge
-from bot_bottle.testing.fake_gitea import FakeGitea
+from bot_bottle.demo_support.fake_gitea import FakeGitea
 
 GITEA_DATA = Path(__file__).resolve().parents[2] / "data" / "gitea"
 TOKEN = "s3cr3t-token-value-abc123"

@@ -14,9 +14,9 @@ from bot_bottle.orchestrator import bootstrap
 from bot_bottle.orchestrator.config import Config
 from bot_bottle.orchestrator.model import OrchestratorError, RunState
 from bot_bottle.orchestrator.targeting import MARKER
-from bot_bottle.testing.fake_gitea import FakeGitea, deliver, gitea_json
-from bot_bottle.testing.fake_gitea_payloads import issue_event
-from bot_bottle.testing.scripted_agent import comment as sidecar_comment
+from bot_bottle.demo_support.fake_gitea import FakeGitea, deliver, gitea_json
+from bot_bottle.demo_support.fake_gitea_payloads import issue_event
+from bot_bottle.demo_support.scripted_agent import comment as sidecar_comment
 
 from ._fakes import HoldingBottleRunner
 

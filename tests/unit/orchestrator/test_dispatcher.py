@@ -20,8 +20,8 @@ from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.relay import Relay
 from bot_bottle.orchestrator.targeting import MARKER
 from bot_bottle.orchestrator.watchdog import Watchdog
-from bot_bottle.testing.fake_gitea import FakeGitea, gitea_json
-from bot_bottle.testing.fake_gitea_payloads import close_issue, comment_event, issue_event, \
+from bot_bottle.demo_support.fake_gitea import FakeGitea, gitea_json
+from bot_bottle.demo_support.fake_gitea_payloads import close_issue, comment_event, issue_event, \
     pull_request_event
 
 from ._fakes import FakeClock, HoldingBottleRunner, temp_store

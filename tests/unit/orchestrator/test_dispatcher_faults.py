@@ -12,7 +12,7 @@ from pathlib import Path
 from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.runner import BottleExit, RunnerError
 from bot_bottle.orchestrator.sidecar import write_done_file
-from bot_bottle.testing.fake_gitea_payloads import close_issue, issue_event
+from bot_bottle.demo_support.fake_gitea_payloads import close_issue, issue_event
 
 from ._fakes import FakeBottleRunner, GatedStartRunner, seed_run
 from .test_dispatcher import OWNER, REPO, DispatcherTest

@@ -13,7 +13,7 @@ from bot_bottle.orchestrator import outbox
 from bot_bottle.orchestrator.executor import Executor, launch_prompt
 from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.runner import BottleExit, RunnerError
-from bot_bottle.testing.fake_forge import FakeForge
+from tests.support.fake_forge import FakeForge
 
 from ._fakes import FakeBottleRunner, FakeClock, temp_store
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import unittest
 
 from bot_bottle.contrib.forge.base import ForgeNotFound, ForgeValidationError
-from bot_bottle.testing.fake_forge import FakeForge
+from tests.support.fake_forge import FakeForge
 from ._gitea_helpers import forge_for, start_fake
 
 

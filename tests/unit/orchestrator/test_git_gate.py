@@ -13,7 +13,7 @@ import stat
 import unittest
 
 from bot_bottle.orchestrator.git_gate import PUSH_OP
-from bot_bottle.testing.scripted_agent import UnixHTTPConnection
+from bot_bottle.demo_support.scripted_agent import UnixHTTPConnection
 
 from ._git_gate import OWNER, REPO, TOKEN, GitGateHarness
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import unittest
 
 from bot_bottle.orchestrator.sidecar import PR_OPENED
-from bot_bottle.testing.fake_gitea import gitea_json
-from bot_bottle.testing.fake_gitea_payloads import close_issue, issue_event
-from bot_bottle.testing.scripted_agent import done as post_done
+from bot_bottle.demo_support.fake_gitea import gitea_json
+from bot_bottle.demo_support.fake_gitea_payloads import close_issue, issue_event
+from bot_bottle.demo_support.scripted_agent import done as post_done
 
 from ._fakes import FakeBottleRunner
 from ._git_gate import OWNER, REPO, TOKEN, GitGateHarness

@@ -7,7 +7,7 @@ import json
 import re
 import unittest
 
-from bot_bottle.testing.fake_gitea import ROUTES
+from bot_bottle.demo_support.fake_gitea import ROUTES
 from ._gitea_helpers import GITEA_DATA, forge_for, start_fake
 
 

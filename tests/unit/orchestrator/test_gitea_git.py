@@ -13,7 +13,7 @@ import unittest
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bot_bottle.testing.fake_gitea import FakeGitea
+from bot_bottle.demo_support.fake_gitea import FakeGitea
 
 
 def git_env(home: str, header: str | None, url: str) -> dict[str, str]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import unittest
 
-from bot_bottle.testing import fake_gitea_payloads as P
-from bot_bottle.testing.fake_gitea import gitea_json
+from bot_bottle.demo_support import fake_gitea_payloads as P
+from bot_bottle.demo_support.fake_gitea import gitea_json
 from ._gitea_helpers import GITEA_DATA, start_fake
 
 

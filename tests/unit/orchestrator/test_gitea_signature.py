@@ -8,7 +8,7 @@ import threading
 import unittest
 
 from bot_bottle.contrib.gitea.signature import sign, verify_signature
-from bot_bottle.testing.fake_gitea import deliver
+from bot_bottle.demo_support.fake_gitea import deliver
 from ._gitea_helpers import GITEA_DATA
 
 SECRET = b"test-webhook-secret"

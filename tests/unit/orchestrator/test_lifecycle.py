@@ -11,7 +11,7 @@ from bot_bottle.orchestrator import outbox
 from bot_bottle.orchestrator.executor import Executor, launch_prompt
 from bot_bottle.orchestrator.model import OrchestratorError, RunState
 from bot_bottle.orchestrator.runner import RunnerError
-from bot_bottle.testing.fake_forge import FakeForge
+from tests.support.fake_forge import FakeForge
 
 from ._fakes import FakeBottleRunner, FakeClock, temp_store
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from bot_bottle.orchestrator import bootstrap, egress_log, sidecar
 from bot_bottle.orchestrator.config import Config
-from bot_bottle.testing.fake_gitea import FakeGitea, deliver, gitea_json
-from bot_bottle.testing.fake_gitea_payloads import issue_event
-from bot_bottle.testing.scripted_agent import comment as sidecar_comment
+from bot_bottle.demo_support.fake_gitea import FakeGitea, deliver, gitea_json
+from bot_bottle.demo_support.fake_gitea_payloads import issue_event
+from bot_bottle.demo_support.scripted_agent import comment as sidecar_comment
 
 SECRET = "gate-reports-secret"
 PROVIDER_KEY = "sk-ant-api03-service-only-key-7Yq2Lx9Vb4Nc8Md1"

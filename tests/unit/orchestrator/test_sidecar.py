@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.sidecar import SidecarApp, SidecarServer
-from bot_bottle.testing.fake_forge import FakeForge
+from tests.support.fake_forge import FakeForge
 
 from ._fakes import FakeClock, UnixConnection, seed_run, temp_store
 

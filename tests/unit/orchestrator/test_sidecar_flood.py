@@ -11,7 +11,7 @@ from pathlib import Path
 from bot_bottle.orchestrator import store_oplog as O
 from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.sidecar import SidecarApp
-from bot_bottle.testing.fake_forge import FakeForge
+from tests.support.fake_forge import FakeForge
 
 from ._fakes import FakeClock, seed_run, temp_store
 

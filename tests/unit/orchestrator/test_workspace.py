@@ -19,8 +19,8 @@ from bot_bottle.orchestrator import outbox
 from bot_bottle.orchestrator.executor import Executor, launch_prompt
 from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.workspace import WorkspaceError, Workspaces
-from bot_bottle.testing.fake_forge import FakeForge
-from bot_bottle.testing.fake_gitea import FakeGitea
+from tests.support.fake_forge import FakeForge
+from bot_bottle.demo_support.fake_gitea import FakeGitea
 
 from ._fakes import FakeBottleRunner, FakeClock, temp_store
 

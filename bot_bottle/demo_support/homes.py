@@ -15,8 +15,8 @@ from typing import Sequence
 
 from bot_bottle.backend.base import IN_PKG
 
-SCRIPTED_AGENT = f"{IN_PKG}/testing/scripted_agent.py"
-PUSH_PROBE = f"{IN_PKG}/testing/push_probe.py"
+SCRIPTED_AGENT = f"{IN_PKG}/demo_support/scripted_agent.py"
+PUSH_PROBE = f"{IN_PKG}/demo_support/push_probe.py"
 
 
 def make_scripted_home(root: Path, agent_args: Sequence[str] = (), *, network: str = "none",

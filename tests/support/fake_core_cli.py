@@ -1,5 +1,5 @@
 """A stand-in for the core CLI (`python -m bot_bottle`) that runs no bottle: usable as
-`BOT_BOTTLE_CLI="<python> -m bot_bottle.testing.fake_core_cli"` by the reliability tests and
+`BOT_BOTTLE_CLI="<python> -m tests.support.fake_core_cli"` by the reliability tests and
 the benchmarks, so they need neither bwrap nor an agent.
 
 It owns only the CLI surface the orchestrator's `SubprocessBottleRunner` uses:

@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Iterable
 
-from ._local_server import ApiHandler, LocalHTTPServer
+from bot_bottle.demo_support._local_server import ApiHandler, LocalHTTPServer
 
 FINAL_TEXT = "All done."
 MODEL_IDS = ("gpt-5-codex", "gpt-5")

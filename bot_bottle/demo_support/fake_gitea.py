@@ -285,5 +285,5 @@ def _now() -> str:
 
 
 import urllib.error  # noqa: E402  (after urllib.request, for HTTPError)
-from bot_bottle.testing._fake_gitea_git import GitRepos  # noqa: E402
-from bot_bottle.testing._fake_gitea_handler import _Handler  # noqa: E402
+from bot_bottle.demo_support._fake_gitea_git import GitRepos  # noqa: E402
+from bot_bottle.demo_support._fake_gitea_handler import _Handler  # noqa: E402

@@ -9,7 +9,7 @@ import re
 import time
 from http.server import BaseHTTPRequestHandler
 
-from bot_bottle.testing import _fake_gitea_git
+from bot_bottle.demo_support import _fake_gitea_git
 
 ERR_URL = "https://gitea.example.com/api/swagger"
 SECRET_HEADERS = {"authorization", "cookie"}

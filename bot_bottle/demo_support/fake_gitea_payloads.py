@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot_bottle.testing.fake_gitea import ROOT, FakeGitea
+from bot_bottle.demo_support.fake_gitea import ROOT, FakeGitea
 
 _REPO_FALSE = ("empty", "private", "fork", "template", "mirror", "archived", "has_projects",
                "has_packages", "ignore_whitespace_conflicts", "allow_fast_forward_only_merge",

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Iterable
 
-from ._local_server import ApiHandler, LocalHTTPServer
+from bot_bottle.demo_support._local_server import ApiHandler, LocalHTTPServer
 
 FINAL_TEXT = "All done."
 MODEL_IDS = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1")

@@ -1,6 +1,6 @@
 """A scripted test agent (stdlib only) run through the `command` provider inside a bottle.
 
-`python3 /opt/bot-bottle/bot_bottle/testing/scripted_agent.py [--exit-code N] [--sleep S]
+`python3 /opt/bot-bottle/bot_bottle/demo_support/scripted_agent.py [--exit-code N] [--sleep S]
 [--issue N] [--branch B] [--push]`: reads the prompt (the file BOT_BOTTLE_PROMPT_FILE, else
 stdin), appends "run <k>: <prompt>" to AGENT_LOG.md in the working directory, commits it on the
 branch (default bot/work), and when BOT_BOTTLE_FORGE_SOCKET is set talks to the sidecar: on
