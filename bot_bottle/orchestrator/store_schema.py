@@ -211,8 +211,24 @@ def _v4(conn: sqlite3.Connection) -> None:
     # the live runs' ids: `status` steps over long stretches of destroyed runs with them
     conn.execute("CREATE INDEX run_views_live ON run_views (run_id) WHERE dead = 0")
     conn.execute("CREATE INDEX run_lines_live ON run_lines (run_id) WHERE dead = 0")
+    _view_triggers(conn, RENDER_V4)
+    conn.execute("""CREATE TRIGGER run_views_delete AFTER DELETE ON runs BEGIN
+        DELETE FROM run_views WHERE run_id = OLD.id;
+        DELETE FROM run_cells WHERE run_id = OLD.id;
+        DELETE FROM run_lines WHERE run_id = OLD.id; END""")
+    conn.execute("INSERT INTO run_views " + RENDER_V4.replace("{where}", ""))
+    conn.execute("INSERT INTO run_cells " + RENDER_CELLS_V4.replace("{where}", ""))
+    for clean in _clean_v4(""):
+        conn.execute(clean)
+    conn.execute(f"INSERT INTO run_lines {_LINES_V4}")
+
+
+def _view_triggers(conn: sqlite3.Connection, render_views: str) -> None:
+    """The triggers that write a run's stored views (`render_views` for `run_views`, then its
+    cells and line) whenever the run is made, changed or transitions. Called by v4 and v5 with
+    their own frozen `run_views` renderer; the rest is v4's."""
     one = ";\n".join(["INSERT OR REPLACE INTO run_views "
-                       + RENDER_V4.replace("{where}", "WHERE r.id = {id}"),
+                       + render_views.replace("{where}", "WHERE r.id = {id}"),
                        "INSERT OR REPLACE INTO run_cells "
                        + RENDER_CELLS_V4.replace("{where}", "WHERE r.id = {id}"),
                        *_clean_v4("AND run_id = {id}"),
@@ -223,15 +239,6 @@ def _v4(conn: sqlite3.Connection) -> None:
                                  "'transition'", "NEW.run_id")):
         conn.execute(f"CREATE TRIGGER run_views_{name} {event} BEGIN "
                      f"{one.replace('{id}', run_id)}; END")
-    conn.execute("""CREATE TRIGGER run_views_delete AFTER DELETE ON runs BEGIN
-        DELETE FROM run_views WHERE run_id = OLD.id;
-        DELETE FROM run_cells WHERE run_id = OLD.id;
-        DELETE FROM run_lines WHERE run_id = OLD.id; END""")
-    conn.execute("INSERT INTO run_views " + RENDER_V4.replace("{where}", ""))
-    conn.execute("INSERT INTO run_cells " + RENDER_CELLS_V4.replace("{where}", ""))
-    for clean in _clean_v4(""):
-        conn.execute(clean)
-    conn.execute(f"INSERT INTO run_lines {_LINES_V4}")
 
 
 # v5: the runs document's version 2 has no member that depends on the reader's clock, so each
@@ -257,18 +264,7 @@ def _v5(conn: sqlite3.Connection) -> None:
     conn.execute("""CREATE TABLE run_views (
         run_id INTEGER PRIMARY KEY, dead INTEGER NOT NULL, object TEXT NOT NULL)""")
     conn.execute("CREATE INDEX run_views_live ON run_views (run_id) WHERE dead = 0")
-    one = ";\n".join(["INSERT OR REPLACE INTO run_views "
-                       + RENDER_V5.replace("{where}", "WHERE r.id = {id}"),
-                       "INSERT OR REPLACE INTO run_cells "
-                       + RENDER_CELLS_V4.replace("{where}", "WHERE r.id = {id}"),
-                       *_clean_v4("AND run_id = {id}"),
-                       f"INSERT OR REPLACE INTO run_lines {_LINES_V4} WHERE c.run_id = {{id}}"])
-    for name, event, run_id in (("insert", "AFTER INSERT ON runs", "NEW.id"),
-                                ("update", "AFTER UPDATE ON runs", "NEW.id"),
-                                ("transition", "AFTER INSERT ON op_log WHEN NEW.kind = "
-                                 "'transition'", "NEW.run_id")):
-        conn.execute(f"CREATE TRIGGER run_views_{name} {event} BEGIN "
-                     f"{one.replace('{id}', run_id)}; END")
+    _view_triggers(conn, RENDER_V5)
     conn.execute("INSERT INTO run_views " + RENDER_V5.replace("{where}", ""))
 
 
