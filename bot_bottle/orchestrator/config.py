@@ -54,6 +54,8 @@ class Config:
     bottle_retry_delays: tuple[float, ...] = (5.0, 30.0)
     clone_workspace: bool = True  # the repository is the bottle's workspace
     clone_timeout: float = 600.0
+    # processed webhook deliveries are kept this long, then pruned (dedupe works within it)
+    delivery_retention_days: int = 14
     # where people reach the service (PR bodies link a run's provenance there); "" = the
     # webhook listener's own address
     public_url: str = ""
@@ -97,6 +99,7 @@ class Config:
         retry_delays = _delays(environ, "BOT_BOTTLE_BOTTLE_RETRY", (5.0, 30.0), problems)
         clone = _flag(environ, "FORGE_CLONE_WORKSPACE", True, problems)
         clone_timeout = _seconds(environ, "FORGE_CLONE_TIMEOUT", 600.0, problems)
+        retention = _int(environ, "FORGE_DELIVERY_RETENTION_DAYS", 14, 1, 3650, problems)
         try:
             # unset means "python -m bot_bottle" with *this* interpreter: Debian has no
             # `python`, and a venv's packages are only importable by its own interpreter
@@ -122,7 +125,8 @@ class Config:
             watchdog_timeout=timeout, max_concurrent_runs=max_runs,
             gitea_timeout=gitea_timeout, outbox_backoff=outbox_backoff,
             bottle_workers=bottle_workers, bottle_retry_delays=retry_delays,
-            clone_workspace=clone, clone_timeout=clone_timeout, public_url=public_url,
+            clone_workspace=clone, clone_timeout=clone_timeout,
+            delivery_retention_days=retention, public_url=public_url,
             allowed_hosts=tuple(dict.fromkeys(allowed_hosts)), cli=cli,
             child_env=child)
 

@@ -6,10 +6,12 @@ this module never imports the forge layer.
 
 `SqliteRunStore` is composed of parts that each own one table group and get the shared
 connections (`store_db.StoreDb`) passed in: `store_runs` (runs and transitions),
-`store_oplog` (the op-log and its size and rate bounds), `store_deliveries` (group-committed
-deliveries) and `store_queues` (done events, outbox). It offers their methods under the
-names callers use; `store_protocols` names them by role for type hints. Every sqlite3
-failure (read-only file, disk full, lock timeout) surfaces as `StoreError`.
+`store_oplog` (the op-log and its size and rate bounds), `store_deliveries` (deliveries,
+recorded and marked through `store_writer`'s group commit, pruned after their retention) and
+`store_queues` (done events, outbox); `store_wal` checkpoints the WAL off the commit path.
+It offers their methods under the names callers use; `store_protocols` names them by role
+for type hints. Every sqlite3 failure (read-only file, disk full, lock timeout) surfaces as
+`StoreError`.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, TypeVar
 
-from bot_bottle.orchestrator.store_db import StoreDb
-from bot_bottle.orchestrator.store_deliveries import Deliveries
+from bot_bottle.orchestrator.store_db import WAL_MAX_FRAMES, StoreDb
+from bot_bottle.orchestrator.store_deliveries import DEFAULT_RETENTION, Deliveries
 from bot_bottle.orchestrator.store_oplog import OpLog
 from bot_bottle.orchestrator.store_queues import DoneEvents, Outbox
 from bot_bottle.orchestrator.store_rows import (  # noqa: F401 (the store's public values)
@@ -36,16 +38,25 @@ class SqliteRunStore:
 
     def __init__(self, path: str | Path, *, clock: Callable[[], float] | None = None,
                  busy_timeout: float = 5.0, max_pages: int | None = None,
-                 schema_hooks: Iterable[Callable[[sqlite3.Connection], None]] = ()) -> None:
+                 schema_hooks: Iterable[Callable[[sqlite3.Connection], None]] = (),
+                 delivery_retention: float | None = DEFAULT_RETENTION,
+                 wal_max_frames: int = WAL_MAX_FRAMES) -> None:
         """`path` is a file path, a `file:` URI (e.g. `?mode=ro`), or `:memory:` (one thread
         only: everything then shares the writer connection). `max_pages` caps the file size
         (`PRAGMA max_page_count`); past it writes fail with `StoreError`. `schema_hooks`
-        create other layers' tables (idempotently) on every open."""
+        create other layers' tables (idempotently) on every open. `delivery_retention` is
+        the seconds a processed delivery is kept (None: for ever); `wal_max_frames` bounds
+        the WAL, in pages (`store_wal`)."""
         db = self._db = StoreDb(path, clock=clock or time.time, busy_timeout=busy_timeout,
-                                max_pages=max_pages, schema_hooks=schema_hooks)
+                                max_pages=max_pages, schema_hooks=schema_hooks,
+                                wal_max_frames=wal_max_frames)
         self.schema_version = db.schema_version
         runs = Runs(db, OpLog(db))
-        deliveries = self._deliveries = Deliveries(db)
+        try:
+            deliveries = self._deliveries = Deliveries(db, delivery_retention)
+        except BaseException:
+            db.close()
+            raise
         done, outbox = DoneEvents(db), Outbox(db)
         # each part's methods under the store's names (store_protocols: one role per part)
         # RunStore
@@ -72,6 +83,7 @@ class SqliteRunStore:
         self.mark_deliveries_processed = deliveries.mark_deliveries_processed
         self.delivery_counts = deliveries.delivery_counts
         self.pending_delivery_count = deliveries.pending_delivery_count
+        self.prune_deliveries = deliveries.prune_deliveries
         # DoneEventStore
         self.record_done_event = done.record_done_event
         self.pending_done_events = done.pending_done_events

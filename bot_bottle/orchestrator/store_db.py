@@ -1,9 +1,10 @@
 """The store's connections to its one SQLite file, shared by the store's parts (runs, op-log,
 deliveries, queues), which each get this object passed in: one writer connection guarded
 by a lock (`atomic`), one reader connection per thread (`rows`, `read`; WAL lets them run
-beside the writer) and a side connection for other layers' tables. Every sqlite3 failure
-(read-only file, disk full, lock timeout) surfaces as `StoreError`. The schema and its
-migrations are `store_schema`'s.
+beside the writer) and a side connection for other layers' tables. No commit checkpoints
+the WAL: `store_wal` does, off the commit path. Every sqlite3 failure (read-only file, disk
+full, lock timeout) surfaces as `StoreError`. The schema and its migrations are
+`store_schema`'s.
 """
 
 from __future__ import annotations
@@ -18,10 +19,15 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
 from bot_bottle.orchestrator import store_schema
+from bot_bottle.orchestrator.store_wal import Checkpointer
 from bot_bottle.orchestrator.store_rows import StoreError
 
 log = logging.getLogger("bot_bottle.orchestrator.store")
 T = TypeVar("T")
+
+# The WAL is started over once it holds this many pages (4 KiB each: 16 MiB), and cut back
+# to this size when it is (see `store_wal`).
+WAL_MAX_FRAMES = 4096
 
 
 class _Reader:
@@ -47,9 +53,11 @@ def _create_private(path: Path) -> None:
 class StoreDb:
     def __init__(self, path: str | Path, *, clock: Callable[[], float], busy_timeout: float,
                  max_pages: int | None,
-                 schema_hooks: Iterable[Callable[[sqlite3.Connection], None]]) -> None:
+                 schema_hooks: Iterable[Callable[[sqlite3.Connection], None]],
+                 wal_max_frames: int = WAL_MAX_FRAMES) -> None:
         """`path` is a file path, a `file:` URI (e.g. `?mode=ro`), or `:memory:` (one thread
-        only: everything then shares the writer connection)."""
+        only: everything then shares the writer connection). `wal_max_frames` bounds the
+        WAL (`store_wal`)."""
         self._target = str(path)
         self._uri = self._target.startswith("file:")
         self.memory = self._target == ":memory:"
@@ -65,14 +73,21 @@ class StoreDb:
         self._local = threading.local()
         self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
         self._readers_lock = threading.Lock()
+        self._wal_max_frames = int(wal_max_frames)
+        self._checkpointer: Checkpointer | None = None
         self._wconn = self._connect()
         try:
             if not self.memory:
                 self._wconn.execute("PRAGMA journal_mode = WAL").fetchall()
+                self._wconn.execute(f"PRAGMA journal_size_limit = "
+                                    f"{self._wal_max_frames * 4096:d}").fetchall()
             if max_pages is not None:
                 self._wconn.execute(f"PRAGMA max_page_count = {int(max_pages):d}").fetchall()
             self.schema_version = store_schema.migrate(self._wconn, tuple(schema_hooks))
             self.side_conn = self._wconn if self.memory else self._connect()
+            if not self.memory:
+                self._checkpointer = Checkpointer(self._connect, self.lock,
+                                                  self._wal_max_frames)
         except (sqlite3.Error, StoreError) as exc:
             self._wconn.close()
             if isinstance(exc, StoreError):
@@ -89,6 +104,8 @@ class StoreDb:
                 conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000):d}")
                 conn.execute("PRAGMA foreign_keys = ON")
                 conn.execute("PRAGMA synchronous = FULL")
+                # commits never checkpoint: `store_wal` does, in the background
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
             except sqlite3.Error:
                 conn.close()
                 raise
@@ -124,14 +141,6 @@ class StoreDb:
         # fetchall, always: a half-read statement would pin an old snapshot of the WAL
         return self.read(lambda conn: conn.execute(sql, tuple(params)).fetchall())
 
-    def writer_rows(self, sql: str, params: Iterable = ()) -> list[sqlite3.Row]:
-        """A read on the writer connection; the caller holds `lock` (so it sees no write
-        half done, e.g. a count kept beside the table)."""
-        try:
-            return self._wconn.execute(sql, tuple(params)).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"read failed: {exc}") from exc
-
     @contextmanager
     def atomic(self) -> Iterator[sqlite3.Connection]:
         """One write transaction on the writer connection; sqlite3 errors become StoreError."""
@@ -156,9 +165,13 @@ class StoreDb:
                     raise StoreError(f"write failed: {exc}") from exc
                 raise
             self.commit_count += 1
+            if self._checkpointer is not None:
+                self._checkpointer.committed()
 
     def close(self) -> None:
         """Close every connection. Idempotent; the parts stop their threads first."""
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         with self.lock:
             if self._closed:
                 return

@@ -1,122 +1,79 @@
-"""Webhook deliveries in the store: `record_delivery` with group commit (callers enqueue; one
-writer thread inserts everything queued in one transaction, commits once — one fsync for
-many deliveries — and wakes each caller with its own answer), and the dispatcher's side:
-pending deliveries in arrival order, marking them processed, and the counts `/metrics`
-shows. Works through the shared `StoreDb` it is given.
+"""Webhook deliveries in the store: `record_delivery` and marking them processed both go
+through the writer thread's group commit (`store_writer`: many callers, one transaction, one
+fsync, each durable before its call returns); pending deliveries in arrival order; the
+counts `/metrics` shows; and pruning processed deliveries after the retention period. Works
+through the shared `StoreDb` it is given.
+
+A delivery's row (`deliveries`, with its body) is written once and never updated: whether
+it is pending (`delivery_pending`), its outcome (`delivery_outcomes`) and the outcomes ever
+(`delivery_tally`) live in small tables beside it (schema v6), so marking one writes a few
+small rows, not its body again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import sqlite3
-import threading
+import time
+from collections import Counter
 from typing import Iterable
 
 from bot_bottle.orchestrator.store_db import StoreDb
 from bot_bottle.orchestrator.store_rows import StoredDelivery, StoreError
+from bot_bottle.orchestrator.store_writer import GroupWriter
 
-log = logging.getLogger("bot_bottle.orchestrator.store")
-
-
-def _is_busy(exc: BaseException | None) -> bool:
-    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-
-
-class _Pending:
-    """One caller's delivery waiting for the writer thread."""
-
-    __slots__ = ("args", "done", "result", "error")
-
-    def __init__(self, args: tuple) -> None:
-        self.args = args
-        self.done = threading.Event()
-        self.result = False
-        self.error: BaseException | None = None
+# Processed deliveries are kept this long (`FORGE_DELIVERY_RETENTION_DAYS`): dedupe works
+# within it (Gitea's redelivery is by hand, and recent).
+DEFAULT_RETENTION = 14 * 86400.0
+# Pruning removes at most this many deliveries per transaction, so it never holds the
+# writer long, and looks again this often (seconds) once nothing is left to prune.
+PRUNE_BATCH = 100
+PRUNE_EVERY = 60.0
 
 
 class Deliveries:
-    def __init__(self, db: StoreDb) -> None:
+    def __init__(self, db: StoreDb, retention: float | None = DEFAULT_RETENTION) -> None:
+        """`retention`: seconds a processed delivery is kept (None: for ever)."""
+        if retention is not None and not retention > 0:
+            raise ValueError("retention must be more than 0 seconds")
         self._db = db
-        self._outcomes: dict[str, int] | None = None  # see `delivery_counts`
-        self._queue: list[_Pending] = []
-        self._queue_cond = threading.Condition()
-        self._closing = False
-        self._writer = threading.Thread(target=self._writer_loop, name="store-writer",
-                                        daemon=True)
-        self._writer.start()
+        self._retention = retention
+        self._next_prune = 0.0  # time.monotonic() of the next idle pruning step
+        self._writer = GroupWriter(db, self._idle)
 
     def close(self) -> None:
         """Write what is queued and stop the writer thread. Idempotent."""
-        with self._queue_cond:
-            self._closing = True
-            self._queue_cond.notify_all()
-        self._writer.join()
+        self._writer.close()
 
     def record_delivery(self, delivery_id: str | None, event_type: str, body: bytes,
                         received_at: float, comment_key: str | None = None) -> bool:
         """Store a webhook delivery durably; False if it is a duplicate (same delivery id,
         same event type and body, or same `comment_key` — a comment's id and edit time,
-        whatever its event type header said). An empty delivery id is stored as NULL."""
+        whatever its event type header said — among the deliveries still kept). An empty
+        delivery id is stored as NULL."""
         if not isinstance(event_type, str) or not event_type:
             raise ValueError("event_type must be a non-empty string")
         body = bytes(body)
-        item = _Pending((delivery_id or None, event_type, body,
-                         hashlib.sha256(body).hexdigest(), float(received_at),
-                         comment_key or None))
-        with self._queue_cond:
-            if self._closing:
-                raise StoreError("store is closed")
-            self._queue.append(item)
-            self._queue_cond.notify()
-        item.done.wait()
-        if item.error is not None:
-            raise item.error
-        return item.result
+        args = (delivery_id or None, event_type, body, hashlib.sha256(body).hexdigest(),
+                float(received_at), comment_key or None)
 
-    def _writer_loop(self) -> None:
-        while True:
-            with self._queue_cond:
-                while not self._queue and not self._closing:
-                    self._queue_cond.wait()
-                if not self._queue:  # closing, and everything queued is written
-                    return
-                batch, self._queue = self._queue, []
-            try:
-                self._write_batch(batch)
-            except Exception:  # a bug here must not stop the writer; callers get an error
-                log.exception("store: delivery batch failed")
-            finally:
-                for item in batch:
-                    if not item.done.is_set():
-                        item.error = StoreError("delivery was not recorded")
-                        item.done.set()
-
-    def _write_batch(self, batch: list[_Pending]) -> None:
-        try:
-            with self._db.atomic() as conn:
-                results = [conn.execute(
-                    "INSERT OR IGNORE INTO deliveries "
-                    "(delivery_id, event_type, body, body_sha256, received_at, comment_key) "
-                    "VALUES (?, ?, ?, ?, ?, ?)", item.args).rowcount == 1 for item in batch]
-        except StoreError as exc:
-            if len(batch) > 1 and not _is_busy(exc.__cause__):
-                # one bad row (say, too big for the disk) must not fail its neighbours
-                for item in batch:
-                    self._write_batch([item])
-                return
-            for item in batch:
-                item.error = StoreError(str(exc))
-                item.error.__cause__ = exc.__cause__
-                item.done.set()
-            return
-        for item, result in zip(batch, results):
-            item.result = result
-            item.done.set()
+        def insert(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO deliveries "
+                "(delivery_id, event_type, body, body_sha256, received_at, comment_key) "
+                "VALUES (?, ?, ?, ?, ?, ?)", args)
+            if cur.rowcount != 1:
+                return False
+            conn.execute("INSERT INTO delivery_pending (seq) VALUES (?)", (cur.lastrowid,))
+            return True
+        return self._writer.submit(insert)
 
     def pending_deliveries(self, limit: int) -> list[StoredDelivery]:
-        rows = self._db.rows("SELECT seq, delivery_id, event_type, body, received_at FROM deliveries "
-                          "WHERE processed_at IS NULL ORDER BY seq LIMIT ?", (limit,))
+        # CROSS JOIN: walk the small pending table in order, look each body up by its key
+        rows = self._db.rows(
+            "SELECT d.seq, d.delivery_id, d.event_type, d.body, d.received_at "
+            "FROM delivery_pending p CROSS JOIN deliveries d ON d.seq = p.seq "
+            "ORDER BY p.seq LIMIT ?", (limit,))
         return [StoredDelivery(r["seq"], r["delivery_id"], r["event_type"], bytes(r["body"]),
                                r["received_at"]) for r in rows]
 
@@ -124,49 +81,84 @@ class Deliveries:
         self.mark_deliveries_processed([(seq, outcome)])
 
     def mark_deliveries_processed(self, outcomes: Iterable[tuple[int, str]]) -> None:
-        """Several in one transaction (one fsync): for deliveries whose handling changed
-        nothing, so a crash before this commit only repeats harmless work."""
+        """Mark deliveries processed, all or none (an unknown seq fails the call), durable on
+        return; several calls at once share one commit. Marking one again moves it to its
+        new outcome."""
         now = self._db.clock()
-        try:
-            self._mark(now, outcomes)
-        except BaseException:
-            self._outcomes = None  # the commit may have failed after the tally: count afresh
-            raise
+        marks = [(int(seq), outcome or "") for seq, outcome in outcomes]
 
-    def _mark(self, now: float, outcomes: Iterable[tuple[int, str]]) -> None:
-        with self._db.atomic() as conn:
-            moved: list[tuple[str | None, str]] = []  # (outcome before or None, after)
-            for seq, outcome in outcomes:
-                before = conn.execute("SELECT processed_at IS NOT NULL, COALESCE(outcome, '') "
-                                      "FROM deliveries WHERE seq = ?", (seq,)).fetchone()
-                if before is None:
-                    raise StoreError(f"no delivery {seq}")
-                conn.execute("UPDATE deliveries SET processed_at = ?, outcome = ? "
-                             "WHERE seq = ?", (now, outcome, seq))
-                moved.append((before[1] if before[0] else None, outcome or ""))
-            # under the writer lock, so `delivery_counts` never sees a commit without its tally
-            self._tally(moved)
-
-    def _tally(self, moved: list[tuple[str | None, str]]) -> None:
-        if self._outcomes is None:
-            return
-        for before, after in moved:
-            if before is not None:
-                self._outcomes[before] -= 1
-            self._outcomes[after] = self._outcomes.get(after, 0) + 1
+        def mark(conn: sqlite3.Connection) -> None:
+            tally: Counter[str] = Counter()
+            for seq, outcome in marks:
+                if conn.execute("DELETE FROM delivery_pending WHERE seq = ?",
+                                (seq,)).rowcount == 0:
+                    before = conn.execute("SELECT outcome FROM delivery_outcomes WHERE seq = ?",
+                                          (seq,)).fetchone()
+                    if before is None:
+                        raise StoreError(f"no delivery {seq}")
+                    tally[before[0]] -= 1
+                conn.execute("INSERT OR REPLACE INTO delivery_outcomes (seq, processed_at, "
+                             "outcome) VALUES (?, ?, ?)", (seq, now, outcome))
+                tally[outcome] += 1
+            for outcome, n in tally.items():
+                if n:
+                    conn.execute("INSERT INTO delivery_tally (outcome, n) VALUES (?, ?) "
+                                 "ON CONFLICT (outcome) DO UPDATE SET n = n + excluded.n",
+                                 (outcome, n))
+        self._writer.submit(mark)
 
     def delivery_counts(self) -> dict[str, int]:
-        """Processed deliveries by outcome. Counted from the table once (under the writer
-        lock), then kept in memory as deliveries are marked: `/metrics` must not scan every
-        delivery on each scrape. Pending ones are `pending_delivery_count`."""
-        with self._db.lock:
-            if self._outcomes is None:
-                rows = self._db.writer_rows(
-                    "SELECT COALESCE(outcome, ''), COUNT(*) FROM deliveries "
-                    "WHERE processed_at IS NOT NULL GROUP BY 1")
-                self._outcomes = {k: n for k, n in rows}
-            return {k: n for k, n in self._outcomes.items() if n}
+        """Processed deliveries by outcome, ever (pruning does not lower them): read from
+        `delivery_tally`, one row per outcome, so `/metrics` never scans the deliveries.
+        Pending ones are `pending_delivery_count`."""
+        return {r[0]: r[1] for r in self._db.rows(
+            "SELECT outcome, n FROM delivery_tally WHERE n > 0")}
 
     def pending_delivery_count(self) -> int:
-        """Deliveries stored but not yet processed (counted on the partial index)."""
-        return self._db.rows("SELECT COUNT(*) FROM deliveries WHERE processed_at IS NULL")[0][0]
+        """Deliveries stored but not yet processed (counted on their own small table)."""
+        return self._db.rows("SELECT COUNT(*) FROM delivery_pending")[0][0]
+
+    def prune_deliveries(self) -> int:
+        """Delete up to `PRUNE_BATCH` processed deliveries older than the retention period,
+        in one short transaction; returns how many. The writer thread does this by itself
+        when idle; pending deliveries are never pruned."""
+        if self._retention is None:
+            return 0
+        cutoff = self._db.clock() - self._retention
+        return self._writer.submit(lambda conn: self._prune(conn, cutoff, PRUNE_BATCH))
+
+    @staticmethod
+    def _prune(conn: sqlite3.Connection, cutoff: float, limit: int) -> int:
+        # the oldest processed ones first, by seq (no index on processed_at to keep up on each
+        # mark); processing follows arrival order, so a delivery processed late holds back
+        # only the few behind it, until it is old enough too
+        old = []
+        for seq, processed_at in conn.execute(
+                "SELECT seq, processed_at FROM delivery_outcomes ORDER BY seq LIMIT ?",
+                (limit,)).fetchall():
+            if processed_at >= cutoff:
+                break
+            old.append(seq)
+        if not old:
+            return 0
+        conn.execute("DELETE FROM deliveries WHERE seq IN "
+                     "(SELECT seq FROM delivery_outcomes WHERE seq <= ?)", (old[-1],))
+        conn.execute("DELETE FROM delivery_outcomes WHERE seq <= ?", (old[-1],))
+        return len(old)
+
+    def _idle(self) -> float | None:
+        """The writer's idle step: one pruning batch when one is due."""
+        if self._retention is None:
+            return None
+        now = time.monotonic()
+        if now < self._next_prune:
+            return self._next_prune - now
+        cutoff = self._db.clock() - self._retention
+        oldest = self._db.rows("SELECT processed_at FROM delivery_outcomes ORDER BY seq LIMIT 1")
+        pruned = 0
+        if oldest and oldest[0][0] < cutoff:  # a write transaction only when one is due
+            with self._db.atomic() as conn:
+                pruned = self._prune(conn, cutoff, PRUNE_BATCH)
+        # a full batch: more may be due, go on at the next idle moment
+        self._next_prune = now if pruned == PRUNE_BATCH else now + PRUNE_EVERY
+        return self._next_prune - now

@@ -78,6 +78,8 @@ class DeliveryStore(Protocol):
 
     def pending_delivery_count(self) -> int: ...
 
+    def prune_deliveries(self) -> int: ...
+
 
 class DoneEventStore(Protocol):
     """Done signals relayed from the sidecar's queue directory, with the relay's cursor."""

@@ -268,7 +268,34 @@ def _v5(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO run_views " + RENDER_V5.replace("{where}", ""))
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
+def _v6(conn: sqlite3.Connection) -> None:
+    """A delivery's processed state moves out of its row, so marking it never rewrites the
+    body: `delivery_pending` holds the seq of each delivery not yet processed (the
+    dispatcher's queue, in arrival order), `delivery_outcomes` each processed one's time and
+    outcome (pruned, with the delivery, after the retention period), `delivery_tally` the
+    processed deliveries by outcome ever (what `/metrics` reads: never changed by pruning).
+    `deliveries.processed_at` and `outcome` are left as they are and no longer read or
+    written: dropping them would rewrite every stored body. A file that has these tables
+    already (its `user_version` set back by hand) is left as it is: its old columns are
+    stale."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'delivery_tally'").fetchone():
+        return
+    conn.execute("CREATE TABLE delivery_pending (seq INTEGER PRIMARY KEY)")
+    conn.execute("""CREATE TABLE delivery_outcomes (
+        seq INTEGER PRIMARY KEY, processed_at REAL NOT NULL, outcome TEXT NOT NULL)""")
+    conn.execute("""CREATE TABLE delivery_tally (
+        outcome TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID""")
+    conn.execute("INSERT INTO delivery_pending (seq) "
+                 "SELECT seq FROM deliveries WHERE processed_at IS NULL")
+    conn.execute("INSERT INTO delivery_outcomes (seq, processed_at, outcome) "
+                 "SELECT seq, processed_at, COALESCE(outcome, '') FROM deliveries "
+                 "WHERE processed_at IS NOT NULL")
+    conn.execute("INSERT INTO delivery_tally (outcome, n) "
+                 "SELECT outcome, COUNT(*) FROM delivery_outcomes GROUP BY outcome")
+    conn.execute("DROP INDEX deliveries_pending")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 
 
 def migrate(conn: sqlite3.Connection,

@@ -110,7 +110,7 @@ class OneServiceTest(unittest.TestCase):
     def all_processed(self) -> None:
         """Wait until the dispatcher has handled every stored delivery."""
         self.svc.orch.wait_for(lambda: self.svc.query(
-            "SELECT count(*) FROM deliveries WHERE processed_at IS NULL")[0][0] == 0,
+            "SELECT count(*) FROM delivery_pending")[0][0] == 0,
             timeout=30, what="every delivery processed")
 
     def tokens(self) -> list[str]:

@@ -110,8 +110,10 @@ class _Base(unittest.TestCase):
         conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
         try:
             conn.row_factory = sqlite3.Row
-            return conn.execute("SELECT delivery_id, processed_at, outcome FROM deliveries "
-                                "ORDER BY seq").fetchall()
+            # a delivery's processed state is beside its row (store schema v6)
+            return conn.execute("SELECT d.delivery_id, o.processed_at, o.outcome "
+                                "FROM deliveries d LEFT JOIN delivery_outcomes o "
+                                "ON o.seq = d.seq ORDER BY d.seq").fetchall()
         finally:
             conn.close()
 
