@@ -190,7 +190,8 @@ def build(config: Config, *, forge_factory: Callable[[str, str], object] | None 
     except BottleError as exc:
         raise OrchestratorError(str(exc)) from exc
     secure_home(config)
-    store = SqliteRunStore(config.db_path, schema_hooks=(forge_state.apply_schema,))
+    store = SqliteRunStore(config.db_path, schema_hooks=(forge_state.apply_schema,),
+                           delivery_retention=config.delivery_retention_days * 86400.0)
     forge_states = forge_state.SqliteForgeStateStore(store.side_connection(), migrate=False)
     store.add_run_listener(lambda run: forge_states.put(forge_state_of(run)))
     store.add_run_listener(RunLog(store, home=config.home, since=clock()))  # a line per transition
@@ -239,7 +240,8 @@ def build(config: Config, *, forge_factory: Callable[[str, str], object] | None 
     app = WebhookApp(store, verify=functools.partial(verify_signature, secret), wake=wake,
                      clock=clock, views=StoreViews(store, clock, counters=refusals.counters,
                                       gitea_url=config.gitea_url,
-                                      log_tail=getattr(runner, "log_tail", None)))
+                                      log_tail=getattr(runner, "log_tail", None)),
+                     payloads=orchestrator.payloads)  # the dispatcher reuses the parsed body
     sidecar_app = SidecarApp(store, lambda owner, repo: MarkedForge(forge_factory(owner, repo)),
                              Path(config.queue_dir), clock, time.time_ns, secret_values=known)
     try:

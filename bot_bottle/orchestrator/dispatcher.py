@@ -62,6 +62,7 @@ class Orchestrator:
         self._outbox_backoff = outbox_backoff
         self._wake = threading.Event()
         self._pass_lock = threading.Lock()
+        self.payloads = E.Payloads()  # filled by the webhook (bootstrap), taken here
 
     # ---- threads ---------------------------------------------------------------------------
 
@@ -133,7 +134,7 @@ class Orchestrator:
     def _one_delivery(self, delivery, inert: list[tuple[int, str]]) -> bool:
         """Handle one delivery; False when the forge is down and the pass must stop."""
         try:
-            outcome, why = self._handle_delivery(delivery.event_type, delivery.body)
+            outcome, why = self._handle_delivery(delivery)
         except ForgeUnavailable as exc:
             log.warning("forge unavailable, delivery %s retried later: %s",
                         delivery.delivery_id, exc)
@@ -152,9 +153,11 @@ class Orchestrator:
             self._store.mark_delivery_processed(delivery.seq, outcome)
         return True
 
-    def _handle_delivery(self, event_type: str, body: bytes) -> tuple[str, str]:
+    def _handle_delivery(self, delivery) -> tuple[str, str]:
+        # the webhook's parse of this very body, when this process received it
+        payload = self.payloads.take(delivery.delivery_id, delivery.body)
         try:
-            event = E.classify_delivery(event_type, body)
+            event = E.classify_delivery(delivery.event_type, delivery.body, payload)
         except E.EventShapeError as exc:
             return "bad_shape", str(exc)
         if isinstance(event, str):

@@ -19,12 +19,18 @@ Which deliveries are acted on (see `ACTED_ON`):
 - pull-request types (`pull_request`, `pull_request_assign`, `pull_request_label`,
   `pull_request_sync`): `opened` and `closed` (a merge is `closed` with `merged`).
 - reviews (`pull_request_review_*`), pushes and everything else: ignored.
+
+`Payloads` hands the webhook's parsed body to the dispatcher in-process, so a delivery's
+JSON is parsed once (`classify_delivery(..., payload=)`); after a restart, or past its bound,
+the stored body is parsed again.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from bot_bottle.orchestrator.model import OrchestratorError
@@ -104,13 +110,47 @@ def parse_delivery(event_type: str, body: bytes) -> Event | None:
     return None if isinstance(result, str) else result
 
 
-def classify_delivery(event_type: str, body: bytes) -> Event | str:
-    """Decode and parse once: the event, or why it is not acted on (for the caller's log)."""
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise EventShapeError(f"delivery body is not JSON: {exc}") from exc
+_UNPARSED = object()
+
+
+def classify_delivery(event_type: str, body: bytes, payload: object = _UNPARSED) -> Event | str:
+    """Decode and parse once: the event, or why it is not acted on (for the caller's log).
+    `payload` is `body` already parsed (by the webhook, `Payloads`): it is not parsed again."""
+    if payload is _UNPARSED:
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            raise EventShapeError(f"delivery body is not JSON: {exc}") from exc
     return _classify(event_type, payload)
+
+
+class Payloads:
+    """Parsed bodies of stored deliveries by delivery id, from the webhook to the dispatcher:
+    at most `limit` (the oldest go first; a lagging dispatcher parses those itself). A body
+    is handed over only to a delivery with the very same bytes."""
+
+    def __init__(self, limit: int = 256) -> None:
+        self._limit = limit
+        self._items: OrderedDict[str, tuple[bytes, object]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, delivery_id: str, body: bytes, payload: object) -> None:
+        with self._lock:
+            self._items[delivery_id] = (body, payload)
+            self._items.move_to_end(delivery_id)
+            while len(self._items) > self._limit:
+                self._items.popitem(last=False)
+
+    def take(self, delivery_id: str | None, body: bytes) -> object:
+        """The payload parsed from `body` and forgotten here, else `_UNPARSED`."""
+        with self._lock:
+            item = self._items.pop(delivery_id, None) if delivery_id else None
+        if item is None or item[0] != body:
+            return _UNPARSED
+        return item[1]
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 def comment_key(event_type: str, payload: object) -> str | None:

@@ -2,6 +2,9 @@
 forge sidecar's Unix socket (`sidecar`): it frames requests and hands each to an app with
 `handle(method, path, headers, body) -> Response`, and owns only transport decisions.
 
+- Heads: read by hand (`http_head`, with `http.client`'s limits: 414, 431, 400, 505, 501),
+  one thread per connection reading its requests in turn (keep-alive, `HEAD`,
+  `Expect: 100-continue` answered once the head is accepted); each answer is one send.
 - Framing: chunked bodies → 411, a body method without `Content-Length` → 411, an invalid one
   → 400, one over `max_body` → 413 without reading the body; each of these closes the
   connection (the unread body would be taken for the next request). A `Host` the server does
@@ -16,7 +19,7 @@ forge sidecar's Unix socket (`sidecar`): it frames requests and hands each to an
 - A stream route (`stream_route(path)`, the sidecar's git gate) gets the raw handler after the
   head, before any framing, and bounds itself.
 Every answer carries `nosniff`; no exception reaches the stdlib (500, JSON); every answer
-has one access line (`access`), its path cut to printable characters.
+has one access line (`access`; below 400 at DEBUG), its path cut to printable characters.
 """
 
 from __future__ import annotations
@@ -24,17 +27,35 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import socketserver
 import sys
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
+from email.utils import formatdate
+from http import HTTPStatus
 from typing import Callable, Mapping, Protocol
+
+from bot_bottle.orchestrator import http_head
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1 << 20
 _BODY_METHODS = ("POST", "PUT", "PATCH")
 _LOGGED_PATH = 120  # an agent's 60 KB path must not become 60 KB of log
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}
+_dates: list = [0, b""]  # the Date header's second and text: formatted once a second
+
+
+def _phrase(status: int) -> str:
+    return _PHRASES.get(status, "Unknown")
+
+
+def _date() -> bytes:
+    now = int(time.time())
+    if _dates[0] != now:
+        _dates[:] = [now, formatdate(now, usegmt=True).encode()]
+    return _dates[1]
 
 
 @dataclass(frozen=True)
@@ -68,45 +89,86 @@ def busy_answer(reason: str = "too many connections") -> bytes:
             + body)
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "bot-bottle"
-    sys_version = ""
+class Handler(socketserver.StreamRequestHandler):
+    """One connection: heads read by `http_head`, bodies by `Content-Length`, answers written
+    in one `sendall` each. A stream route gets this object itself, with `rfile`, `wfile`,
+    `headers`, `command`, `path`, `send_response`/`send_header`/`end_headers` and
+    `close_connection` as `http.server`'s handler has them."""
+
+    rbufsize = 1 << 16  # a delivery's head and body in one read, mostly
 
     def setup(self) -> None:
         self.timeout = self.server.read_timeout  # StreamRequestHandler applies it per read
         super().setup()
+        self._head: list[bytes] = []
+
+    def handle(self) -> None:
+        self.close_connection = False
+        while not self.close_connection:
+            self.handle_one_request()
 
     def handle_one_request(self) -> None:
         self.server.arm(self.connection)  # head and body must arrive within the deadline
         try:
-            super().handle_one_request()
+            self._one_request()
         finally:
             self.server.disarm(self.connection)
+
+    def _one_request(self) -> None:
+        self.close_connection = True  # until a whole request has been read and answered
+        try:
+            head = http_head.read_head(self.rfile)
+        except http_head.HeadError as exc:
+            self.command, self.path = "", ""
+            self.server.logger.debug("%s refused a request head: %d %s", self.server.name,
+                                     exc.status, exc.reason)
+            return self._write(error_response(exc.status, exc.reason))
+        except (TimeoutError, ConnectionError):  # a stalled or cut client: no one to answer
+            return
+        if head is None:
+            return
+        self.command, self.path, self.headers = head.method, head.target, head.headers
+        self.close_connection = not head.keep_alive
+        self._serve(head)
 
     def address_string(self) -> str:
         return self.client_address[0] if isinstance(self.client_address, tuple) else "unix"
 
-    def log_request(self, code="-", size="-") -> None:  # `access` is our own line
-        pass
+    # ---- the answer, as http.server's handler writes it (the stream route uses these) ----
 
-    def log_message(self, format: str, *args) -> None:
-        self.server.logger.debug("http %s %s", self.address_string(), format % args)
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._head = [b"HTTP/1.1 %d %s\r\nServer: bot-bottle\r\nDate: %s\r\n"
+                      % (code, (message or _phrase(code)).encode("latin-1", "replace"),
+                         _date())]
 
-    def _serve(self) -> None:
+    def send_header(self, name: str, value: str) -> None:
+        self._head.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
+        if name.lower() == "connection" and value.lower() == "close":
+            self.close_connection = True
+
+    def end_headers(self) -> None:
+        self._head.append(b"\r\n")
+        data, self._head = b"".join(self._head), []
+        self.wfile.write(data)
+
+    # ---- one request ----
+
+    def _serve(self, head: http_head.Head) -> None:
         started = time.monotonic()
         stream = self.server.stream_route(self.path)
         if stream is not None:
             self.server.disarm(self.connection)  # a push may take long; the route bounds it
+            if head.expects_continue:
+                self.wfile.write(_CONTINUE)
             return stream(self)
         try:
-            response = self._answer()
+            response = self._answer(head)
         except TimeoutError:
             self.close_connection = True
             response = error_response(408, "request body too slow")
         except ConnectionError as exc:  # the client hung up mid-body: no one to answer
             self.server.logger.debug("http %s %s: client went away: %s", self.command,
-                      printable(self.path), exc)
+                                     printable(self.path), exc)
             self.close_connection = True
             return
         except Exception:
@@ -121,34 +183,33 @@ class Handler(BaseHTTPRequestHandler):
         self._write(response)
 
     def _write(self, response: Response) -> None:
+        head = [b"HTTP/1.1 %d %s\r\nServer: bot-bottle\r\nDate: %s\r\n"
+                b"X-Content-Type-Options: nosniff\r\n"
+                % (response.status, _phrase(response.status).encode(), _date())]
+        for name, value in response.headers:
+            head.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
+        head.append(b"Content-Type: %s\r\nContent-Length: %d\r\n%s\r\n"
+                    % (response.content_type.encode("latin-1", "replace"), len(response.body),
+                       b"Connection: close\r\n" if self.close_connection else b""))
+        if self.command != "HEAD":
+            head.append(response.body)
         try:
-            self.send_response(response.status)
-            self.send_header("X-Content-Type-Options", "nosniff")
-            for name, value in response.headers:
-                self.send_header(name, value)
-            self.send_header("Content-Type", response.content_type)
-            self.send_header("Content-Length", str(len(response.body)))
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(response.body)
+            self.wfile.write(b"".join(head))
         except OSError as exc:  # the client went away; nothing left to tell it
             self.server.logger.debug("http %s: write failed: %s", self.command, exc)
             self.close_connection = True
 
-    def _answer(self) -> Response:
-        if self.headers.get("Transfer-Encoding"):
+    def _answer(self, head: http_head.Head) -> Response:
+        if self.headers.get("transfer-encoding"):
             self.close_connection = True
             return error_response(411, "chunked bodies are not accepted; send Content-Length")
-        raw = self.headers.get("Content-Length")
+        raw = self.headers.get("content-length")
         if raw is None:
             if self.command in _BODY_METHODS:
                 self.close_connection = True
                 return error_response(411, "Content-Length required")
             length = 0
         else:
-            raw = raw.strip()
             if not raw.isdigit() or not raw.isascii() or len(raw) > 18:
                 self.close_connection = True
                 return error_response(400, "invalid Content-Length")
@@ -156,7 +217,7 @@ class Handler(BaseHTTPRequestHandler):
         if length > self.server.max_body:
             self.close_connection = True  # the unread body makes the stream unusable
             return error_response(413, f"body over {self.server.max_body} bytes")
-        host = self.headers.get("Host")
+        host = self.headers.get("host")
         if not self.server.host_allowed(host):
             self.close_connection = True  # the body is not read
             self.server.logger.warning("http %s %s refused: Host %s is not this service's",
@@ -164,7 +225,9 @@ class Handler(BaseHTTPRequestHandler):
                                        printable(host or "(none)"))
             return error_response(421, "Host names no address this service answers on "
                                        "(see FORGE_ALLOWED_HOSTS)")
-        body = self._read_body(length)
+        if head.expects_continue:  # the head is accepted: now the client sends the body
+            self.wfile.write(_CONTINUE)
+        body = self._read_body(length) if length else b""
         if body is None:
             self.close_connection = True
             return error_response(400, "body shorter than Content-Length")
@@ -176,23 +239,27 @@ class Handler(BaseHTTPRequestHandler):
         """Read exactly `length` bytes before the request's deadline; None on early EOF."""
         deadline = self.server.deadline_of(self.connection)
         self.server.disarm(self.connection)  # enforced here, so a late body is answered 408
-        chunks, remaining = [], length
+        chunks, remaining, shortened = [], length, False
         try:
             while remaining:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError("body read deadline passed")
-                self.connection.settimeout(min(left, self.server.read_timeout))
-                chunk = self.rfile.read1(min(remaining, 65536))
+                # a syscall, so only when the deadline is well inside the per-read timeout
+                # (the first read mostly finds the body buffered): a read may end past the
+                # deadline by at most a tenth of `read_timeout`
+                if left < self.server.read_timeout * 0.9:
+                    self.connection.settimeout(left)
+                    shortened = True
+                chunk = self.rfile.read1(min(remaining, 1 << 16))
                 if not chunk:
                     return None
                 chunks.append(chunk)
                 remaining -= len(chunk)
         finally:
-            self.connection.settimeout(self.server.read_timeout)
-        return b"".join(chunks)
-
-    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _serve
+            if shortened:
+                self.connection.settimeout(self.server.read_timeout)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class Transport:
@@ -233,8 +300,10 @@ class Transport:
         return None
 
     def access(self, method: str, path: str, response: Response, seconds: float) -> None:
-        self.logger.log(logging.DEBUG if response.status < 400 else logging.INFO,
-                "%s %s %s %d %dB %.1fms%s", self.name, method, printable(path),
+        level = logging.DEBUG if response.status < 400 else logging.INFO
+        if not self.logger.isEnabledFor(level):  # the common 2xx: no line, no cut path
+            return
+        self.logger.log(level, "%s %s %s %d %dB %.1fms%s", self.name, method, printable(path),
                 response.status, len(response.body), seconds * 1000,
                 f" {response.who}" if response.who else "")
 

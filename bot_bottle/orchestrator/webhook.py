@@ -56,8 +56,9 @@ class WebhookApp:
     def __init__(self, store, *, verify: Callable[[bytes, str], bool],
                  wake: Callable[[], None] = lambda: None, views=None,
                  is_handled: Callable[[str], bool] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, payloads=None) -> None:
         self._store = store
+        self._payloads = payloads  # `events.Payloads`: the parsed body, for the dispatcher
         self._verify = verify
         self._wake = wake
         self._views = views if views is not None else StoreViews(store, clock)
@@ -119,23 +120,26 @@ class WebhookApp:
         if not isinstance(payload, dict):
             log.warning("webhook %s rejected: body is not a JSON object", tag)
             return _status(400, "error", "body is not a JSON object")
-        tag = f"{tag} {_where(payload)}"
         if not event:
-            log.info("webhook %s ignored: no event type header", tag)
+            log.info("webhook %s %s ignored: no event type header", tag, _where(payload))
             return _status(202, "ignored", "no event type header")
         if not self._handles(event):
-            log.info("webhook %s ignored: unhandled event type", tag)
+            log.info("webhook %s %s ignored: unhandled event type", tag, _where(payload))
             return _status(202, "ignored", f"event type {_clip(event)!r} is not handled")
         try:
             fresh = self._store.record_delivery(delivery, event, body, self._clock(),
                                                 comment_key=comment_key(event, payload))
         except Exception as exc:  # StoreError or worse: Gitea must retry, so never a 2xx
-            log.error("webhook %s not stored: %s", tag, exc)
+            log.error("webhook %s %s not stored: %s", tag, _where(payload), exc)
             return _status(503, "error", "store unavailable")
         if not fresh:
-            log.info("webhook %s duplicate", tag)
+            log.info("webhook %s %s duplicate", tag, _where(payload))
             return _status(200, "duplicate")
-        log.info("webhook %s accepted", tag)
+        if self._payloads is not None:
+            self._payloads.put(delivery, body, payload)
+        # the dispatcher's line (id, event, outcome) is the delivery's one line at INFO
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("webhook %s %s accepted", tag, _where(payload))
         try:
             self._wake()  # only signals the dispatcher; launches never run on this thread
         except Exception:  # stored already: the dispatcher's next tick will find it

@@ -7,13 +7,16 @@ the executor's worker pool; a slot they free wakes the dispatcher, which `wait` 
 
 from __future__ import annotations
 
+import json
 import tempfile
 import threading
 import time
 import unittest
 from pathlib import Path
+from unittest import mock
 
 from bot_bottle.contrib.gitea.client import GiteaClient, GiteaForge
+from bot_bottle.orchestrator import events as E
 from bot_bottle.orchestrator.dispatcher import Orchestrator
 from bot_bottle.orchestrator.executor import Executor
 from bot_bottle.orchestrator.model import RunState
@@ -155,6 +158,26 @@ class LaunchTest(DispatcherTest):
         self.assertIn(f"acme/widgets#{n}: Fix it", start[4])
         self.assertIn("details", start[4])
         self.assertEqual(start[5]["BOT_BOTTLE_FORGE_RUN_TOKEN"], run.run_token)
+
+    def test_a_payload_the_webhook_handed_over_is_not_parsed_again(self) -> None:
+        n = self.gitea.add_issue(OWNER, REPO, "Fix it", "details", user="alice",
+                                 labels=("bot-bottle:claude",), assignees=(BOT,))
+        body = gitea_json(issue_event(self.gitea, OWNER, REPO, n, "assigned", "alice"))
+        self.store.record_delivery("h1", "issue_assign", body, self.clock.now())
+        self.orch.payloads.put("h1", body, json.loads(body))
+        with mock.patch.object(E, "json", wraps=json) as parsed:
+            self.orch.process_pending()
+        parsed.loads.assert_not_called()
+        self.assertIsNotNone(self.run_for(n))
+        self.assertEqual(len(self.orch.payloads), 0)
+        # nothing handed over (a delivery stored before a restart): the stored body is parsed
+        m = self.gitea.add_issue(OWNER, REPO, "More", "details", user="alice",
+                                 labels=("bot-bottle:claude",), assignees=(BOT,))
+        with mock.patch.object(E, "json", wraps=json) as parsed:
+            self.deliver("issue_assign", issue_event(self.gitea, OWNER, REPO, m, "assigned",
+                                                     "alice"))
+        parsed.loads.assert_called_once()
+        self.assertIsNotNone(self.run_for(m))
 
     def test_duplicate_and_replayed_triggers_make_exactly_one_run(self) -> None:
         n = self.new_issue()

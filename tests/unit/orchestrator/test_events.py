@@ -181,6 +181,24 @@ class ShapeErrorTests(unittest.TestCase):
         with self.assertRaises(E.EventShapeError):
             E.classify_delivery("issues", b"[1]")
 
+    def test_a_payload_given_is_classified_without_parsing_the_body(self):
+        self.assertIn("'edited' is not acted on",
+                      E.classify_delivery("issues", b"not json", {"action": "edited"}))
+
+    def test_payloads_hand_a_parse_over_once_for_the_same_bytes_and_stay_bounded(self):
+        payloads = E.Payloads(limit=2)
+        payloads.put("d1", b'{"a": 1}', {"a": 1})
+        self.assertEqual(payloads.take("d1", b'{"a": 1}'), {"a": 1})
+        self.assertIs(payloads.take("d1", b'{"a": 1}'), E._UNPARSED)  # taken once
+        payloads.put("d2", b'{"a": 2}', {"a": 2})
+        self.assertIs(payloads.take("d2", b'{"a": 3}'), E._UNPARSED)  # other bytes: parse them
+        for n in range(3, 6):
+            payloads.put(f"d{n}", b"{}", {})
+        self.assertEqual(len(payloads), 2)  # the oldest went first
+        self.assertIs(payloads.take("d3", b"{}"), E._UNPARSED)
+        self.assertEqual(payloads.take("d5", b"{}"), {})
+        self.assertIs(payloads.take(None, b"{}"), E._UNPARSED)
+
     def test_wrong_types_name_the_bad_field(self):
         cases = [
             ({"action": 1}, "payload.action"),

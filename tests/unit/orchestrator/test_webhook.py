@@ -16,6 +16,7 @@ import unittest
 from pathlib import Path
 
 from bot_bottle.contrib.gitea.signature import sign, verify_signature
+from bot_bottle.orchestrator.events import Payloads
 from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.store import SqliteRunStore
 from bot_bottle.orchestrator.webhook import WebhookApp, make_server
@@ -192,6 +193,18 @@ class WebhookDeliveryTest(ServerTest):
         self.assertEqual((status, payload), (202, {"status": "accepted"}))
         self.assertEqual(stored(self.store)["6ef2ce7e"], ("issues", ISSUE_OPENED, 1_700_000_000.0))
         self.assertTrue(self.woken.is_set())
+
+    def test_an_accepted_delivery_hands_its_parse_over_and_logs_no_line_at_info(self) -> None:
+        payloads = Payloads()
+        port = self.serve(self.app(self.store, payloads=payloads))
+        with self.assertNoLogs("bot_bottle.orchestrator", "INFO"):  # the dispatcher's is the one
+            self.assertEqual(self.deliver(delivery="p-1", port=port)[0], 202)
+        self.assertEqual(payloads.take("p-1", ISSUE_OPENED), json.loads(ISSUE_OPENED))
+        with self.assertLogs("bot_bottle.orchestrator.webhook", "INFO") as logs:
+            self.assertEqual(self.deliver(delivery="p-1", port=port)[0], 200)
+        self.assertEqual(len(logs.output), 1)  # a duplicate never reaches the dispatcher
+        self.assertIn("delivery=p-1 event=issues repo=", logs.output[0])
+        self.assertEqual(len(payloads), 0)
 
     def test_same_delivery_id_again_is_200_duplicate(self) -> None:
         self.assertEqual(self.deliver(delivery="d-1")[0], 202)
