@@ -56,7 +56,7 @@ class GitGate:
         self._max = max_body
 
     def serve(self, handler) -> None:
-        """Answer one request on the sidecar's handler (`http_transport.Handler`)."""
+        """Answer one request on the sidecar's handler (`http_handler.Handler`)."""
         handler.close_connection = True
         try:
             self._serve(handler)

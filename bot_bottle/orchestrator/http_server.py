@@ -19,7 +19,8 @@ from http.server import ThreadingHTTPServer
 from itertools import accumulate
 from typing import Any
 
-from bot_bottle.orchestrator.http_transport import MAX_BODY, Handler, HttpApp, Transport
+from bot_bottle.orchestrator.http_handler import Handler
+from bot_bottle.orchestrator.http_transport import MAX_BODY, HttpApp, Transport
 
 log = logging.getLogger(__name__)
 MAX_JSON_DEPTH = 64

@@ -1,6 +1,8 @@
 """The service's one HTTP/1.1 transport, for the webhook port (TCP, `http_server`) and the
 forge sidecar's Unix socket (`sidecar`): it frames requests and hands each to an app with
-`handle(method, path, headers, body) -> Response`, and owns only transport decisions.
+`handle(method, path, headers, body) -> Response`, and owns only transport decisions. This
+module holds the server's half (`Transport`, mixed into both servers) and the app's types;
+`http_handler.Handler` reads and answers each request.
 
 - Heads: read by hand (`http_head`, with `http.client`'s limits: 414, 431, 400, 505, 501),
   one thread per connection reading its requests in turn (keep-alive, `HEAD`,
@@ -27,37 +29,16 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import socketserver
 import sys
 import threading
 import time
 from dataclasses import dataclass
-from email.utils import formatdate
-from http import HTTPStatus
 from typing import Callable, Mapping, Protocol
 
-from bot_bottle.orchestrator import http_head
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1 << 20
-_BODY_METHODS = ("POST", "PUT", "PATCH")
 _LOGGED_PATH = 120  # an agent's 60 KB path must not become 60 KB of log
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_PHRASES = {status.value: status.phrase for status in HTTPStatus}
-_dates: list = [0, b""]  # the Date header's second and text: formatted once a second
-
-
-def _phrase(status: int) -> str:
-    return _PHRASES.get(status, "Unknown")
-
-
-def _date() -> bytes:
-    now = int(time.time())
-    if _dates[0] != now:
-        _dates[:] = [now, formatdate(now, usegmt=True).encode()]
-    return _dates[1]
-
-
 @dataclass(frozen=True)
 class Response:
     status: int
@@ -87,179 +68,6 @@ def busy_answer(reason: str = "too many connections") -> bytes:
     return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
             b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
             + body)
-
-
-class Handler(socketserver.StreamRequestHandler):
-    """One connection: heads read by `http_head`, bodies by `Content-Length`, answers written
-    in one `sendall` each. A stream route gets this object itself, with `rfile`, `wfile`,
-    `headers`, `command`, `path`, `send_response`/`send_header`/`end_headers` and
-    `close_connection` as `http.server`'s handler has them."""
-
-    rbufsize = 1 << 16  # a delivery's head and body in one read, mostly
-
-    def setup(self) -> None:
-        self.timeout = self.server.read_timeout  # StreamRequestHandler applies it per read
-        super().setup()
-        self._head: list[bytes] = []
-
-    def handle(self) -> None:
-        self.close_connection = False
-        while not self.close_connection:
-            self.handle_one_request()
-
-    def handle_one_request(self) -> None:
-        self.server.arm(self.connection)  # head and body must arrive within the deadline
-        try:
-            self._one_request()
-        finally:
-            self.server.disarm(self.connection)
-
-    def _one_request(self) -> None:
-        self.close_connection = True  # until a whole request has been read and answered
-        try:
-            head = http_head.read_head(self.rfile)
-        except http_head.HeadError as exc:
-            self.command, self.path = "", ""
-            self.server.logger.debug("%s refused a request head: %d %s", self.server.name,
-                                     exc.status, exc.reason)
-            return self._write(error_response(exc.status, exc.reason))
-        except (TimeoutError, ConnectionError):  # a stalled or cut client: no one to answer
-            return
-        if head is None:
-            return
-        self.command, self.path, self.headers = head.method, head.target, head.headers
-        self.close_connection = not head.keep_alive
-        self._serve(head)
-
-    def address_string(self) -> str:
-        return self.client_address[0] if isinstance(self.client_address, tuple) else "unix"
-
-    # ---- the answer, as http.server's handler writes it (the stream route uses these) ----
-
-    def send_response(self, code: int, message: str | None = None) -> None:
-        self._head = [b"HTTP/1.1 %d %s\r\nServer: bot-bottle\r\nDate: %s\r\n"
-                      % (code, (message or _phrase(code)).encode("latin-1", "replace"),
-                         _date())]
-
-    def send_header(self, name: str, value: str) -> None:
-        self._head.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
-        if name.lower() == "connection" and value.lower() == "close":
-            self.close_connection = True
-
-    def end_headers(self) -> None:
-        self._head.append(b"\r\n")
-        data, self._head = b"".join(self._head), []
-        self.wfile.write(data)
-
-    # ---- one request ----
-
-    def _serve(self, head: http_head.Head) -> None:
-        started = time.monotonic()
-        stream = self.server.stream_route(self.path)
-        if stream is not None:
-            self.server.disarm(self.connection)  # a push may take long; the route bounds it
-            if head.expects_continue:
-                self.wfile.write(_CONTINUE)
-            return stream(self)
-        try:
-            response = self._answer(head)
-        except TimeoutError:
-            self.close_connection = True
-            response = error_response(408, "request body too slow")
-        except ConnectionError as exc:  # the client hung up mid-body: no one to answer
-            self.server.logger.debug("http %s %s: client went away: %s", self.command,
-                                     printable(self.path), exc)
-            self.close_connection = True
-            return
-        except Exception:
-            self.server.logger.exception("http %s %s: handler failed", self.command,
-                                         printable(self.path))
-            self.close_connection = True
-            response = error_response(500, "internal error")
-        seconds = time.monotonic() - started
-        # observed and logged before the answer is written: a client that has it sees both
-        self.server.observe(self.command, self.path, response.status, seconds)
-        self.server.access(self.command, self.path, response, seconds)
-        self._write(response)
-
-    def _write(self, response: Response) -> None:
-        head = [b"HTTP/1.1 %d %s\r\nServer: bot-bottle\r\nDate: %s\r\n"
-                b"X-Content-Type-Options: nosniff\r\n"
-                % (response.status, _phrase(response.status).encode(), _date())]
-        for name, value in response.headers:
-            head.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
-        head.append(b"Content-Type: %s\r\nContent-Length: %d\r\n%s\r\n"
-                    % (response.content_type.encode("latin-1", "replace"), len(response.body),
-                       b"Connection: close\r\n" if self.close_connection else b""))
-        if self.command != "HEAD":
-            head.append(response.body)
-        try:
-            self.wfile.write(b"".join(head))
-        except OSError as exc:  # the client went away; nothing left to tell it
-            self.server.logger.debug("http %s: write failed: %s", self.command, exc)
-            self.close_connection = True
-
-    def _answer(self, head: http_head.Head) -> Response:
-        if self.headers.get("transfer-encoding"):
-            self.close_connection = True
-            return error_response(411, "chunked bodies are not accepted; send Content-Length")
-        raw = self.headers.get("content-length")
-        if raw is None:
-            if self.command in _BODY_METHODS:
-                self.close_connection = True
-                return error_response(411, "Content-Length required")
-            length = 0
-        else:
-            if not raw.isdigit() or not raw.isascii() or len(raw) > 18:
-                self.close_connection = True
-                return error_response(400, "invalid Content-Length")
-            length = int(raw)
-        if length > self.server.max_body:
-            self.close_connection = True  # the unread body makes the stream unusable
-            return error_response(413, f"body over {self.server.max_body} bytes")
-        host = self.headers.get("host")
-        if not self.server.host_allowed(host):
-            self.close_connection = True  # the body is not read
-            self.server.logger.warning("http %s %s refused: Host %s is not this service's",
-                                       self.command, printable(self.path.split("?", 1)[0], 80),
-                                       printable(host or "(none)"))
-            return error_response(421, "Host names no address this service answers on "
-                                       "(see FORGE_ALLOWED_HOSTS)")
-        if head.expects_continue:  # the head is accepted: now the client sends the body
-            self.wfile.write(_CONTINUE)
-        body = self._read_body(length) if length else b""
-        if body is None:
-            self.close_connection = True
-            return error_response(400, "body shorter than Content-Length")
-        self.server.disarm(self.connection)  # the request is in: the app bounds its own work
-        method = "GET" if self.command == "HEAD" else self.command
-        return self.server.app.handle(method, self.path, self.headers, body)
-
-    def _read_body(self, length: int) -> bytes | None:
-        """Read exactly `length` bytes before the request's deadline; None on early EOF."""
-        deadline = self.server.deadline_of(self.connection)
-        self.server.disarm(self.connection)  # enforced here, so a late body is answered 408
-        chunks, remaining, shortened = [], length, False
-        try:
-            while remaining:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError("body read deadline passed")
-                # a syscall, so only when the deadline is well inside the per-read timeout
-                # (the first read mostly finds the body buffered): a read may end past the
-                # deadline by at most a tenth of `read_timeout`
-                if left < self.server.read_timeout * 0.9:
-                    self.connection.settimeout(left)
-                    shortened = True
-                chunk = self.rfile.read1(min(remaining, 1 << 16))
-                if not chunk:
-                    return None
-                chunks.append(chunk)
-                remaining -= len(chunk)
-        finally:
-            if shortened:
-                self.connection.settimeout(self.server.read_timeout)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class Transport:
@@ -292,7 +100,8 @@ class Transport:
     def host_allowed(self, host: str | None) -> bool:
         return True
 
-    def stream_route(self, path: str) -> Callable[[Handler], None] | None:
+    def stream_route(self, path: str) -> Callable[[object], None] | None:
+        """A route that gets the raw `http_handler.Handler` after the head (the git gate)."""
         return None
 
     def peer_key(self, request: socket.socket) -> object:

@@ -35,7 +35,8 @@ from bot_bottle.gate.credentials import CREDENTIALS
 from bot_bottle.orchestrator import peers
 from bot_bottle.orchestrator.git_gate_repo import RUN_TOKEN_LABEL
 from bot_bottle.orchestrator.http_server import loads_json
-from bot_bottle.orchestrator.http_transport import Handler, Response, Transport, printable
+from bot_bottle.orchestrator.http_handler import Handler
+from bot_bottle.orchestrator.http_transport import Response, Transport, printable
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1 << 20
