@@ -1,4 +1,5 @@
-"""A raw accept loop for tests' stand-in servers that ends with its test.
+"""Servers that end with their test: `serve_in_thread` for a `socketserver` server of ours,
+`serve_connections`, a raw accept loop for tests' stand-in servers.
 
 A loop left blocked in `accept()` after its listener was closed outlives the test, and such
 leaked loops answered later tests' connections in the same process (a FakeGitea's git request
@@ -44,3 +45,14 @@ def serve_connections(add_cleanup: Callable, listener: socket.socket,
     add_cleanup(stop)
     thread.start()
     return thread
+
+
+def serve_in_thread(testcase, server, poll: float = 0.05):
+    """`server.serve_forever` on a thread until the test ends: shut down, closed (in-flight
+    requests drained), then the thread joined. Returns the server."""
+    thread = threading.Thread(target=server.serve_forever, args=(poll,), daemon=True)
+    thread.start()
+    testcase.addCleanup(thread.join, 10)
+    testcase.addCleanup(server.server_close)
+    testcase.addCleanup(server.shutdown)
+    return server

@@ -19,7 +19,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 from html.parser import HTMLParser
@@ -30,6 +29,7 @@ from bot_bottle.orchestrator.pages import PAGE_CSP
 from bot_bottle.orchestrator.runner import SubprocessBottleRunner
 from bot_bottle.orchestrator.store import SqliteRunStore
 from bot_bottle.orchestrator.webhook import StoreViews, WebhookApp, make_server
+from tests._serve import serve_in_thread
 
 REPO = Path(__file__).resolve().parents[2]
 GITEA = "https://gitea.example.test"
@@ -95,11 +95,7 @@ class DashboardInChromiumTest(unittest.TestCase):
         views = StoreViews(self.store, lambda: NOW, gitea_url=GITEA, log_tail=runner.log_tail)
         app = WebhookApp(self.store, verify=lambda body, sig: False, views=views, clock=lambda: NOW)
         server = make_server("127.0.0.1", 0, app)
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-        thread.start()
-        self.addCleanup(thread.join, 10)
-        self.addCleanup(server.server_close)
-        self.addCleanup(server.shutdown)
+        serve_in_thread(self, server)
         self.port = server.server_address[1]
         self.base = f"http://127.0.0.1:{self.port}"
         out = os.environ.get("BOT_BOTTLE_TEST_OUTPUT") or REPO / "test-output"

@@ -8,12 +8,12 @@ import functools
 import http.client
 import io
 import socket
-import threading
 import unittest
 
 from bot_bottle.contrib.gitea.signature import sign, verify_signature
 from bot_bottle.orchestrator import http_head as H
 from bot_bottle.orchestrator.webhook import WebhookApp, make_server
+from tests._serve import serve_in_thread
 
 from .test_webhook import ISSUE_OPENED, SECRET, ViewsStub, open_store, stored
 
@@ -92,11 +92,7 @@ class LimitsOverTheSocketTest(unittest.TestCase):
         app = WebhookApp(self.store, verify=functools.partial(verify_signature, SECRET),
                          views=ViewsStub(), clock=lambda: 1_700_000_000.0)
         server = make_server("127.0.0.1", 0, app)
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-        thread.start()
-        self.addCleanup(thread.join, 10)
-        self.addCleanup(server.server_close)
-        self.addCleanup(server.shutdown)
+        serve_in_thread(self, server)
         self.port = server.server_address[1]
         self.host = b"Host: 127.0.0.1:%d\r\n" % self.port
 

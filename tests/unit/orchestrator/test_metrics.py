@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 import time
 import unittest
 from pathlib import Path
@@ -23,6 +22,7 @@ from bot_bottle.contrib.gitea.signature import sign, verify_signature
 from bot_bottle.orchestrator.metrics import ForgeErrors, Histogram
 from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.webhook import StoreViews, WebhookApp, make_server
+from tests._serve import serve_in_thread
 
 from .test_webhook import ISSUE_OPENED, SECRET, open_store
 
@@ -63,11 +63,7 @@ class LiveMetricsTest(unittest.TestCase):
         self.app = WebhookApp(self.store, verify=functools.partial(verify_signature, SECRET),
                               clock=lambda: T0, views=views)
         server = make_server("127.0.0.1", 0, self.app)
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-        thread.start()
-        self.addCleanup(thread.join, 10)
-        self.addCleanup(server.server_close)
-        self.addCleanup(server.shutdown)
+        serve_in_thread(self, server)
         self.port = server.server_address[1]
 
     def request(self, method: str, path: str, body: bytes = b"", headers=None) -> tuple[int, bytes]:

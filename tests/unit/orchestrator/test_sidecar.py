@@ -6,7 +6,6 @@ import json
 import os
 import socket
 import tempfile
-import threading
 import time
 import unittest
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.sidecar import SidecarApp, SidecarServer
 from tests.support.fake_forge import FakeForge
+from tests._serve import serve_in_thread
 
 from ._fakes import FakeClock, UnixConnection, seed_run, temp_store
 
@@ -34,11 +34,7 @@ class SidecarTest(unittest.TestCase):
                          self.clock.now, lambda: 123)
         self.sock = str(self.dir / "s.sock")
         server = SidecarServer(Path(self.sock), app)
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-        thread.start()
-        self.addCleanup(thread.join, 10)
-        self.addCleanup(server.server_close)
-        self.addCleanup(server.shutdown)
+        serve_in_thread(self, server)
 
     def call(self, method: str, path: str, body=None, token: str | None = "tok-7"):
         conn = UnixConnection(self.sock)
@@ -150,11 +146,7 @@ class SidecarLimitsTest(unittest.TestCase):
     def serve(self, **kw) -> tuple[SidecarServer, str]:
         path = str(self.dir / f"s{len(list(self.dir.glob('*.sock')))}.sock")
         server = SidecarServer(Path(path), self.app, **kw)
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-        thread.start()
-        self.addCleanup(thread.join, 10)
-        self.addCleanup(server.server_close)
-        self.addCleanup(server.shutdown)
+        serve_in_thread(self, server)
         return server, path
 
     def connect(self, path: str) -> socket.socket:

@@ -4,13 +4,13 @@ socket), and `-` when no run answered to the token."""
 from __future__ import annotations
 
 import tempfile
-import threading
 import unittest
 from pathlib import Path
 
 from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.sidecar import SidecarApp, SidecarServer
 from tests.support.fake_forge import FakeForge
+from tests._serve import serve_in_thread
 
 from ._fakes import FakeClock, UnixConnection, seed_run, temp_store
 
@@ -27,11 +27,7 @@ class SidecarAccessLineTest(unittest.TestCase):
                          lambda: 123)
         self.sock = str(Path(tmp.name) / "s.sock")
         server = SidecarServer(Path(self.sock), app)
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-        thread.start()
-        self.addCleanup(thread.join, 10)
-        self.addCleanup(server.server_close)
-        self.addCleanup(server.shutdown)
+        serve_in_thread(self, server)
 
     def access_line(self, token: str, path: str | None = None) -> str:
         conn = UnixConnection(self.sock)

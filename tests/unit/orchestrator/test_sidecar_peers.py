@@ -8,13 +8,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import unittest
 from pathlib import Path
 
 from bot_bottle.orchestrator import peers
 from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.sidecar import SidecarApp, SidecarServer
+from tests._serve import serve_in_thread
 from tests.support.fake_forge import FakeForge
 
 from ._fakes import FakeClock, UnixConnection, seed_run, temp_store
@@ -74,11 +74,7 @@ class PerBottleCapTest(unittest.TestCase):
                          lambda: 123)
         self.sock = str(self.dir / "s.sock")
         self.server = SidecarServer(Path(self.sock), app, max_connections=10, max_per_bottle=3)
-        thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        thread.start()
-        self.addCleanup(thread.join, 10)
-        self.addCleanup(self.server.server_close)
-        self.addCleanup(self.server.shutdown)
+        serve_in_thread(self, self.server)
 
     def bottle(self, n: int) -> list[str]:
         """A bottle whose agent opens `n` connections and keeps them; each answer's status."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import threading
 import unittest
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from bot_bottle.orchestrator import sidecar
 from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.sidecar import SidecarApp, SidecarServer, service_secrets
 from tests.support.fake_forge import FakeForge
+from tests._serve import serve_in_thread
 
 from ._fakes import FakeClock, UnixConnection, seed_run, temp_store
 
@@ -42,11 +42,7 @@ class SidecarSecretScanTest(unittest.TestCase):
                          FakeClock().now, lambda: 123, secret_values=known)
         self.sock = str(self.dir / "s.sock")
         server = SidecarServer(Path(self.sock), app)
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-        thread.start()
-        self.addCleanup(thread.join, 10)
-        self.addCleanup(server.server_close)
-        self.addCleanup(server.shutdown)
+        serve_in_thread(self, server)
 
     def call(self, method: str, path: str, body: dict):
         conn = UnixConnection(self.sock)

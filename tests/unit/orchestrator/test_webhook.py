@@ -20,6 +20,7 @@ from bot_bottle.orchestrator.events import Payloads
 from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.store import SqliteRunStore
 from bot_bottle.orchestrator.webhook import WebhookApp, make_server
+from tests._serve import serve_in_thread
 from ._gitea_helpers import GITEA_DATA
 
 SECRET = b"test-webhook-secret"
@@ -102,11 +103,7 @@ class ServerTest(unittest.TestCase):
 
     def serve(self, app, listen_host: str = "127.0.0.1", **kw) -> int:
         server = make_server(listen_host, 0, app, **kw)
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-        thread.start()
-        self.addCleanup(thread.join, 10)
-        self.addCleanup(server.server_close)
-        self.addCleanup(server.shutdown)
+        serve_in_thread(self, server)
         return server.server_address[1]
 
     def connect(self, port: int | None = None) -> http.client.HTTPConnection:
