@@ -4,6 +4,7 @@ fake Gitea over HTTP), the webhook server on port 0 and the sidecar socket; `sta
 
 from __future__ import annotations
 
+import os
 import tempfile
 import threading
 import time
@@ -122,6 +123,27 @@ class BootstrapTest(unittest.TestCase):
                 bootstrap.build(config, runner=self.runner)
         self.assertFalse([t for t in threading.enumerate() if t.name == "store-writer"
                           and t not in self.threads_before])
+
+    @unittest.skipUnless(os.getuid() == 0, "the agent user is used only when run as root")
+    def test_as_root_a_missing_agent_user_is_one_line_before_anything_is_made(self) -> None:
+        import dataclasses
+        env = {**self.config.child_env, "BOT_BOTTLE_AGENT_USER": "bbnosuchuser"}
+        config = dataclasses.replace(self.config, child_env=env)
+        with self.assertRaises(OrchestratorError) as caught:
+            bootstrap.build(config, runner=self.runner)
+        self.assertRegex(str(caught.exception), r"'bbnosuchuser', which does not exist.*useradd")
+        self.assertNotIn("\n", str(caught.exception))
+        self.assertFalse(Path(config.db_path).exists())  # refused before the store opened
+
+    @unittest.skipUnless(os.getuid() == 0, "the agent user is used only when run as root")
+    def test_as_root_the_sidecar_socket_is_the_agent_user_s_alone(self) -> None:
+        import pwd
+        service = bootstrap.build(self.config, runner=self.runner)
+        service.start()  # stop() waits for the serving loops
+        self.addCleanup(service.stop)
+        st = os.stat(self.config.sidecar_socket)
+        self.assertEqual(st.st_uid, pwd.getpwnam("bot-bottle").pw_uid)  # .ci/setup makes it
+        self.assertEqual(st.st_mode & 0o777, 0o600)
 
 
 if __name__ == "__main__":
