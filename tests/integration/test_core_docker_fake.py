@@ -21,13 +21,15 @@ if sys.argv[1] == "run":
     with open(os.path.join(here, "stdin"), "wb") as fh:
         fh.write(sys.stdin.buffer.read())
     print("fake docker ran", flush=True)
+if sys.argv[1:3] == ["image", "inspect"]:
+    print("sha256:" + "0" * 64)
 with open(os.path.join(here, "rc")) as fh:
     sys.exit(int(fh.read()) if sys.argv[1] == "run" else 0)
 """
 
 
 class DockerFakeTest(unittest.TestCase):
-    def test_docker_lifecycle_calls_run_commit_rm_and_internal_network(self):
+    def test_docker_lifecycle_pings_the_engine_checks_the_image_then_runs_commits_and_removes(self):
         home = make_home(self)
         (home / "bottles" / "b1.toml").write_text(f'dir = "{home / "src"}"\nbackend = "docker"\nimage = "img:1"\n')
         with tempfile.TemporaryDirectory() as bindir:
@@ -42,12 +44,15 @@ class DockerFakeTest(unittest.TestCase):
             self.assertEqual(cli(home, "commit", "scripted", path=path, extra_env=env).returncode, 0)
             self.assertEqual(cli(home, "destroy", "scripted", path=path, extra_env=env).returncode, 0)
             calls = [json.loads(line) for line in log.read_text().splitlines()]
-        self.assertEqual(calls[0], ["network", "create", "--internal", "bot-bottle-scripted"])
-        run = calls[1]
+        self.assertEqual(calls[:3], [["version", "--format", "{{.Server.Version}}"],
+                                     ["image", "inspect", "--format", "{{.Id}}", "img:1"],
+                                     calls[2]])
+        run = calls[2]
         self.assertEqual(run[:5], ["run", "--rm", "-i", "--name", "bot-bottle-scripted"])
         self.assertIn("img:1", run)
-        self.assertEqual(calls[2], ["commit", "bot-bottle-scripted", "bot-bottle-scripted:frozen"])
-        self.assertIn(["rm", "-f", "bot-bottle-scripted"], calls[3:])
+        self.assertFalse([c for c in calls if c[0] == "network"], calls)
+        commit = calls.index(["commit", "bot-bottle-scripted", "bot-bottle-scripted:frozen"])
+        self.assertIn(["rm", "-f", "bot-bottle-scripted"], calls[commit + 1:])
 
     def test_values_reach_docker_through_its_environment_never_its_argv(self):
         home = make_home(self)
@@ -110,14 +115,14 @@ class DockerFakeTest(unittest.TestCase):
         log = Path(bindir.name) / "log"
         return bindir.name + ":" + os.environ["PATH"], lambda: [json.loads(x) for x in log.read_text().splitlines()]
 
-    def test_no_network_bottle_runs_on_its_internal_network_with_only_bottle_mounts(self):
+    def test_no_network_bottle_runs_on_network_none_with_only_bottle_mounts(self):
         home = make_home(self)
         (home / "bottles" / "b1.toml").write_text(f'dir = "{home / "src"}"\nbackend = "docker"\n')
         path, calls = self._fake_docker()
         self.assertEqual(cli(home, "start", "scripted", "--headless", "--prompt", "p", path=path).returncode, 0)
-        create, run = calls()[:2]
-        self.assertEqual(create, ["network", "create", "--internal", "bot-bottle-scripted"])
-        self.assertEqual(run[run.index("--network") + 1], "bot-bottle-scripted")
+        self.assertFalse([c for c in calls() if c[0] == "network"], calls())
+        run = next(c for c in calls() if c[0] == "run")
+        self.assertEqual(run[run.index("--network") + 1], "none")
         self.assertIn("python:3-slim", run)  # default image
         vols = [run[i + 1] for i, a in enumerate(run) if a == "-v"]
         state = home / "state" / "scripted"
@@ -145,8 +150,7 @@ class DockerFakeTest(unittest.TestCase):
         for run in runs:
             self.assertEqual(run[run.index("--network") + 1], "host")
             self.assertIn("img:2", run)
-        self.assertEqual(log[-3:], [["rm", "-f", "bot-bottle-scripted"], ["network", "rm", "bot-bottle-scripted"],
-                                    ["rmi", "-f", "bot-bottle-scripted:frozen"]])
+        self.assertEqual(log[-2:], [["rm", "-f", "bot-bottle-scripted"], ["rmi", "-f", "bot-bottle-scripted:frozen"]])
         self.assertFalse((home / "state" / "scripted").exists())
 
     def test_an_egress_bottle_runs_with_network_none_the_gates_socket_and_the_forwarder(self):
@@ -193,7 +197,7 @@ class DockerFakeTest(unittest.TestCase):
         cli(home, "destroy", "scripted", path=path)
         seen = set()
         for call in calls():
-            sub = call[:2] if call[0] == "network" else call[:1]
+            sub = call[:2] if call[0] == "image" else call[:1]
             flags = [a for a in call[len(sub):] if a.startswith("-")]
             if call[0] == "run":
                 flags = [a for a in call[1:call.index("python:3-slim")] if a.startswith("-")]
@@ -204,7 +208,7 @@ class DockerFakeTest(unittest.TestCase):
                 for flag in flags:
                     self.assertRegex(out.stdout, rf"(^|[\s,]){re.escape(flag)}[\s,]")
             seen.add(tuple(sub))
-        self.assertEqual(seen, {("network", "create"), ("run",), ("commit",), ("rm",), ("network", "rm"), ("rmi",)})
+        self.assertEqual(seen, {("version",), ("image", "inspect"), ("run",), ("commit",), ("rm",), ("rmi",)})
 
     def test_dry_run_shows_the_docker_argv_and_calls_nothing(self):
         home = make_home(self)
