@@ -22,7 +22,9 @@ def st(n: int, **kw) -> ForgeState:
 
 class ForgeStateTests(unittest.TestCase):
     def setUp(self):
-        self.path = Path(tempfile.mkdtemp()) / "db.sqlite"
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)  # runs last: after every connection below is closed
+        self.path = Path(tmp.name) / "db.sqlite"
         self.store = SqliteForgeStateStore(self.path)
         self.addCleanup(self.store.close)
 
