@@ -70,6 +70,23 @@ def check(environ, euid: int | None = None) -> AgentUser | None:
     return AgentUser(name, entry.pw_uid, entry.pw_gid)
 
 
+def can_execute(path: str, user: AgentUser | None) -> bool:
+    """Whether the bottle's agent may execute the file at `path`: the caller's own right when
+    it is not root, else the agent user's by the file's mode bits (root may execute any file
+    with an x bit, the agent user only what its owner, group or other bits allow it)."""
+    if user is None:
+        return os.access(path, os.X_OK)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    if st.st_uid == user.uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid == user.gid:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
 def drop_argv(user: AgentUser) -> list[str]:
     """The prefix that runs the bottle's argv as `user`: no groups, capabilities or new
     privileges (setpriv exits 127 or fails the exec rather than run anything as root)."""

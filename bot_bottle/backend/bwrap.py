@@ -69,7 +69,9 @@ class BwrapBackend:
         return limits.settings(self.environ, snapshot_cap(self.environ))
 
     def locate(self, plan: RunPlan, program: str) -> lookup.Found:
-        return lookup.locate(program, plan.env.get("PATH", ""), self.mounts(plan), IN_WORKSPACE)
+        user = agent_user.check(self.environ)  # as root, what the agent user may execute
+        return lookup.locate(program, plan.env.get("PATH", ""), self.mounts(plan), IN_WORKSPACE,
+                             lambda path: agent_user.can_execute(path, user))
 
     def create(self, plan: RunPlan, sources: list, workspace: Path | None = None) -> None:
         """sources: [(name, kind, location)]; see `fill` for where each goes."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,10 @@ def _visible(real: str, mounts: list[dict]) -> bool:
     return any(_under(real, os.path.realpath(m["src"])) for m in mounts if os.path.exists(m["src"]))
 
 
-def locate(name: str, path_value: str, mounts: list[dict], cwd: str) -> Found:
-    """Where `name` (a bare name, or a path) resolves inside a bottle with these mounts."""
+def locate(name: str, path_value: str, mounts: list[dict], cwd: str,
+           can_execute: Callable[[str], bool] = lambda path: os.access(path, os.X_OK)) -> Found:
+    """Where `name` (a bare name, or a path) resolves inside a bottle with these mounts;
+    `can_execute(host path)`: whether the agent may run it (as root: the agent user's right)."""
     if "/" in name:
         candidates = [os.path.normpath(os.path.join(cwd, name))]
     else:
@@ -55,7 +58,7 @@ def locate(name: str, path_value: str, mounts: list[dict], cwd: str) -> Found:
         if not checkable:
             unchecked = True
             continue
-        if host is None or not os.path.isfile(host) or not os.access(host, os.X_OK):
+        if host is None or not os.path.isfile(host) or not can_execute(host):
             continue
         real = os.path.realpath(host)
         if _visible(real, mounts):

@@ -6,6 +6,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
+from bot_bottle.backend import agent_user
 from bot_bottle.backend.lookup import locate
 
 
@@ -75,6 +76,41 @@ class LocateTest(unittest.TestCase):
         self.assertEqual((found.path, found.unchecked), (None, True))
         found = locate("agent", "/workspace/bin:/usr/bin", mounts, "/workspace")
         self.assertEqual((found.path, found.unchecked), (None, True))
+
+
+class AgentUserExecuteTest(unittest.TestCase):
+    """As root the agent runs as the agent user: a program only root may run is not found, so
+    the start refuses it by name instead of the agent exiting 126 in the bottle."""
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.bin = Path(tmp.name)
+        self.user = agent_user.AgentUser("agent", uid=os.getuid() + 4242, gid=os.getgid() + 4242)
+
+    def located(self, mode: int, owner: tuple[int, int] | None = None) -> str | None:
+        path = self.bin / "agent"
+        path.write_text("#!/bin/sh\n")
+        os.chmod(path, mode)
+        if owner is not None:
+            os.chown(path, *owner)
+        return locate("agent", str(self.bin), [mount(self.bin)], "/workspace",
+                      lambda p: agent_user.can_execute(p, self.user)).path
+
+    def test_only_what_the_agent_user_may_execute_is_found(self):
+        self.assertIsNotNone(self.located(0o755))  # other may execute
+        self.assertIsNone(self.located(0o750))  # the caller's group only
+        self.assertIsNone(self.located(0o700))  # the caller only (as root: any x bit would do)
+        if os.getuid() == 0:  # files of the agent user's own, or of its group
+            self.assertIsNotNone(self.located(0o700, (self.user.uid, 0)))
+            self.assertIsNone(self.located(0o070, (self.user.uid, 0)))
+            self.assertIsNotNone(self.located(0o050, (0, self.user.gid)))
+
+    def test_not_root_it_is_the_caller_s_own_right(self):
+        path = self.bin / "agent"
+        path.write_text("#!/bin/sh\n")
+        os.chmod(path, 0o700)
+        self.assertEqual(agent_user.can_execute(str(path), None), os.access(path, os.X_OK))
 
 
 if __name__ == "__main__":
