@@ -30,7 +30,8 @@ from bot_bottle.orchestrator import events as E
 from bot_bottle.orchestrator import lifecycle as L
 from bot_bottle.orchestrator import outbox
 from bot_bottle.orchestrator import targeting as T
-from bot_bottle.orchestrator.executor import Executor, launch_prompt
+from bot_bottle.orchestrator.executor import Executor
+from bot_bottle.orchestrator.prompts import launch_prompt
 from bot_bottle.orchestrator.model import WORKING_STATES, OrchestratorError, RunState
 
 log = logging.getLogger(__name__)

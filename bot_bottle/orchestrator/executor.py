@@ -37,25 +37,6 @@ from bot_bottle.orchestrator.targeting import marked
 log = logging.getLogger(__name__)
 REASON_WIDTH = 1000  # a failed bottle operation's reason, as comments and logs quote it
 
-SIDECAR_HELP = (
-    "\n\n---\nYou reach the forge only through the bot-bottle sidecar: HTTP over the Unix socket "
-    "in $BOT_BOTTLE_FORGE_SOCKET with header `Authorization: Bearer $BOT_BOTTLE_FORGE_RUN_TOKEN`. "
-    "Endpoints: GET /issues/{n}, GET /pulls/{n}, GET /issues/{n}/comments, "
-    "POST /issues/{n}/comments {body}, PATCH /issues/{n} {body}, POST /pulls {title,body,head,base}. "
-    "When finished you MUST POST /done {\"status\": \"done\"|\"blocked\"|\"failed\", \"summary\": \"...\"}.\n"
-    "The working directory is a checkout of the repository on your branch `bot-bottle/...`: "
-    "before you signal done, commit your work and deliver it with `git push origin HEAD` "
-    "(origin is the bot-bottle git gate: only your branch is accepted, and a push holding a "
-    "secret is refused). If you open no pull request yourself, one is opened from your branch "
-    "when you signal done.")
-
-
-def launch_prompt(title: str, body: str, where: str = "") -> str:
-    """`where` (e.g. "acme/widgets#7") tells the agent which issue it works on."""
-    head = f"{where}: {title}" if where else title
-    return f"{head}\n\n{body}{SIDECAR_HELP}"
-
-
 def _thread_spawn(fn: Callable[[], None]) -> None:
     threading.Thread(target=fn, daemon=True).start()
 

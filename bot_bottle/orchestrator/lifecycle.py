@@ -51,6 +51,7 @@ from bot_bottle.orchestrator.lifecycle_events import (  # noqa: F401
     SlotAvailable, StartQueued, Started, StopRequested, TrustedComment, WatchdogExpired)
 from bot_bottle.orchestrator.log_tail import quote
 from bot_bottle.orchestrator.model import ALLOWED_TRANSITIONS, WORKING_STATES, RunRecord, RunState
+from bot_bottle.orchestrator.prompts import relaunch_prompt
 
 _WORKING = WORKING_STATES
 _RESUMABLE = (RunState.FROZEN, RunState.TIMED_OUT, RunState.FAILED)
@@ -72,12 +73,6 @@ def _freeze(run: RunRecord, busy: InFlight, state: RunState = RunState.FROZEN) -
     if busy.freezing:
         return []
     return [Freeze(state)] if run.slug else [MarkFrozen(state)]
-
-
-def _relaunch_prompt(launch_prompt: str, comment: str) -> str:
-    """The prompt a relaunch starts with: the issue's launch prompt, then the comment."""
-    return (f"{launch_prompt}\n\n---\nAn earlier start of this run ended before the agent "
-            f"ran. A comment on the issue asked to retry:\n\n{comment}")
 
 
 def _with_log(body: str, log_tail: str) -> str:
@@ -129,7 +124,7 @@ def decide(run: RunRecord | None, event: Event, busy: InFlight = IDLE) -> list[A
                                 "ended yet, so it is not started again now. Comment again "
                                 "later to retry.")]
             # it never had a bottle (say the clone failed while Gitea was down): make it now
-            return [Relaunch(_relaunch_prompt(run.launch_prompt, event.body))]
+            return [Relaunch(relaunch_prompt(run.launch_prompt, event.body))]
         return [Ignore(f"cannot resume a {state.value} run without a bottle")]
 
     if isinstance(event, StopRequested):

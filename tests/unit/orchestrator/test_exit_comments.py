@@ -10,7 +10,8 @@ import unittest
 from bot_bottle.orchestrator import lifecycle as L
 from bot_bottle.orchestrator import log_tail
 from bot_bottle.orchestrator import outbox
-from bot_bottle.orchestrator.executor import Executor, launch_prompt
+from bot_bottle.orchestrator.executor import Executor
+from bot_bottle.orchestrator.prompts import launch_prompt
 from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.runner import BottleExit, RunnerError
 from tests.support.fake_forge import FakeForge

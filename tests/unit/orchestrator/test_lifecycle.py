@@ -8,7 +8,8 @@ import unittest
 from bot_bottle.contrib.forge.base import ForgeUnavailable
 from bot_bottle.orchestrator import lifecycle as L
 from bot_bottle.orchestrator import outbox
-from bot_bottle.orchestrator.executor import Executor, launch_prompt
+from bot_bottle.orchestrator.executor import Executor
+from bot_bottle.orchestrator.prompts import launch_prompt
 from bot_bottle.orchestrator.model import OrchestratorError, RunState
 from bot_bottle.orchestrator.runner import RunnerError
 from tests.support.fake_forge import FakeForge

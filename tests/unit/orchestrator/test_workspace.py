@@ -16,7 +16,8 @@ from pathlib import Path
 
 from bot_bottle.orchestrator import lifecycle as L
 from bot_bottle.orchestrator import outbox
-from bot_bottle.orchestrator.executor import Executor, launch_prompt
+from bot_bottle.orchestrator.executor import Executor
+from bot_bottle.orchestrator.prompts import launch_prompt
 from bot_bottle.orchestrator.model import RunState
 from bot_bottle.orchestrator.workspace import WorkspaceError, Workspaces
 from tests.support.fake_forge import FakeForge
