@@ -17,6 +17,8 @@ import logging
 import threading
 from typing import Callable
 
+from bot_bottle.orchestrator.log_tail import printable
+
 log = logging.getLogger(__name__)
 
 PREFIX = "bot-bottle: egress refused: "
@@ -29,10 +31,7 @@ UNKNOWN = "repo=- issue=- run=-"
 
 def _clean(text: str) -> str:
     """One log line's worth of text the agent chose (host names): cut, control characters out."""
-    text = text[:TEXT_LIMIT]
-    if not text.isprintable():  # rare: the per-character pass only then
-        text = "".join(ch if ch.isprintable() else "?" for ch in text)
-    return text or "-"
+    return printable(text, TEXT_LIMIT) or "-"
 
 
 def describe_run(store) -> Callable[[str], str | None]:

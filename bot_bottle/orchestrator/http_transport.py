@@ -35,6 +35,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol
 
+from bot_bottle.orchestrator.log_tail import printable as one_line
+
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1 << 20
@@ -59,7 +61,7 @@ def error_response(status: int, reason: str) -> Response:
 
 
 def printable(text: str, limit: int = _LOGGED_PATH) -> str:
-    cut = "".join(c if c.isprintable() and c != " " else "?" for c in text[:limit])
+    cut = one_line(text, limit).replace(" ", "?")
     return cut + ("…" if len(text) > limit else "")
 
 

@@ -4,7 +4,9 @@
 sequences, and replaces every secret it is given with `***` (the core redacts the bottle's
 env values as it writes the log; we redact again with what only the orchestrator knows: the
 run token, `FORGE_TOKEN`, the webhook secret). `quote` puts the text in a Markdown fence no
-line inside can close. Both are pure, so `lifecycle.decide` stays free of I/O.
+line inside can close. Both are pure, so `lifecycle.decide` stays free of I/O. `printable`
+is the one rule for putting other text an agent or a client chose on one line (a log line, a
+`status` cell): cut, and every character that is not printable shown as `?`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,16 @@ LINES = 20
 WIDTH = 300
 MIN_SECRET = 4  # shorter values would blank out ordinary text and hide nothing
 _CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def printable(text: str, limit: int | None = None) -> str:
+    """`text` cut to `limit` characters, each one that is not printable replaced by `?`
+    (checked in C first: the per-character pass runs only for the rare text that needs it)."""
+    if limit is not None:
+        text = text[:limit]
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
 def clean(text: str, secrets: Iterable[str], *, lines: int = LINES, width: int = WIDTH) -> str:

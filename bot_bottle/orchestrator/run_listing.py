@@ -26,6 +26,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 
+from bot_bottle.orchestrator.log_tail import printable
 from bot_bottle.orchestrator.store_schema import STATUS_COLUMNS_V4 as STATUS_COLUMNS
 from bot_bottle.orchestrator.store_schema import STATUS_FORMAT_V4
 from bot_bottle.orchestrator.store_schema import STATUS_WIDTHS_V4 as STATUS_WIDTHS
@@ -74,9 +75,7 @@ def _views(conn: sqlite3.Connection, table: str) -> str:
 
 
 def _printable(text: str | None) -> str | None:
-    if text is None or text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else "?" for ch in text)
+    return None if text is None else printable(text)
 
 
 def _lines(conn: sqlite3.Connection) -> tuple[str, str]:

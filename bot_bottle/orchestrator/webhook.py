@@ -24,6 +24,7 @@ from bot_bottle.orchestrator.events import HANDLED_TYPES, comment_key
 from bot_bottle.orchestrator.pages import DEFAULT_FILTER, FILTERS, PAGE_CSP
 from bot_bottle.orchestrator.http_server import MAX_BODY, loads_json, make_server  # noqa: F401
 from bot_bottle.orchestrator.http_transport import Response
+from bot_bottle.orchestrator.log_tail import printable
 
 log = logging.getLogger(__name__)
 
@@ -227,10 +228,7 @@ def _first(headers: Mapping[str, str], *names: str) -> str:
 
 def _clip(text: str, limit: int = 80) -> str:
     """A header value made safe for one log line."""
-    text = text[:limit]
-    if not text.isprintable():  # rare: checked in C first, the per-character pass only then
-        text = "".join(ch if ch.isprintable() else "?" for ch in text)
-    return text.replace(" ", "_") or "-"
+    return printable(text, limit).replace(" ", "_") or "-"
 
 
 def _where(payload: dict) -> str:

@@ -127,6 +127,11 @@ class ExitCommentTest(unittest.TestCase):
 
 
 class LogTailTest(unittest.TestCase):
+    def test_printable_cuts_and_shows_what_cannot_be_printed_as_a_question_mark(self) -> None:
+        self.assertEqual(log_tail.printable("plain text", 5), "plain")
+        self.assertEqual(log_tail.printable("a\x1b[31mb\nc\u2028d"), "a?[31mb?c?d")
+        self.assertEqual(log_tail.printable("x" * 10), "x" * 10)
+
     def test_clean_keeps_the_last_lines_each_cut_and_control_sequences_dropped(self) -> None:
         text = "\n".join(["old"] * 5 + ["a" * 500, "\x1b[1mbold\x1b[0m\r", "", ""])
         self.assertEqual(log_tail.clean(text, (), lines=2, width=10).splitlines(),
