@@ -167,6 +167,20 @@ class StoreDb:
             self.commit_count += 1
             if self._checkpointer is not None:
                 self._checkpointer.committed()
+                if self._wal_overgrown():
+                    # the checkpoint thread fell behind (a starved CPU): this commit pays for
+                    # the checkpoint itself, holding the writer lock, so the WAL stays bounded
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _wal_overgrown(self) -> bool:
+        """The WAL file is past twice its bound (`wal_max_frames` pages of 4 KiB)."""
+        if self._uri:
+            return False
+        try:
+            size = os.path.getsize(f"{self._target}-wal")
+        except OSError:
+            return False
+        return size > 2 * self._wal_max_frames * 4096
 
     def close(self) -> None:
         """Close every connection. Idempotent; the parts stop their threads first."""

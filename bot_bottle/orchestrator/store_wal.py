@@ -9,6 +9,8 @@ WAL has grown past its bound the thread repeats the checkpoint (each run shorter
 only what was committed during the last) and does the last, short one holding the writer
 lock: the next write then starts the WAL over, and `journal_size_limit` cuts the file back.
 That bounds the WAL; a writer waits only for that short tail, never for a whole checkpoint.
+Should the thread be starved of CPU all the same, the writer checkpoints after a commit that
+leaves the WAL past twice its bound (`StoreDb`), so the bound holds whatever the scheduling.
 """
 
 from __future__ import annotations

@@ -292,6 +292,16 @@ class WalTest(V6TestCase):
         self.assertLess(largest[0], total / 2)
         self.assertEqual(store.pending_delivery_count(), 1600)
 
+    def test_the_wal_stays_bounded_even_when_the_checkpoint_thread_never_runs(self) -> None:
+        store = self.open(wal_max_frames=64)  # 256 KiB
+        store._db._checkpointer.close()  # a CPU so busy the thread never gets to run
+        largest = 0
+        for i in range(400):
+            store.record_delivery(f"d-{i}", "issues", body(i), 1.0)
+            largest = max(largest, self.wal_size())
+        self.assertLess(largest, 4 * 64 * 4096, f"WAL reached {largest} bytes")
+        self.assertEqual(store.pending_delivery_count(), 400)
+
     def test_committed_pages_reach_the_database_file_without_a_commit_copying_them(self) -> None:
         store = self.open()
         small = os.path.getsize(self.path)
