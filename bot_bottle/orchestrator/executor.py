@@ -90,7 +90,8 @@ class Executor:
     def in_flight(self, run_id: int) -> L.InFlight:
         """What is under way for the run in this process (what `decide` is told)."""
         return L.InFlight(starting=self._workers.starting(run_id),
-                          freezing=self._ops.under_way(run_id, L.Freeze))
+                          freezing=self._ops.under_way(run_id, L.Freeze),
+                          process=self._workers.process(run_id))
 
     def ops_idle(self) -> bool:
         """No bottle operation queued, running or waiting to be retried."""

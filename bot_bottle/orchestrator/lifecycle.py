@@ -173,6 +173,10 @@ def decide(run: RunRecord | None, event: Event, busy: InFlight = IDLE) -> list[A
                             "the bottle was stopped and frozen. Comment to resume it.")]
         return [Ignore(f"watchdog: run is {state.value}")]
 
+    if isinstance(event, (BottleExited, RunnerFailed)) and _earlier(event, busy):
+        return [Ignore(f"the end of agent process {event.process}; process {busy.process} "
+                       "of the run is the current one")]
+
     if isinstance(event, BottleExited):
         if state in _WORKING and busy.freezing:  # the freeze stopped it: its end decides
             return [Ignore(f"bottle exit {event.code} while its freeze is under way")]
@@ -216,6 +220,12 @@ def decide(run: RunRecord | None, event: Event, busy: InFlight = IDLE) -> list[A
         return _op_failed(run, event)
 
     raise TypeError(f"unknown event {event!r}")
+
+
+def _earlier(event: BottleExited | RunnerFailed, busy: InFlight) -> bool:
+    """The event ends an agent process that a later one (a resume) has replaced."""
+    return (event.process is not None and busy.process is not None
+            and event.process != busy.process)
 
 
 def _destroy(run: RunRecord) -> list[Action]:

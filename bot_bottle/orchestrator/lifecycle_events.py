@@ -65,17 +65,20 @@ class WatchdogExpired:
 @dataclass(frozen=True)
 class BottleExited:
     """The agent's process ended. `log_tail` is the bottle log's end, already cleaned
-    (`log_tail.clean`); `timed_out` when the core stopped it at its wall-time `limit` (s)."""
+    (`log_tail.clean`); `timed_out` when the core stopped it at its wall-time `limit` (s).
+    `process`: which of the run's agent processes in this service it was (`InFlight.process`)."""
     code: int
     log_tail: str = ""
     timed_out: bool = False
     limit: int | None = None
+    process: int | None = None
 
 
 @dataclass(frozen=True)
 class RunnerFailed:
     reason: str
     log_tail: str = ""
+    process: int | None = None  # as for `BottleExited`
 
 
 @dataclass(frozen=True)
@@ -119,9 +122,13 @@ Event = (LaunchRequested | SlotAvailable | TrustedComment | StopRequested | PrCl
 @dataclass(frozen=True)
 class InFlight:
     """What the executor has under way for a run, which the store does not record: a start of
-    its bottle (clone, then the CLI) and a freeze of it queued or running on a worker."""
+    its bottle (clone, then the CLI) and a freeze of it queued or running on a worker, and
+    `process`: the number of the run's latest agent process (start or resume) in this service,
+    so the late end of an earlier one (a start whose CLI returns after its bottle was frozen
+    and resumed) is told from the end of the one running now."""
     starting: bool = False
     freezing: bool = False
+    process: int | None = None
 
 
 IDLE = InFlight()

@@ -11,11 +11,14 @@ configured) and hands it to `start --workspace`. When the agent's process ends (
 fails) the worker reads the bottle log's last lines and redacts our secrets from them before
 raising the event, so `decide` stays pure. A start that fails because the start of the
 previous process made the bottle after all adopts that bottle. The runs whose start is in
-flight here are known (`starting`): a relaunch never races one.
+flight here are known (`starting`): a relaunch never races one. Each agent process (a start or a
+resume) gets a number of its own (`process`), which its end carries, so `decide` can tell the
+late end of a start whose bottle was frozen and resumed meanwhile from the end of the resume.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from typing import Callable
@@ -46,11 +49,30 @@ class BottleWorkers:
         self._secret_values = tuple(secret_values)  # redacted from quoted logs (with run tokens)
         self._guard = threading.Lock()
         self._starting: set[int] = set()  # runs whose start is in flight in this process
+        self._processes: dict[int, int] = {}  # run id -> number of its latest agent process
+        self._numbers = itertools.count(1)  # never reused: processes of one run never share one
 
     def starting(self, run_id: int) -> bool:
         """True while the run's start (clone, then the CLI) is in flight in this process."""
         with self._guard:
             return run_id in self._starting
+
+    def process(self, run_id: int) -> int | None:
+        """The number of the run's latest agent process begun here (None: none yet)."""
+        with self._guard:
+            return self._processes.get(run_id)
+
+    def _next_process(self, run_id: int) -> int:
+        with self._guard:
+            number = self._processes[run_id] = next(self._numbers)
+            return number
+
+    def _process_ended(self, run_id: int, process: int) -> None:
+        """Its end is decided: forget the number if no later process replaced it (a run keeps
+        no entry between its agent's runs; the numbers only tell apart processes that overlap)."""
+        with self._guard:
+            if self._processes.get(run_id) == process:
+                del self._processes[run_id]
 
     def start_ended(self, run_id: int) -> None:
         """Called under the run's lock with the start's last event, so a relaunch decided
@@ -64,18 +86,27 @@ class BottleWorkers:
     def start(self, run: RunRecord, prompt: str) -> None:
         with self._guard:
             self._starting.add(run.id)
+        process = self._next_process(run.id)
 
         def work() -> None:
             try:
-                self._launch(run, prompt)
+                self._launch(run, prompt, process)
             finally:  # normally already done with the start's last event
                 self.start_ended(run.id)
+                self._process_ended(run.id, process)
         self._spawn(work)
 
     def resume(self, run: RunRecord, prompt: str) -> None:
-        self._spawn(lambda: self._resume(run, prompt))
+        process = self._next_process(run.id)
 
-    def _launch(self, run: RunRecord, prompt: str) -> None:
+        def work() -> None:
+            try:
+                self._resume(run, prompt, process)
+            finally:
+                self._process_ended(run.id, process)
+        self._spawn(work)
+
+    def _launch(self, run: RunRecord, prompt: str, process: int) -> None:
         def on_slug(slug: str) -> None:
             self._decide_event(run.id, L.BottleCreated(slug))
         workspace = None
@@ -86,14 +117,14 @@ class BottleWorkers:
                                         prompt=prompt, env=self.env(run), on_slug=on_slug,
                                         workspace=workspace)
         except Exception as exc:  # whatever went wrong, the run must not stay `starting`
-            self._start_failed(run.id, exc)
+            self._start_failed(run.id, exc, process)
             return
         finally:
             if workspace is not None:  # the CLI moves it into the bottle; else it is ours
                 self._workspaces.discard(workspace)
-        self._exited(run, result, start_ended=True)
+        self._exited(run, result, process, start_ended=True)
 
-    def _start_failed(self, run_id: int, exc: Exception) -> None:
+    def _start_failed(self, run_id: int, exc: Exception, process: int) -> None:
         orphan = self._orphan_bottle(run_id)
         if orphan is not None:
             try:  # the bottle the previous process's start made: frozen, like at restart
@@ -101,7 +132,7 @@ class BottleWorkers:
                 return
             except Exception as failure:  # it could not be frozen
                 exc = failure
-        self._failed(run_id, exc, start_ended=True)
+        self._failed(run_id, exc, process, start_ended=True)
 
     def _orphan_bottle(self, run_id: int) -> str | None:
         """After a failed start of a run that went back to the queue (a restart, or a comment
@@ -119,7 +150,7 @@ class BottleWorkers:
             log.exception("could not look for an orphaned bottle of run %s", run_id)
             return None
 
-    def _resume(self, run: RunRecord, prompt: str) -> None:
+    def _resume(self, run: RunRecord, prompt: str, process: int) -> None:
         try:
             now = self._decide_event(run.id, L.AgentResumed())  # `decide` says it works again
             if now is None or now.state is not RunState.RUNNING:  # closed meanwhile, say
@@ -128,11 +159,12 @@ class BottleWorkers:
                 return
             result = self._runner.resume(slug=run.slug, prompt=prompt, env=self.env(run))
         except Exception as exc:  # whatever went wrong, the run must not stay `resuming`
-            self._failed(run.id, exc)
+            self._failed(run.id, exc, process)
             return
-        self._exited(run, result)
+        self._exited(run, result, process)
 
-    def _exited(self, run: RunRecord, result: BottleExit, *, start_ended: bool = False) -> None:
+    def _exited(self, run: RunRecord, result: BottleExit, process: int, *,
+                start_ended: bool = False) -> None:
         where = f"run {run.id} {run.repo_full_name}#{run.issue_number}"
         if result.timed_out:
             limit = f"{result.limit} s " if result.limit is not None else ""
@@ -145,7 +177,8 @@ class BottleWorkers:
             log.info("%s: the agent exited with code 0", where)
         tail = self._log_tail(run, result.slug)
         self._decide_event(run.id, L.BottleExited(result.exit_code, tail, result.timed_out,
-                                                  result.limit), start_ended=start_ended)
+                                                  result.limit, process),
+                           start_ended=start_ended)
 
     def _log_tail(self, run: RunRecord, slug: str | None) -> str:
         """The bottle log's last lines, cleaned for a comment ("" when there is none)."""
@@ -158,7 +191,8 @@ class BottleWorkers:
             return ""
         return log_tail.clean(raw, (run.run_token, *self._secret_values))
 
-    def _failed(self, run_id: int, exc: Exception, *, start_ended: bool = False) -> None:
+    def _failed(self, run_id: int, exc: Exception, process: int, *,
+                start_ended: bool = False) -> None:
         if not isinstance(exc, OrchestratorError):
             log.exception("bottle worker for run %s failed", run_id)
         try:
@@ -171,6 +205,7 @@ class BottleWorkers:
                      else f"run {run_id}")
             log.error("%s: could not run the agent: %s%s", where, reason,
                       agent_log_hint(self._home, run.slug if run is not None else None))
-            self._decide_event(run_id, L.RunnerFailed(reason, tail), start_ended=start_ended)
+            self._decide_event(run_id, L.RunnerFailed(reason, tail, process),
+                               start_ended=start_ended)
         except Exception:  # the store itself is failing: reconcile picks the run up on restart
             log.exception("could not record the failure of run %s", run_id)

@@ -255,3 +255,62 @@ class ReconcileTest(DispatcherTest):
 if __name__ == "__main__":
     import unittest
     unittest.main()
+
+
+class LateStartExitRunner(FakeBottleRunner):
+    """A start whose agent signals done, is frozen, and whose CLI returns only once the test
+    sets `start_exit` (after the bottle was resumed); the resume holds until `resume_exit`."""
+
+    def __init__(self, store, queue: Path) -> None:
+        super().__init__()
+        self.store, self.queue = store, queue
+        self.start_exit, self.resume_exit = threading.Event(), threading.Event()
+        self.signalled, self.resumed = threading.Event(), threading.Event()
+
+    def start(self, *, agent, bottles, label, prompt, env, on_slug, workspace=None) -> BottleExit:
+        result = super().start(agent=agent, bottles=bottles, label=label, prompt=prompt, env=env,
+                               on_slug=on_slug, workspace=workspace)
+        run = self.store.get_run_by_token(env["BOT_BOTTLE_FORGE_RUN_TOKEN"])
+        write_done_file(self.queue, run.id, "done", "first", now_ns=1)
+        self.signalled.set()
+        self.start_exit.wait(10)
+        return result
+
+    def resume(self, *, slug, prompt, env) -> BottleExit:
+        result = super().resume(slug=slug, prompt=prompt, env=env)
+        self.resumed.set()
+        self.resume_exit.wait(10)
+        return result
+
+    def release_all(self) -> None:
+        self.start_exit.set()
+        self.resume_exit.set()
+
+
+class LateStartExitTest(DispatcherTest):
+    """The resume race: the start's CLI returning after its bottle was frozen and resumed does
+    not freeze the resumed bottle; the resume's own exit still does."""
+
+    def make_runner(self):
+        return LateStartExitRunner(self.store, self.queue)
+
+    def test_a_late_exit_of_the_start_leaves_the_resumed_run_running(self) -> None:
+        n = self.new_issue()
+        self.assertTrue(self.runner.signalled.wait(5))
+        self.relay.tick()  # the relay makes a done event of the sidecar's file
+        self.orch.process_pending()  # the dispatcher's pass applies it: a freeze
+        self.wait_state(n, RunState.FROZEN)
+        self.comment(n, "Please go on.", "alice")
+        self.assertTrue(self.runner.resumed.wait(5))
+        self.wait_state(n, RunState.RUNNING)
+        self.runner.start_exit.set()  # the start's CLI returns only now
+        self.threads[0].join(5)
+        self.assertFalse(self.threads[0].is_alive())
+        self.assertIs(self.run_for(n).state, RunState.RUNNING)
+        self.assertEqual([c[0] for c in self.runner.calls], ["start", "freeze", "resume"])
+        self.runner.resume_exit.set()  # the resumed agent exits without done: that one counts
+        run = self.wait_state(n, RunState.FROZEN)
+        self.join_workers()
+        self.assertEqual(self.store.get_run(run.id).last_done_status, "exited:0")
+        self.assertEqual([c[0] for c in self.runner.calls],
+                         ["start", "freeze", "resume", "freeze"])

@@ -63,6 +63,11 @@ CASES = [
      L.StopRequested(), L.IDLE,
      [L.MarkFrozen(S.FROZEN), L.RecordDone("stopped", "stopped by /bot-bottle stop"),
       L.Comment(42, "Stopped and frozen on request.")]),
+    ("the exit of the process running now is decided as an exit", run(S.RUNNING),
+     L.BottleExited(0, process=2), L.InFlight(process=2),
+     [L.Freeze(), L.RecordDone("exited:0", ""),
+      L.Comment(42, "The agent exited (code 0) without signalling done; the bottle is frozen. "
+                    "Comment to resume it.")]),
     ("a relaunch while the failed start still runs is refused on the issue",
      run(S.FAILED, slug=None, launch_prompt="LP"), L.TrustedComment("again"), STARTING,
      [L.Comment(42, NOT_ENDED)]),
@@ -90,6 +95,10 @@ IGNORED = [
     ("a resume beginning for a run closed meanwhile", run(S.DESTROYED), L.AgentResumed(),
      L.IDLE),
     ("a resume beginning for a frozen run", run(S.FROZEN), L.AgentResumed(), L.IDLE),
+    ("the late exit of a start whose bottle was frozen and resumed", run(S.RUNNING),
+     L.BottleExited(0, process=1), L.InFlight(process=2)),
+    ("the late failure of a start whose bottle was frozen and resumed", run(S.RESUMING),
+     L.RunnerFailed("boom", process=1), L.InFlight(process=2)),
 ]
 
 
