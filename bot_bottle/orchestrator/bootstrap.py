@@ -198,7 +198,8 @@ def build(config: Config, *, forge_factory: Callable[[str, str], object] | None 
     from bot_bottle.orchestrator.metrics import FORGE_ERRORS  # counted for /metrics
     forge_factory = FORGE_ERRORS.wrap(forge_factory or gitea_forge_factory(config))
     refusals = EgressRefusals(describe_run(store))  # the CLI's egress refusal lines
-    runner = runner or SubprocessBottleRunner(config.cli, config.child_env, refusals=refusals)
+    runner = runner or SubprocessBottleRunner(config.cli, config.child_env, refusals=refusals,
+                                                nice=config.bottle_nice)
     orchestrator: Orchestrator | None = None
 
     def wake() -> None:

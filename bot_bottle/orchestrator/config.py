@@ -52,6 +52,9 @@ class Config:
     # the waits before a failed one is tried again (len + 1 attempts in all)
     bottle_workers: int = 4
     bottle_retry_delays: tuple[float, ...] = (5.0, 30.0)
+    # how much lower than the service's the CPU priority of starts and resumes (and so of the
+    # agents) is: under load the service's acks and dispatcher come first
+    bottle_nice: int = 10
     clone_workspace: bool = True  # the repository is the bottle's workspace
     clone_timeout: float = 600.0
     # processed webhook deliveries are kept this long, then pruned (dedupe works within it)
@@ -97,6 +100,7 @@ class Config:
         outbox_backoff = _seconds(environ, "FORGE_OUTBOX_BACKOFF", 30.0, problems)
         bottle_workers = _int(environ, "BOT_BOTTLE_BOTTLE_WORKERS", 4, 1, 64, problems)
         retry_delays = _delays(environ, "BOT_BOTTLE_BOTTLE_RETRY", (5.0, 30.0), problems)
+        bottle_nice = _int(environ, "BOT_BOTTLE_BOTTLE_NICE", 10, 0, 19, problems)
         clone = _flag(environ, "FORGE_CLONE_WORKSPACE", True, problems)
         clone_timeout = _seconds(environ, "FORGE_CLONE_TIMEOUT", 600.0, problems)
         retention = _int(environ, "FORGE_DELIVERY_RETENTION_DAYS", 14, 1, 3650, problems)
@@ -125,7 +129,7 @@ class Config:
             watchdog_timeout=timeout, max_concurrent_runs=max_runs,
             gitea_timeout=gitea_timeout, outbox_backoff=outbox_backoff,
             bottle_workers=bottle_workers, bottle_retry_delays=retry_delays,
-            clone_workspace=clone, clone_timeout=clone_timeout,
+            bottle_nice=bottle_nice, clone_workspace=clone, clone_timeout=clone_timeout,
             delivery_retention_days=retention, public_url=public_url,
             allowed_hosts=tuple(dict.fromkeys(allowed_hosts)), cli=cli,
             child_env=child)

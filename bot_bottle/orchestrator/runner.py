@@ -8,6 +8,9 @@ The prompt goes to the CLI on stdin (`--prompt-file -`), never in argv (world-re
 one argv string is limited to 128 KiB). Whatever the CLI prints, memory stays bounded: its
 output is read a line at a time and a line is cut at `MAX_LINE` bytes, the rest skipped. The
 egress gate's refusal lines go to `egress_log` (logged with the run, counted for /metrics).
+A start or resume runs `nice`d (`BOT_BOTTLE_BOTTLE_NICE`, default 10; the agent inherits it), so
+under a launch storm or a busy agent the service's own threads (webhook acks, the dispatcher)
+get the CPU first; an idle machine gives the agent all of it anyway.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import collections
 import json
 import logging
 import re
+import shutil
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -143,12 +147,23 @@ def sanitized_env(base: Mapping[str, str], extra: Mapping[str, str] = {}) -> dic
     return env
 
 
+def _niced(cli: list[str], nice: int) -> list[str]:
+    """`cli` run through `nice -n NICE` (coreutils; exec'd, so the pid stays the CLI's), or
+    as it is when `nice` is 0 or not installed."""
+    program = shutil.which("nice") if nice else None
+    if nice and program is None:
+        log.warning("nice not found: bottles run at the service's own priority")
+    return [program, "-n", str(nice), *cli] if program else list(cli)
+
+
 class SubprocessBottleRunner:
     """Runs `cli + [subcommand, ...]` as a child process (argv lists, never a shell)."""
 
     def __init__(self, cli: Sequence[str], env: Mapping[str, str], *,
-                 timeout: float = 300.0, refusals: EgressRefusals | None = None) -> None:
+                 timeout: float = 300.0, refusals: EgressRefusals | None = None,
+                 nice: int = 0) -> None:
         self._cli = list(cli)
+        self._agent_cli = _niced(self._cli, nice)  # for start and resume, which run agents
         self._env = sanitized_env(env)
         self._timeout = timeout  # for the short commands (commit, destroy, list)
         self.refusals = refusals or EgressRefusals()
@@ -156,7 +171,7 @@ class SubprocessBottleRunner:
     def _blocking(self, args: list[str], env: Mapping[str, str], prompt: bytes,
                   on_slug: Callable[[str], None] | None) -> BottleExit:
         try:
-            proc = subprocess.Popen(self._cli + args, env=sanitized_env(self._env, env),
+            proc = subprocess.Popen(self._agent_cli + args, env=sanitized_env(self._env, env),
                                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE)
         except (OSError, ValueError) as exc:  # missing CLI, NUL in argv

@@ -42,6 +42,13 @@ class ConfigTests(unittest.TestCase):
                                  "BOT_BOTTLE_BOTTLE_RETRY": retry})
             self.assertEqual(len(caught.exception.problems), 1)
 
+    def test_the_bottles_cpu_priority_is_a_setting(self):
+        self.assertEqual(Config.from_env(GOOD).bottle_nice, 10)
+        self.assertEqual(Config.from_env({**GOOD, "BOT_BOTTLE_BOTTLE_NICE": "0"}).bottle_nice, 0)
+        for bad in ("-1", "20", "x"):
+            with self.subTest(nice=bad), self.assertRaises(ConfigError):
+                Config.from_env({**GOOD, "BOT_BOTTLE_BOTTLE_NICE": bad})
+
     def test_allowed_hosts_are_parsed_once_and_the_public_url_host_is_one(self):
         self.assertEqual(Config.from_env(GOOD).allowed_hosts, ())
         config = Config.from_env({**GOOD, "FORGE_ALLOWED_HOSTS": " Bots.Example.com, proxy:8443,",

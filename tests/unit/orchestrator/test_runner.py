@@ -23,7 +23,8 @@ FAKE_CLI = textwrap.dedent("""
     stdin = sys.stdin.buffer.read().decode() if "--prompt-file" in sys.argv else None
     rec = os.environ["FAKE_RECORD"]
     with open(rec, "a") as f:
-        f.write(json.dumps({"argv": sys.argv[1:], "env": dict(os.environ), "stdin": stdin}) + "\\n")
+        f.write(json.dumps({"argv": sys.argv[1:], "env": dict(os.environ), "stdin": stdin,
+                            "nice": os.nice(0)}) + "\\n")
     mode = os.environ.get("FAKE_MODE", "ok")
     cmd = sys.argv[1]
     if mode == "error":
@@ -62,9 +63,21 @@ class SubprocessBottleRunnerTest(unittest.TestCase):
         self.base_env = {"PATH": os.environ.get("PATH", ""), "FAKE_RECORD": str(self.record),
                          "FORGE_TOKEN": "gitea-secret", "FORGE_WEBHOOK_SECRET": "hook-secret"}
 
-    def runner(self, **env: str) -> SubprocessBottleRunner:
+    def runner(self, nice: int = 0, **env: str) -> SubprocessBottleRunner:
         return SubprocessBottleRunner([sys.executable, str(self.dir / "fake_cli.py")],
-                                      {**self.base_env, **env}, timeout=30)
+                                      {**self.base_env, **env}, timeout=30, nice=nice)
+
+    def test_starts_and_resumes_run_niced_the_short_commands_do_not(self) -> None:
+        own = os.nice(0)
+        runner = self.runner(nice=7)
+        self.start(runner, [])
+        runner.resume(slug="acme-widgets-42", prompt="go on",
+                      env={"BOT_BOTTLE_FORGE_SOCKET": "/tmp/s.sock",
+                           "BOT_BOTTLE_FORGE_RUN_TOKEN": "run-tok"})
+        runner.freeze("acme-widgets-42")
+        self.assertEqual([(c["argv"][0], c["nice"]) for c in self.calls()],
+                         [("start", min(own + 7, 19)), ("resume", min(own + 7, 19)),
+                          ("commit", own)])
 
     def calls(self) -> list[dict]:
         return [json.loads(line) for line in self.record.read_text().splitlines()]
