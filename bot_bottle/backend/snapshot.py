@@ -19,9 +19,13 @@ unlike shutil.rmtree, has no depth limit); then every member passes `_check`, wh
 absolute names, `..`, a name that goes through a symlink already on disk (the agent's
 workspace may hold symlinks pointing anywhere; they are restored as links, never followed),
 a hard link whose target is outside the archive or a symlink, devices and fifos; and strips
-the high mode bits. On 3.11.4+ Python's own `tar` filter runs after it; on older Pythons (no
-`filter=`) ours is the only one, member by member. Anything refused is a BackendError naming
-the member. Sparse members come back sparse (tarfile seeks over their holes).
+the high mode bits and group/other write (what Python's own `tar` filter does, which is not
+run as well: its `realpath` of every member made a tree 1,000 deep take a minute). Directories
+already checked to be real directories are remembered for the rest of the restore (a real
+directory is never replaced during extraction), so each member costs what its new parts cost.
+On 3.11.4+ `extractall(filter=...)` runs `_check`; on older Pythons it checks member by member.
+Anything refused is a BackendError naming the member. Sparse members come back sparse
+(tarfile seeks over their holes).
 """
 
 from __future__ import annotations
@@ -238,39 +242,45 @@ def _refuse(info: tarfile.TarInfo, why: str) -> BackendError:
     return BackendError(f"snapshot member {info.name!r} refused: {why}")
 
 
-def _inside(dest: Path, name: str, info: tarfile.TarInfo) -> Path:
+def _inside(dest: Path, name: str, info: tarfile.TarInfo, real_dirs: set) -> Path:
     """dest/name, after checking that name is relative, has no `..` and that no directory on
-    the way is a symlink (so writing it can only land under dest)."""
+    the way is a symlink (so writing it can only land under dest). `real_dirs`: the relative
+    paths already found to be real directories in this restore (not looked at again)."""
     parts = PurePosixPath(name).parts
     if not parts or name.startswith("/") or os.path.isabs(name):
         raise _refuse(info, "absolute name")
     if ".." in parts:
         raise _refuse(info, "'..' in the name")
-    path = dest
-    for part in parts[:-1]:
-        path = path / part
-        if path.is_symlink():
-            raise _refuse(info, f"goes through the symlink {part!r}")
+    known = len(parts) - 1   # the deepest parent already checked (usually the last member's)
+    while known > 0 and parts[:known] not in real_dirs:
+        known -= 1
+    for depth in range(known + 1, len(parts)):
+        prefix = parts[:depth]
+        try:
+            mode = os.lstat(os.path.join(dest, *prefix)).st_mode
+        except FileNotFoundError:   # made by a later member: checked again then
+            continue
+        if stat.S_ISLNK(mode):
+            raise _refuse(info, f"goes through the symlink {parts[depth - 1]!r}")
+        if stat.S_ISDIR(mode):
+            real_dirs.add(prefix)
     return dest.joinpath(*parts)
 
 
-def _check(info: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
-    """Our filter (see the module's docstring); returns a copy with the high bits stripped."""
+def _check(info: tarfile.TarInfo, dest: str, real_dirs: set) -> tarfile.TarInfo:
+    """Our filter (see the module's docstring); returns a copy with the high bits and
+    group/other write stripped."""
     root = Path(dest)
     if not (info.isreg() or info.isdir() or info.issym() or info.islnk()):
         raise _refuse(info, "not a regular file, directory or link")
-    _inside(root, info.name, info)
+    _inside(root, info.name, info, real_dirs)
     if info.islnk():
-        target = _inside(root, info.linkname, info)
+        target = _inside(root, info.linkname, info, real_dirs)
         if target.is_symlink() or not target.exists():
             raise _refuse(info, "hard link to a symlink or to nothing archived before it")
     safe = copy.copy(info)
-    safe.mode = info.mode & ~(HIGH_BITS | stat.S_ISVTX) & 0o7777
+    safe.mode = info.mode & ~(HIGH_BITS | stat.S_ISVTX | stat.S_IWGRP | stat.S_IWOTH) & 0o7777
     return safe
-
-
-def _filter(info: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
-    return tarfile.tar_filter(_check(info, dest), dest)
 
 
 def restore_snapshot(src: Path, bottle_dir: Path, *,
@@ -280,16 +290,17 @@ def restore_snapshot(src: Path, bottle_dir: Path, *,
         remove_tree(bottle_dir / part, "the bottle's old " + part)
     bottle_dir.mkdir(parents=True, exist_ok=True)
     dest = str(bottle_dir)
+    real_dirs: set = set()
     with tarfile.open(src) as tar:
         if builtin_filter:   # 3.11.4+
             try:
-                tar.extractall(dest, filter=_filter)
+                tar.extractall(dest, filter=lambda info, path: _check(info, path, real_dirs))
             except tarfile.FilterError as exc:
                 raise BackendError(f"snapshot member refused: {exc}") from exc
             return
         # older Pythons: extractall has no filter; ours checks each member just before it is
         # written (a lazy generator: symlinks extracted before it are on disk by then)
-        checked = (_check(info, dest) for info in tar)
+        checked = (_check(info, dest, real_dirs) for info in tar)
         if hasattr(tarfile, "tar_filter"):   # (tests on 3.11.4+: checked, no warning)
             tar.extractall(dest, members=checked, filter="fully_trusted")
         else:

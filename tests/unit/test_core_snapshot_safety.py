@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bot_bottle.backend import snapshot as snap
 from bot_bottle.errors import BackendError
+from bot_bottle.trees import remove_tree
 
 
 def member(name: str, kind=tarfile.REGTYPE, data: bytes = b"x", mode: int = 0o644, link: str = ""):
@@ -108,6 +109,34 @@ class RestoreRefusesTest(unittest.TestCase):
                 self.assertEqual(sorted(p.name for p in self.outside.iterdir()), ["t"], what)
                 self.assertEqual((self.outside / "t").read_text(), "host file")
                 self.assertEqual(os.stat(self.outside / "t").st_nlink, 1)
+
+    def test_a_directory_checked_once_cannot_become_a_symlink_later_in_the_archive(self):
+        # restore remembers directories it found real; a later member of the same name must
+        # not turn one into a way out
+        src = self.tar(member("workspace", tarfile.DIRTYPE, mode=0o755),
+                       member("workspace/d", tarfile.DIRTYPE, mode=0o755),
+                       member("workspace/d/first"),
+                       member("workspace/d", tarfile.SYMTYPE, link=str(self.outside)),
+                       member("workspace/d/second"))
+        for restore in self.restore_both_ways(src):
+            with self.subTest():
+                try:
+                    restore()
+                except (BackendError, OSError, tarfile.TarError):
+                    pass   # refusing is fine; writing outside is not
+                self.assertEqual(sorted(p.name for p in self.outside.iterdir()), [])
+                self.assertFalse((self.bottle / "workspace" / "d").is_symlink())
+
+    def test_a_tree_a_thousand_directories_deep_comes_back_whole(self):
+        depth = 1000
+        names = ["workspace"] + ["workspace/" + "/".join(["d"] * n) for n in range(1, depth + 1)]
+        src = self.tar(*[member(n, tarfile.DIRTYPE, mode=0o755) for n in names],
+                       member(names[-1] + "/leaf", data=b"deep"))
+        # (runs before the temporary directory's own cleanup, whose rmtree recurses too deep)
+        self.addCleanup(remove_tree, self.bottle / "workspace", "the deep test tree")
+        for restore in self.restore_both_ways(src):
+            restore()
+            self.assertEqual((self.bottle / names[-1] / "leaf").read_bytes(), b"deep")
 
     def test_symlinks_inside_the_bottle_pointing_anywhere_are_kept_as_links(self):
         src = self.tar(member("workspace", tarfile.DIRTYPE, mode=0o755),
