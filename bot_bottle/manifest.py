@@ -6,7 +6,8 @@ prepended to the bottle's PATH; `~/` in both = the invoking user's home).
 Bottle (`bottles/<name>.toml`): backend, repo | dir (both optional, at most one), env (list of
 host var names), network (none | egress | host; unset = the provider's default, see `resolve`),
 egress (hostnames or `*.suffix` the egress gate lets through; implies network = "egress"),
-image, timeout.
+image, timeout, and for backend = "kubernetes" only: cpu and memory (Kubernetes quantities such
+as "500m" or "2Gi"; the pod's requests and limits).
 Every problem raises ManifestError naming the file, the key and what was expected.
 """
 
@@ -27,6 +28,9 @@ NAME_RE = re.compile(rf"^{NAME}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PROVIDERS = ("claude", "codex", "pi", "command")
 NETWORKS = ("none", "egress", "host")
+BACKENDS = ("bwrap", "docker", "kubernetes")
+# a Kubernetes resource quantity: digits, an optional fraction, an optional SI or binary suffix
+QUANTITY_RE = re.compile(r"^[0-9]{1,12}(\.[0-9]{1,6})?(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$")
 
 
 def validate_name(kind: str, name: str) -> str:
@@ -60,6 +64,8 @@ class Bottle:
     image: str | None = None
     timeout: int | None = None
     egress: tuple[str, ...] = ()    # allowlist entries for the egress gate
+    cpu: str | None = None          # kubernetes only: the pod's cpu request and limit
+    memory: str | None = None       # kubernetes only: the pod's memory request and limit
 
 
 def _load(path: Path) -> dict:
@@ -157,10 +163,13 @@ def load_bottle(home: Path, name: str) -> Bottle:
     validate_name("bottle", name)
     path = home / "bottles" / f"{name}.toml"
     data = _load(path)
-    _unknown(path, data, ("backend", "repo", "dir", "env", "network", "egress", "image", "timeout"))
-    backend = _check(path, data, "backend", str, "'bwrap' or 'docker'") or "bwrap"
-    if backend not in ("bwrap", "docker"):
-        raise ManifestError(f"{path}: key 'backend' must be 'bwrap' or 'docker'")
+    _unknown(path, data, ("backend", "repo", "dir", "env", "network", "egress", "image", "timeout",
+                          "cpu", "memory"))
+    expected = "'bwrap', 'docker' or 'kubernetes'"
+    backend = _check(path, data, "backend", str, expected) or "bwrap"
+    if backend not in BACKENDS:
+        raise ManifestError(f"{path}: key 'backend' must be {expected}")
+    cpu, memory = (_quantity(path, data, key, backend) for key in ("cpu", "memory"))
     repo = _check(path, data, "repo", str, "a git URL or path")
     dir_ = _check(path, data, "dir", str, "a directory path")
     if repo is not None and dir_ is not None:
@@ -176,7 +185,20 @@ def load_bottle(home: Path, name: str) -> Bottle:
     return Bottle(name=name, backend=backend, repo=repo, dir=dir_, env=tuple(env),
                   network="egress" if egress and network is None else network,
                   image=_check(path, data, "image", str, "a string"), timeout=_timeout(path, data),
-                  egress=egress)
+                  egress=egress, cpu=cpu, memory=memory)
+
+
+def _quantity(path, data, key, backend) -> str | None:
+    """`cpu` or `memory`: a Kubernetes quantity, only where a backend applies it."""
+    value = _check(path, data, key, str, 'a Kubernetes quantity string such as "500m" or "2Gi"')
+    if value is None:
+        return None
+    if backend != "kubernetes":
+        raise ManifestError(f"{path}: key {key!r} needs backend = \"kubernetes\" (the bottle says {backend!r})")
+    if not QUANTITY_RE.match(value) or not re.search(r"[1-9]", value.rstrip("mkMGTPi")):
+        raise ManifestError(f"{path}: key {key!r} must be a Kubernetes quantity such as \"500m\" "
+                            f"or \"2Gi\", above zero (got {value!r})")
+    return value
 
 
 def _egress(path, data) -> tuple[str, ...]:

@@ -105,6 +105,17 @@ def _timeout(agent, bottles) -> int | None:
     return min(limits) if limits else None
 
 
+def _resources(bottles) -> dict:
+    """The bottles' `cpu` and `memory` (kubernetes only); bottles that disagree are an error."""
+    found: dict = {}
+    for b in bottles:
+        for key in ("cpu", "memory"):
+            value = getattr(b, key)
+            if value is not None and found.setdefault(key, value) != value:
+                raise ManifestError(f"bottles disagree on {key} ({found[key]} vs {value})")
+    return found
+
+
 def resolve(home: Path, agent_name: str, bottle_names, environ, slug: str, *, resume=False):
     """(agent, bottles, plan, backend) for a start or resume; raises before anything exists."""
     agent = load_agent(home, agent_name, environ.get("HOME"))
@@ -122,7 +133,8 @@ def resolve(home: Path, agent_name: str, bottle_names, environ, slug: str, *, re
                    agent_argv=tuple(agent_argv(agent, resume=resume)), env=env,
                    stdin=sdir / "prompt.txt", skills=_skills(home, agent), agent=agent,
                    network=network, forge_socket=_forge(environ, env), image=bottles[0].image,
-                   tools=agent.tools, timeout=_timeout(agent, bottles), egress=egress)
+                   tools=agent.tools, timeout=_timeout(agent, bottles), egress=egress,
+                   resources=_resources(bottles))
     return agent, bottles, plan, get_backend(bottles[0].backend, environ)
 
 

@@ -1,4 +1,4 @@
-"""Bottle backends (bwrap, docker) behind the `Backend` protocol of `base`."""
+"""Bottle backends (bwrap, docker, kubernetes) behind the `Backend` protocol of `base`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ from .base import Backend, RunPlan
 
 
 def get_backend(name: str, environ: dict) -> Backend:
+    if name == "kubernetes":
+        from .kubernetes import KubernetesBackend
+        return KubernetesBackend(environ)
     if name == "docker":
         from .docker import DockerBackend
         return DockerBackend(environ)

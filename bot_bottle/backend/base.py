@@ -39,6 +39,7 @@ class RunPlan:
     tools: tuple[str, ...] = ()                      # host paths bound read-only at the same path
     timeout: int | None = None                       # wall-time seconds; None = no limit
     egress: object = None                            # gate.plan.EgressPlan when network = "egress"
+    resources: dict = field(default_factory=dict)    # kubernetes: the bottles' cpu/memory
 
 
 class Backend(Protocol):

@@ -34,9 +34,10 @@ exit codes:
   0    success (start/resume: the agent's own exit code, 128+N if killed by signal N)
   2    usage or manifest error (missing agent/bottle/skill, bad TOML, label giving an empty slug)
   3    state conflict (slug in use, unknown slug, resume of a never-frozen or running bottle)
-  4    backend failure (bwrap, docker or git missing, as root the agent user missing, the agent's program (or, for egress,
-       python3) not in the bottle, clone failure, an OS error on the host; commit: a full
-       disk or a workspace over the snapshot cap, the previous snapshot kept)
+  4    backend failure (bwrap, docker or git missing, the Kubernetes API unreachable or refusing,
+       as root the agent user missing, the agent's program (or, for egress, python3) not in the
+       bottle, clone failure, an OS error on the host; commit: a full disk or a workspace
+       over the snapshot cap, the previous snapshot kept)
   124  start/resume: the agent ran past its time limit ('timeout') and was stopped
 errors are one line on stderr: 'bot-bottle: error: ...'; each destination the egress gate
 refuses: 'bot-bottle: egress refused: <host>:<port>: <reason>'"""

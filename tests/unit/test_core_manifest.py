@@ -106,6 +106,29 @@ class ManifestTest(unittest.TestCase):
                 b = load_bottle(self.home, "b")
                 self.assertEqual((b.network, b.egress), (network, egress))
 
+    def test_kubernetes_backend_and_its_resources(self):
+        self.write("bottles", "b", 'backend="kubernetes"\nimage="python:3-slim"\ncpu="500m"\nmemory="2Gi"\n')
+        b = load_bottle(self.home, "b")
+        self.assertEqual((b.backend, b.cpu, b.memory), ("kubernetes", "500m", "2Gi"))
+        self.write("bottles", "b", 'backend="kubernetes"\n')
+        self.assertEqual((load_bottle(self.home, "b").cpu, load_bottle(self.home, "b").memory), (None, None))
+        for text, word in [('backend="kubernetes"\ncpu=2\n', "quantity"),
+                           ('backend="kubernetes"\ncpu="2 cores"\n', "quantity"),
+                           ('backend="kubernetes"\nmemory="1GB"\n', "quantity"),
+                           ('backend="kubernetes"\nmemory="0"\n', "above zero"),
+                           ('backend="kubernetes"\ncpu="0m"\n', "above zero"),
+                           ('backend="kubernetes"\ncpu="-1"\n', "quantity"),
+                           ('backend="kubernetes"\ncpu="1;rm"\n', "quantity"),
+                           ('cpu="1"\n', 'needs backend = "kubernetes"'),
+                           ('backend="docker"\nmemory="1Gi"\n', 'needs backend = "kubernetes"'),
+                           ('backend="k8s"\n', "'bwrap', 'docker' or 'kubernetes'")]:
+            with self.subTest(text=text):
+                self.write("bottles", "x", text)
+                with self.assertRaises(ManifestError) as cm:
+                    load_bottle(self.home, "x")
+                self.assertIn(word, str(cm.exception))
+                self.assertIn("x.toml", str(cm.exception))
+
     def test_missing_manifest_and_bad_name(self):
         with self.assertRaisesRegex(ManifestError, "not found"):
             load_agent(self.home, "nope")
