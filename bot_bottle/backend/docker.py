@@ -1,14 +1,18 @@
 """The docker backend: the same operations through the `docker` CLI (version, image inspect,
-run, commit, rm, rmi).
+run, stop, commit, rm, rmi).
 
-Verified against a real dockerd (tests/integration/test_core_docker_engine.py) and a fake
-`docker` for the exact argv (tests/integration/test_core_docker_fake.py); docs/core.md lists what
-is left open. Container name = image tag = `bot-bottle-<slug>`; network=none is docker's
+Verified against a real dockerd (tests/integration/test_core_docker_*.py) and a fake `docker`
+for the exact argv (tests/integration/test_core_docker_fake.py); docs/core.md lists what is
+left open. Container name = image tag = `bot-bottle-<slug>`; network=none is docker's
 `--network none` (loopback only), egress the same with the gate's socket bound in and the
-forwarder (python3 in the image) in front of the agent, exactly as under bwrap.
+forwarder (python3 in the image) in front of the agent, as under bwrap.
 Every docker call gets the caller's client settings (DOCKER_* and the config dir, which holds
 the current context), so they all reach one engine whatever HOME the bottle has. The agent runs
-as `--user` the caller's uid:gid (as root: the agent user's), never as the image's USER.
+as `--user` the caller's uid:gid (as root: the agent user's), never as the image's USER, behind
+docker's init (`--init`: the agent is not pid 1, so SIGTERM's default action applies), with no
+capabilities, no_new_privs and `limits`' settings as docker's own options.
+The container is kept after the agent exits (no `--rm`) until freeze or destroy: freeze stops it
+(SIGTERM, SIGKILL after STOP_GRACE s), commits it, removes it, then snapshots the workspace.
 The agent's `tools` are bound read-only at the same path; the provider's binary is not looked up
 before the start (the image brings its own system, which the host cannot see).
 """
@@ -18,13 +22,20 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from ..errors import BackendError
-from . import agent_user
-from .base import IN_WORKSPACE, RunPlan, bottle_mounts, find_program, sandbox_argv, tool_mounts
+from . import agent_user, limits
+from .base import (IN_WORKSPACE, RunPlan, bottle_mounts, find_program, sandbox_argv, snapshot,
+                   tool_mounts)
 from .bwrap import BwrapBackend
-from .sandbox import SandboxExit, run_sandbox
+from .sandbox import SandboxExit, run_sandbox, stop_process_group
+from .snapshot import snapshot_cap
+
+# seconds `commit` gives a running agent between SIGTERM and SIGKILL (`docker stop -t`): the
+# grace bwrap's freeze gives its sandbox (sandbox.stop_process_group's default)
+STOP_GRACE = 5
 
 
 def _network(plan: RunPlan) -> str:
@@ -32,6 +43,19 @@ def _network(plan: RunPlan) -> str:
     network still reaches the host through its gateway; for egress the gate's socket is bound
     in and the forwarder runs in front of the agent, so the image needs python3)."""
     return "host" if plan.network == "host" else "none"
+
+
+def _wait_gone(pid, seconds: float) -> None:
+    """Until the process `pid` has exited (its parent reaps it), at most `seconds`."""
+    if not isinstance(pid, int) or pid <= 0:
+        return
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 CLIENT_VARS = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH",
@@ -67,6 +91,7 @@ class DockerBackend:
 
     def check(self) -> None:
         self._docker()
+        self._limits()   # a bad limit setting fails before anything is created
         agent_user.check(self._files.environ)   # as root: the agent user must exist
         try:   # the engine, not just the client: else `docker run` exits 125 as if the agent had
             self._call("version", "--format", "{{.Server.Version}}", timeout=30)
@@ -93,10 +118,23 @@ class DockerBackend:
         user = agent_user.check(self._files.environ)
         return f"{os.getuid()}:{os.getgid()}" if user is None else f"{user.uid}:{user.gid}"
 
+    def _limits(self) -> list[str]:
+        """The same limits bwrap's wrapper applies (see `limits`), as docker's own options:
+        pids (processes and threads), core 0, the largest file = the snapshot cap, and
+        memory and CPUs when set."""
+        lim = limits.settings(self._files.environ, snapshot_cap(self._files.environ))
+        argv = ["--pids-limit", str(lim.pids), "--ulimit", "core=0",
+                "--ulimit", f"fsize={lim.fsize}"]
+        if lim.memory is not None:
+            argv += ["--memory", str(lim.memory), "--memory-swap", str(lim.memory)]
+        if lim.cpus is not None:
+            argv += ["--cpus", f"{lim.cpus:g}"]
+        return argv
+
     def command(self, plan: RunPlan) -> list[str]:
-        argv = ["docker", "run", "--rm", "-i", "--name", f"bot-bottle-{plan.slug}", "-w", IN_WORKSPACE,
-                "--network", _network(plan), "--user", self._user(), "--cap-drop", "ALL",
-                "--security-opt", "no-new-privileges"]
+        argv = ["docker", "run", "--init", "-i", "--name", f"bot-bottle-{plan.slug}",
+                "-w", IN_WORKSPACE, "--network", _network(plan), "--user", self._user(), "--cap-drop", "ALL",
+                "--security-opt", "no-new-privileges", *self._limits()]
         for m in self.mounts(plan):
             argv += ["-v", f"{m['src']}:{m['dst']}" + (":ro" if m["mode"] == "ro" else "")]
         for k in sorted(plan.env):  # `-e NAME` takes the value from docker's own environment,
@@ -109,20 +147,32 @@ class DockerBackend:
             raise BackendError(f"image {image!r} is not on the docker engine; pull or build it first")
         argv = self.command(plan)
         argv[0] = self._docker()
+        # a stopped container of this name outlived its bottle (a destroy that could not reach
+        # the engine): it would refuse the name; a running one is not removed (no -f)
+        self._call("rm", f"bot-bottle-{plan.slug}", check=False)
         self._files._give(plan, agent_user.check(self._files.environ))
         # the bottle's values for `-e NAME`; the client's settings win, as on every other call
         return run_sandbox(argv, {**plan.env, **self._client}, on_pid, plan.stdin, output,
                            plan.timeout)
 
     def freeze(self, state_dir: Path, pid) -> None:
-        slug = state_dir.name
-        tag = f"bot-bottle-{slug}:frozen"
+        """Stop (SIGTERM, SIGKILL after STOP_GRACE s), commit the stopped container, remove
+        it, then snapshot the workspace and home: what the agent's SIGTERM handler writes is
+        in both. A container whose agent had exited is committed and removed the same way."""
+        cap = snapshot_cap(self._files.environ)   # a bad setting fails before the bottle stops
+        name = f"bot-bottle-{state_dir.name}"
+        tag = f"{name}:frozen"
+        stopped = self._call("stop", "-t", str(STOP_GRACE), name, check=False,
+                             timeout=STOP_GRACE + 60).returncode == 0
         old = self._image_id(tag)
-        committed = self._call("commit", f"bot-bottle-{slug}", tag, check=False).returncode == 0
+        committed = self._call("commit", name, tag, check=False).returncode == 0
         if committed and old and old != self._image_id(tag):
             self._call("rmi", old, check=False)   # the tag moved on: the old image is nobody's
-        self._call("rm", "-f", f"bot-bottle-{slug}", check=False)
-        self._files.freeze(state_dir, pid)
+        self._call("rm", "-f", name, check=False)
+        if stopped:   # `docker run` ends on its own with the agent's exit code; a signal would
+            _wait_gone(pid, 10.0)   # make it exit 128+N in the agent's stead
+        stop_process_group(pid)   # what is left of the client (an engine that did not answer)
+        snapshot(state_dir / "bottle", state_dir / "snapshots" / "latest.tar", cap)
 
     def restore(self, state_dir: Path) -> None:
         self._files.restore(state_dir)

@@ -1,6 +1,9 @@
 """Integration: the docker backend against a real, private dockerd (tests/integration/_dockerd.py)
-running a busybox image imported from Debian's busybox-static. No skips: `.ci/setup` installs
-docker.io and busybox-static, and a dockerd that cannot start fails the module."""
+running a busybox image imported from Debian's busybox-static: networks, the lifecycle (commit
+stops a running agent gracefully: SIGTERM, SIGKILL after the grace period), the client settings,
+the agent user, an engine down or an image missing. No skips: `.ci/setup` installs docker.io and
+busybox-static, and a dockerd that cannot start fails the module. The hostile-agent checks and
+egress are in test_core_docker_isolation.py, a non-root caller in test_core_docker_user.py."""
 
 import http.server
 import json
@@ -8,11 +11,14 @@ import os
 import pwd
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
 import unittest
 from pathlib import Path
+
+from bot_bottle.backend import docker
 
 from ._core_home import REPO_ROOT, cli, make_home
 from ._dockerd import IMAGE, Dockerd
@@ -133,18 +139,73 @@ class DockerEngineTest(unittest.TestCase):
         self.assertEqual(_images(), before)
         self.assertFalse((home / "state" / "probe").exists())
 
+    def _commit_running(self, script):
+        """Start `script` (busybox sh), wait for its /workspace/STARTED, commit; (commit's
+        seconds, the start's exit code, the state dir)."""
+        home = self._home(["sh", "-c", script])
+        self._cleanup_bottle(home, "probe")
+        proc = self._start_bg(home, "start", "probe", "--headless", "--prompt", "p")
+        state = home / "state" / "probe"
+        deadline = time.monotonic() + 30
+        while not (state / "bottle" / "workspace" / "STARTED").exists():
+            if proc.poll() is not None:
+                self.fail(f"the start ended early: {proc.communicate()}")
+            self.assertLess(time.monotonic(), deadline, "the agent never started")
+            time.sleep(0.05)
+        began = time.monotonic()
+        r = cli(home, "commit", "probe", extra_env=self._env())
+        took = time.monotonic() - began
+        self.assertEqual(r.returncode, 0, r.stderr)
+        proc.communicate(timeout=30)
+        return took, proc.returncode, state
+
+    def test_commit_of_a_running_agent_lets_its_sigterm_handler_finish_before_the_snapshot(self):
+        """What the handler writes, in the workspace and in the container's own layer, is kept:
+        in the snapshot and in the committed image."""
+        handler = ("echo handled > /workspace/TERMED; echo layer > /tmp/TERMED; "
+                   "echo handler-ran; exit 0")
+        _, code, state = self._commit_running(
+            f"trap '{handler}' TERM; touch /workspace/STARTED; sleep 600 & wait")
+        self.assertEqual(code, 0, "the agent's own exit code, after its handler ran")
+        self.assertEqual((state / "bottle" / "workspace" / "TERMED").read_text(), "handled\n")
+        with tarfile.open(state / "snapshots" / "latest.tar") as tar:
+            self.assertIn("workspace/TERMED", tar.getnames())
+        self.assertIn("handler-ran", cli(state.parent.parent, "logs", "probe").stdout)
+        layer = ENGINE.docker("run", "--rm", "bot-bottle-probe:frozen", "cat", "/tmp/TERMED")
+        self.assertEqual(layer.stdout, "layer\n")
+        self.assertEqual(ENGINE.docker("ps", "-a", "-q").stdout.strip(), "", "no container left")
+
+    def test_an_agent_without_a_handler_stops_at_sigterm_at_once(self):
+        """Not pid 1 of its container (docker's init is), so SIGTERM's default action applies
+        as to any process but a pid 1: it ends at once, no wait for the grace period."""
+        _, code, _ = self._commit_running("touch /workspace/STARTED; exec sleep 600")
+        self.assertEqual(code, 143, "SIGTERM, not SIGKILL after the grace period (137)")
+
+    def test_an_agent_that_ignores_sigterm_is_killed_after_the_grace_period(self):
+        took, code, state = self._commit_running(
+            "trap '' TERM; touch /workspace/STARTED; exec sleep 600")
+        self.assertEqual(code, 137)
+        self.assertGreaterEqual(took, docker.STOP_GRACE)
+        self.assertTrue((state / "snapshots" / "latest.tar").exists())
+
     def test_a_docker_context_in_the_callers_config_reaches_every_docker_call(self):
-        """No DOCKER_HOST: the engine is named only by the caller's ~/.docker context."""
-        with tempfile.TemporaryDirectory() as caller_home:
-            cfg = Path(caller_home) / ".docker"
-            ENGINE.docker("--config", str(cfg), "context", "create", "bbtest",
-                          "--docker", f"host={ENGINE.host}")
-            ENGINE.docker("--config", str(cfg), "context", "use", "bbtest")
-            home = self._home(["sh", "-c", "echo ran-in-$HOME"])
-            self.addCleanup(lambda: cli(home, "destroy", "probe", extra_env={"HOME": caller_home}))
-            r = cli(home, "start", "probe", "--headless", "--prompt", "p", extra_env={"HOME": caller_home})
-            self.assertEqual(r.returncode, 0, r.stderr)
-            self.assertIn("ran-in-/home/agent", cli(home, "logs", "probe").stdout)
+        """No DOCKER_HOST: the engine is named only by the caller's ~/.docker context; destroy
+        too reaches it (the exited agent's container is kept until then)."""
+        caller = tempfile.TemporaryDirectory()
+        self.addCleanup(caller.cleanup)
+        env = {"HOME": caller.name}
+        cfg = Path(caller.name) / ".docker"
+        ENGINE.docker("--config", str(cfg), "context", "create", "bbtest",
+                      "--docker", f"host={ENGINE.host}")
+        ENGINE.docker("--config", str(cfg), "context", "use", "bbtest")
+        home = self._home(["sh", "-c", "echo ran-in-$HOME"])
+        self._cleanup_bottle(home, "probe")
+        r = cli(home, "start", "probe", "--headless", "--prompt", "p", extra_env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("ran-in-/home/agent", cli(home, "logs", "probe").stdout)
+        self.assertTrue(ENGINE.docker("ps", "-a", "-q", "--filter", "name=^bot-bottle-probe$").stdout.strip())
+        self.assertEqual(cli(home, "destroy", "probe", extra_env=env).returncode, 0)
+        self.assertEqual(ENGINE.docker("ps", "-a", "-q").stdout.strip(), "")
 
     def test_the_agent_runs_as_the_agent_user_and_what_it_writes_is_that_users(self):
         """We run as root (the suite does): the bottle runs as BOT_BOTTLE_AGENT_USER's uid."""
@@ -161,6 +222,19 @@ class DockerEngineTest(unittest.TestCase):
         self.assertEqual(cli(home, "commit", "probe", extra_env=self._env()).returncode, 0)
         r = cli(home, "resume", "probe", "--headless", "--prompt", "p", extra_env=self._env())
         self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_a_container_left_by_a_destroy_without_the_engine_does_not_block_the_slug(self):
+        home = self._home(["sh", "-c", "echo run-$(cat /workspace/README)"])
+        self._cleanup_bottle(home, "probe")
+        self.assertEqual(cli(home, "start", "probe", "--headless", "--prompt", "p",
+                             extra_env=self._env()).returncode, 0)
+        with tempfile.TemporaryDirectory() as d:
+            gone = {"DOCKER_HOST": f"unix://{d}/no-engine.sock"}
+            self.assertEqual(cli(home, "destroy", "probe", extra_env=gone).returncode, 0)
+        self.assertTrue(ENGINE.docker("ps", "-a", "-q").stdout.strip(), "the container outlived it")
+        r = cli(home, "start", "probe", "--headless", "--prompt", "p", extra_env=self._env())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("run-hello", cli(home, "logs", "probe").stdout)
 
     def test_engine_down_exits_4_and_leaves_no_state(self):
         home = self._home(["sh", "-c", "echo hi"])
