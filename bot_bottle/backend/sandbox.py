@@ -2,8 +2,14 @@
 merged into one pipe that is pumped chunk by chunk into `output`, and the wall-time limit.
 
 Memory stays bounded whatever the agent prints: the pipe is read `CHUNK` bytes at a time and
-each chunk is handed on at once (no line buffering). On the deadline the sandbox's process group
-is stopped the way `commit` stops it (SIGTERM, then SIGKILL), and the pipe is drained to its end.
+each chunk is handed on at once (no line buffering). On the deadline the sandbox is stopped the
+way `commit` stops it, and the pipe is drained to its end.
+
+Stopping: SIGTERM goes to every process below the sandbox's own (found in /proc), not to its
+process group: bwrap's `--new-session` puts the agent in a group of its own, and bwrap dying of
+a SIGTERM would SIGKILL the sandbox at once (`--die-with-parent`) before the agent's handler
+ran. bwrap exits by itself once the agent has; after the grace period the group gets SIGKILL
+(and `--die-with-parent` takes the rest).
 """
 
 from __future__ import annotations
@@ -28,13 +34,47 @@ class SandboxExit:
     timed_out: bool = False
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every live process below `pid`, from /proc (one that double-forks in the sandbox is
+    reparented to bwrap's init, which is below `pid` too)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        found.append(todo.pop())
+        todo.extend(children.get(found[-1], []))
+    return found
+
+
+def _signal(pid: int, sig: int) -> None:
+    """SIGTERM: to what runs below `pid` (its own group when nothing does); SIGKILL: to the
+    group. ProcessLookupError when the group is gone."""
+    below = _descendants(pid) if sig == signal.SIGTERM else []
+    for child in below:
+        try:
+            os.kill(child, sig)
+        except ProcessLookupError:
+            pass
+    if not below:
+        os.killpg(pid, sig)
+
+
 def stop_process_group(pid, grace: float = 5.0) -> None:
-    """SIGTERM the process group led by pid, then SIGKILL after `grace` seconds."""
+    """SIGTERM the sandbox led by pid (see the module docstring), then SIGKILL its process
+    group after `grace` seconds."""
     if not isinstance(pid, int) or pid <= 0:
         return
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
         try:
-            os.killpg(pid, sig)
+            _signal(pid, sig)
         except ProcessLookupError:
             return
         deadline = time.monotonic() + wait
@@ -51,7 +91,7 @@ def _stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
     alive as a zombie until reaped) returns as soon as it has died."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
         try:
-            os.killpg(proc.pid, sig)
+            _signal(proc.pid, sig)
         except ProcessLookupError:
             return
         try:

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import unittest
@@ -64,6 +65,34 @@ class LifecycleTest(unittest.TestCase):
         rows = json.loads(cli(home, "list", "--json").stdout)
         self.assertEqual(rows[0]["state"], "frozen")
         self.assertTrue((home / "state" / "scripted" / "snapshots" / "latest.tar").exists())
+        cli(home, "destroy", "scripted")
+
+    def test_commit_of_a_running_agent_lets_its_sigterm_handler_run_first(self):
+        """What the handler writes is in the snapshot, and the start ends with the agent's own
+        exit code (not bwrap killed by --die-with-parent before the handler ran)."""
+        home = make_home(self)
+        handler = "echo handled > /workspace/TERMED; exit 0"
+        script = f"trap '{handler}' TERM; touch /workspace/STARTED; sleep 600 & wait"
+        (home / "agents" / "scripted.toml").write_text(
+            f'provider = "command"\nbottles = ["b1"]\ncommand = ["sh", "-c", {json.dumps(script)}]\n')
+        env = {"PATH": os.environ["PATH"], "BOT_BOTTLE_HOME": str(home), "PYTHONPATH": str(REPO_ROOT)}
+        proc = subprocess.Popen([sys.executable, "-m", "bot_bottle", "start", "scripted", "--headless",
+                                 "--prompt", "p"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        state = home / "state" / "scripted"
+        with proc.stderr:
+            self.assertEqual(proc.stderr.readline().strip(), "bot-bottle: slug=scripted")
+            deadline = time.monotonic() + 20
+            while not (state / "bottle" / "workspace" / "STARTED").exists():
+                self.assertLess(time.monotonic(), deadline, "the agent never started")
+                time.sleep(0.05)
+            r = cli(home, "commit", "scripted")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(proc.wait(timeout=15), 0, "the agent's own exit code")
+        self.assertEqual((state / "bottle" / "workspace" / "TERMED").read_text(), "handled\n")
+        with tarfile.open(state / "snapshots" / "latest.tar") as tar:
+            self.assertIn("workspace/TERMED", tar.getnames())
         cli(home, "destroy", "scripted")
 
 
