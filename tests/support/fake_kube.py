@@ -35,6 +35,13 @@ PLURALS = {"pods": ("v1", "Pod"), "secrets": ("v1", "Secret"), "configmaps": ("v
            "networkpolicies": ("networking.k8s.io/v1", "NetworkPolicy"),
            "volumesnapshots": ("snapshot.storage.k8s.io/v1", "VolumeSnapshot")}
 
+# the release schemas.json and the contract test's client are of (tests/data/kubernetes/README.md);
+# every field the real VersionInfo requires, as a 1.35 server answers
+VERSION = {"major": "1", "minor": "35", "emulationMajor": "1", "emulationMinor": "35",
+           "minCompatibilityMajor": "1", "minCompatibilityMinor": "34", "gitVersion": "v1.35.0-fake",
+           "gitCommit": "0" * 40, "gitTreeState": "clean", "buildDate": "2025-12-17T00:00:00Z",
+           "goVersion": "go1.25.5", "compiler": "gc", "platform": "linux/amd64"}
+
 
 def make_tls(directory: Path) -> tuple[Path, Path, Path]:
     """(ca.pem, server cert, server key): a throw-away CA and a cert for 127.0.0.1."""
@@ -77,6 +84,7 @@ class FakeKube:
         self.images = images or {}            # image name -> {path in pod: host dir} (read-only)
         self.store: dict[str, dict[str, dict]] = {p: {} for p in PLURALS}
         self.requests: list[tuple[str, str]] = []
+        self.queries: list[tuple[str, str, list[str]]] = []   # (method, path, query parameter names)
         self.created: list[dict] = []          # every object stored, as it was stored
         self.cut_logs = 0                      # this many log streams drop after their first chunk
         self.log_marks: dict = {}              # (pod, container) -> [(time sent, file offset)]
@@ -180,11 +188,11 @@ class FakeKube:
                     shutil.rmtree(self.pvc_dir(name), ignore_errors=True)
                 return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                              "details": {"name": name, "kind": plural, "uid": obj["metadata"]["uid"]}}
-            obj["metadata"]["deletionTimestamp"] = _now()
-            obj["metadata"]["resourceVersion"] = self.next_rv()
+            if grace is None:
+                grace = obj["spec"].get("terminationGracePeriodSeconds", 30)
+            obj["metadata"].update(deletionTimestamp=_now(), deletionGracePeriodSeconds=grace,
+                                   resourceVersion=self.next_rv())
             proc = self.kubelet.procs.get(name)
-        if grace is None:
-            grace = obj["spec"].get("terminationGracePeriodSeconds", 30)
         threading.Thread(target=self._remove_pod, args=(name, proc, grace), daemon=True).start()
         return 200, obj
 
@@ -208,6 +216,9 @@ def _invalid(kind: str, obj: dict, field: str, why: str) -> dict:
 def _handler(kube: FakeKube):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # headers and body go out as two writes: with Nagle on, a keep-alive client (the official
+        # one) waits out the delayed ACK, about 40 ms per request
+        disable_nagle_algorithm = True
 
         def log_message(self, *args):
             pass
@@ -228,13 +239,13 @@ def _handler(kube: FakeKube):
             url = urllib.parse.urlsplit(self.path)
             query = dict(urllib.parse.parse_qsl(url.query))
             kube.requests.append((method, url.path))
+            kube.queries.append((method, url.path, sorted(query)))
             if self.headers.get("Authorization") != f"Bearer {kube.token}":
                 return self._send(401, status(401, "Unauthorized", "Unauthorized"))
             parts = url.path.strip("/").split("/")
-            if url.path == "/version":
-                return self._send(200, {"major": "1", "minor": "30", "gitVersion": "v1.30.0-fake",
-                                        "platform": "linux/amd64"})
-            if url.path == "/apis/snapshot.storage.k8s.io/v1":
+            if url.path in ("/version", "/version/"):   # the official client asks with the slash
+                return self._send(200, VERSION)
+            if url.path.rstrip("/") == "/apis/snapshot.storage.k8s.io/v1":
                 if not kube.snapshots:
                     return self._send(404, status(404, "NotFound", "the server could not find the requested resource"))
                 return self._send(200, {"kind": "APIResourceList", "apiVersion": "v1",
@@ -253,8 +264,10 @@ def _handler(kube: FakeKube):
                 return self._send(404, status(404, "NotFound", "the server could not find the requested resource"))
             if ns != kube.namespace:   # the token's RBAC is for its namespace only
                 return self._send(403, status(403, "Forbidden", f'{plural} is forbidden in namespace "{ns}"'))
-            if len(rest) == 5 and rest[4] == "log" and method == "GET":
+            if len(rest) == 5 and rest[4] == "log" and method == "GET" and plural == "pods":
                 return self._log(name, query)
+            if len(rest) > 5 or (len(rest) == 5 and (rest[4] != "status" or method != "GET")):
+                return self._send(404, status(404, "NotFound", "the server could not find the requested resource"))
             if method == "POST" and name is None:
                 if query.get("fieldValidation") != "Strict":
                     return self._send(400, status(400, "BadRequest", "the fake wants fieldValidation=Strict"))
@@ -279,14 +292,17 @@ def _handler(kube: FakeKube):
                         kube.validator.validate_kind(body)
                     except Invalid as exc:
                         return self._send(400, status(400, "BadRequest", str(exc)))
+                # DeleteOptions come in the body or, from clients that send none, the query
+                grace = body.get("gracePeriodSeconds", query.get("gracePeriodSeconds"))
+                grace = None if grace is None else int(grace)
                 if name is None:
                     with kube.lock:
                         found = [n for n, o in kube.store[plural].items() if matches(o, query.get("labelSelector", ""))]
-                    deleted = [kube.delete(plural, n, body.get("gracePeriodSeconds"))[1] for n in found]
+                    deleted = [kube.delete(plural, n, grace)[1] for n in found]
                     return self._send(200, {"kind": PLURALS[plural][1] + "List", "apiVersion": api_version,
                                             "metadata": {"resourceVersion": str(kube._rv)},
                                             "items": [d for d in deleted if d.get("kind") != "Status"]})
-                return self._send(*kube.delete(plural, name, body.get("gracePeriodSeconds")))
+                return self._send(*kube.delete(plural, name, grace))
             return self._send(405, status(405, "MethodNotAllowed", "the server does not allow this method"))
 
         def _log(self, name: str, query: dict) -> None:

@@ -150,8 +150,11 @@ class Kubelet:
                 argv += ["--perms", "0755", "--dir", "/etc"]   # as an image's layer allows
                 for entry in sorted(os.listdir("/etc")):
                     path = os.path.join("/etc", entry)
-                    argv += ["--symlink", os.readlink(path), path] if os.path.islink(path) \
-                        else ["--ro-bind", path, path]
+                    try:   # -try: a file the host replaces meanwhile (useradd's /etc/shadow+) may go
+                        argv += ["--symlink", os.readlink(path), path] if os.path.islink(path) \
+                            else ["--ro-bind-try", path, path]
+                    except OSError:   # gone (or no longer a link) between listdir and here
+                        continue
             elif os.path.exists(d):
                 argv += ["--ro-bind", d, d]
         points = [*self.kube.images[image], *(m["mountPath"] for m in c.get("volumeMounts") or [])]

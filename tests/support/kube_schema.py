@@ -1,7 +1,8 @@
 """The schema subset of tests/data/kubernetes/schemas.json and a strict validator for it: what the
 fake API server checks every object against (unknown fields and wrong types refused the way the
 real API server's strict field validation refuses them), and what the contract test holds our
-objects and the fake's answers to."""
+objects and the fake's answers to. `oneOf` is either a choice of types (Quantity, IntOrString) or,
+beside `type: object`, a CRD's choice of required properties (exactly one must be met)."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ class Validator:
     def _check(self, value, schema: dict, at: str) -> None:
         if "$ref" in schema:
             return self._check(value, self.defs[schema["$ref"].rsplit("/", 1)[-1]], at)
-        if "oneOf" in schema:   # Quantity (string | number), IntOrString (integer | string)
+        if "oneOf" in schema and "type" not in schema:   # Quantity, IntOrString: one of two types
             for choice in schema["oneOf"]:
                 try:
                     return self._check(value, choice, at)
@@ -98,5 +99,9 @@ class Validator:
             for key in schema.get("required", ()):
                 if key not in value:
                     raise Invalid(f"{at}.{key}", "Required value")
+            if "oneOf" in schema:   # a CRD's `oneOf: [{required: [a]}, {required: [b]}]`: one, not both
+                met = [c["required"] for c in schema["oneOf"] if all(k in value for k in c["required"])]
+                if len(met) != 1:
+                    raise Invalid(at, f"must validate one and only one schema (oneOf), {len(met)} do")
         elif kind is not None:
             raise AssertionError(f"schema type {kind!r} at {at} is not handled")

@@ -1,11 +1,14 @@
 """Contract: what kube_objects builds validates against the schemas copied from the Kubernetes
 OpenAPI spec (tests/data/kubernetes), and the fake API server's answers have the real API's
 shapes (Status on errors, lists with kind/apiVersion/items/metadata.resourceVersion, strict
-field validation). The fake is held to the spec, not to our client."""
+field validation). The fake is held to the spec, not to our client; test_kube_client_contract.py
+holds the fake, our objects and these schemas to the official Kubernetes client in turn."""
 
 import json
+import os
 import ssl
 import unittest
+from unittest import mock
 import urllib.error
 import urllib.request
 
@@ -47,6 +50,19 @@ class SchemaTest(unittest.TestCase):
         del pod["spec"]["containers"][0]["name"]
         with self.assertRaises(Invalid):
             v.validate_kind(pod)
+
+    def test_a_snapshot_source_names_exactly_one_source(self):
+        """The CRD's `oneOf` (tests/data/kubernetes/README.md): a PVC or an existing content."""
+        v = Validator()
+        for source in ({}, {"persistentVolumeClaimName": "a", "volumeSnapshotContentName": "b"}):
+            snap = every_object()[5]
+            snap["spec"]["source"] = source
+            with self.subTest(source=source), self.assertRaises(Invalid) as ctx:
+                v.validate_kind(snap)
+            self.assertEqual(ctx.exception.field, ".spec.source")
+        snap = every_object()[5]
+        snap["spec"]["source"] = {"volumeSnapshotContentName": "b"}
+        v.validate_kind(snap)
 
 
 class FakeShapesTest(unittest.TestCase):
@@ -119,11 +135,41 @@ class FakeShapesTest(unittest.TestCase):
         self.assertEqual((code, body["kind"]), (200, "SecretList"))
         self.assertEqual(self.call("GET", base)[1]["items"], [])
 
+    def test_an_unknown_subresource_is_not_found(self):
+        base = "/api/v1/namespaces/bots/configmaps"
+        self.assertEqual(self.call("POST", base + "?fieldValidation=Strict",
+                                   ko.config_map("subres", SETTINGS, {"a": "b"}))[0], 201)
+        self.assertEqual(self.call("GET", base + "/bb-subres-scripts")[0], 200)
+        for path in ("/bb-subres-scripts/exec", "/bb-subres-scripts/log", "/bb-subres-scripts/status/x"):
+            with self.subTest(path=path):
+                self.assert_status(*self.call("GET", base + path), 404, "NotFound")
+        self.assertEqual(self.call("DELETE", base + "/bb-subres-scripts")[0], 200)
+
     def test_version_and_discovery(self):
         code, body = self.call("GET", "/version")
         self.assertEqual((code, body["major"]), (200, "1"))
         code, body = self.call("GET", "/apis/snapshot.storage.k8s.io/v1")
         self.assertEqual((code, body["kind"], body["groupVersion"]), (200, "APIResourceList", "snapshot.storage.k8s.io/v1"))
+
+
+class KubeletTest(unittest.TestCase):
+    def test_a_file_leaving_etc_while_a_pod_starts_does_not_fail_the_pod(self):
+        """The kubelet binds /etc entry by entry; useradd's `/etc/shadow+` (another test's, the
+        host's) may be gone by the time bwrap binds it: that must not fail the pod."""
+        real = os.listdir
+
+        def listdir(path="."):
+            return real(path) + (["bb-vanished+"] if path == "/etc" else [])
+        with FakeKube(namespace="bots", images={"probe:1": {}}) as kube, \
+                mock.patch("tests.support.fake_kubelet.os.listdir", listdir):
+            pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "etc-race", "labels": ko.labels("race")},
+                   "spec": {"restartPolicy": "Never", "containers": [
+                       {"name": "main", "image": "probe:1", "command": ["/bin/true"]}]}}
+            self.assertEqual(kube.create("pods", "bots", pod)[0], 201)
+            with kube.lock:
+                phase = lambda: kube.store["pods"]["etc-race"]["status"].get("phase")   # noqa: E731
+                self.assertTrue(kube.lock.wait_for(lambda: phase() in ("Succeeded", "Failed"), timeout=20))
+                self.assertEqual(phase(), "Succeeded")
 
 
 if __name__ == "__main__":
