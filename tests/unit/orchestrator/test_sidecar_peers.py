@@ -51,6 +51,7 @@ class PeersTest(unittest.TestCase):
     def test_a_descendant_is_counted_under_our_direct_child(self) -> None:
         holder = subprocess.Popen([sys.executable, "-c", HOLDER, "/nonexistent.sock", "0"],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.addCleanup(holder.stdout.close)
         self.addCleanup(holder.wait, 10)
         self.addCleanup(holder.stdin.close)
         agent_pid = int(holder.stdout.readline())
@@ -80,6 +81,7 @@ class PerBottleCapTest(unittest.TestCase):
         """A bottle whose agent opens `n` connections and keeps them; each answer's status."""
         holder = subprocess.Popen([sys.executable, "-c", HOLDER, self.sock, str(n)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.addCleanup(holder.stdout.close)
         self.addCleanup(holder.wait, 10)
         self.addCleanup(holder.stdin.close)
         answers = [holder.stdout.readline().strip() for _ in range(n)]
