@@ -78,6 +78,7 @@ class SqliteRunStore:
         self.add_transition_listener = runs.add_transition_listener
         # DeliveryStore
         self.record_delivery = deliveries.record_delivery
+        self.record_delivery_async = deliveries.record_delivery_async
         self.pending_deliveries = deliveries.pending_deliveries
         self.mark_delivery_processed = deliveries.mark_delivery_processed
         self.mark_deliveries_processed = deliveries.mark_deliveries_processed

@@ -1,6 +1,7 @@
 """Webhook deliveries in the store: `record_delivery` and marking them processed both go
 through the writer thread's group commit (`store_writer`: many callers, one transaction, one
-fsync, each durable before its call returns); pending deliveries in arrival order; the
+fsync, each durable before its call returns; `record_delivery_async` answers through a
+callback once durable, for the webhook port's event loop); pending deliveries in arrival order; the
 counts `/metrics` shows; and pruning processed deliveries after the retention period. Works
 through the shared `StoreDb` it is given.
 
@@ -16,7 +17,7 @@ import hashlib
 import sqlite3
 import time
 from collections import Counter
-from typing import Iterable
+from typing import Callable, Iterable
 
 from bot_bottle.orchestrator.store_db import StoreDb
 from bot_bottle.orchestrator.store_rows import StoredDelivery, StoreError
@@ -29,6 +30,29 @@ DEFAULT_RETENTION = 14 * 86400.0
 # writer long, and looks again this often (seconds) once nothing is left to prune.
 PRUNE_BATCH = 100
 PRUNE_EVERY = 60.0
+
+
+def _insert(delivery_id: str | None, event_type: str, body: bytes, received_at: float,
+            comment_key: str | None) -> Callable[[sqlite3.Connection], bool]:
+    """The writer job that stores one delivery: True if it was new."""
+    if not isinstance(event_type, str) or not event_type:
+        raise ValueError("event_type must be a non-empty string")
+    body = bytes(body)
+    received_at = float(received_at)
+
+    def insert(conn: sqlite3.Connection) -> bool:
+        # hashed here, on the writer thread (which waits on the disk anyway), not the caller's
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO deliveries "
+            "(delivery_id, event_type, body, body_sha256, received_at, comment_key) "
+            "VALUES (?, ?, ?, ?, ?, ?)", (delivery_id or None, event_type, body,
+                                          hashlib.sha256(body).hexdigest(), received_at,
+                                          comment_key or None))
+        if cur.rowcount != 1:
+            return False
+        conn.execute("INSERT INTO delivery_pending (seq) VALUES (?)", (cur.lastrowid,))
+        return True
+    return insert
 
 
 class Deliveries:
@@ -51,22 +75,19 @@ class Deliveries:
         same event type and body, or same `comment_key` — a comment's id and edit time,
         whatever its event type header said — among the deliveries still kept). An empty
         delivery id is stored as NULL."""
-        if not isinstance(event_type, str) or not event_type:
-            raise ValueError("event_type must be a non-empty string")
-        body = bytes(body)
-        args = (delivery_id or None, event_type, body, hashlib.sha256(body).hexdigest(),
-                float(received_at), comment_key or None)
+        return self._writer.submit(_insert(delivery_id, event_type, body, received_at,
+                                           comment_key))
 
-        def insert(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO deliveries "
-                "(delivery_id, event_type, body, body_sha256, received_at, comment_key) "
-                "VALUES (?, ?, ?, ?, ?, ?)", args)
-            if cur.rowcount != 1:
-                return False
-            conn.execute("INSERT INTO delivery_pending (seq) VALUES (?)", (cur.lastrowid,))
-            return True
-        return self._writer.submit(insert)
+    def record_delivery_async(self, delivery_id: str | None, event_type: str, body: bytes,
+                              received_at: float, comment_key: str | None = None, *,
+                              callback: Callable[[bool | None, BaseException | None], None]
+                              ) -> None:
+        """`record_delivery` without waiting: returns at once, and once the insert is
+        committed (durable) the writer thread calls `callback(fresh, None)`, or
+        `callback(None, error)` if it could not be stored. A closed store raises StoreError
+        here (and never calls back)."""
+        self._writer.submit_async(_insert(delivery_id, event_type, body, received_at,
+                                          comment_key), callback)
 
     def pending_deliveries(self, limit: int) -> list[StoredDelivery]:
         # CROSS JOIN: walk the small pending table in order, look each body up by its key

@@ -1,6 +1,9 @@
 """The store's writer thread and its group commit: callers `submit` a job (a function run
 inside a write transaction), one thread runs everything queued in one transaction, commits
 once — one fsync for many jobs — and wakes each caller with its own answer, durable then.
+`submit_async` is the same without waiting: the answer goes to a callback, called on the
+writer thread once the group is committed (the webhook port's event loop acks that way, so
+its one thread never blocks on an fsync).
 Deliveries are recorded and marked processed through it, so the dispatcher's marking never
 waits for the writer lock behind the receiver's inserts: it rides in the same commit.
 
@@ -26,16 +29,39 @@ def _is_busy(exc: BaseException | None) -> bool:
     return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
+Callback = Callable[[object, "BaseException | None"], None]
+
+
 class _Job:
-    """One caller's write waiting for the writer thread."""
+    """One caller's write waiting for the writer thread: a waiting caller's `done` event, or
+    an asynchronous caller's `callback(result, error)`."""
 
-    __slots__ = ("apply", "done", "result", "error")
+    __slots__ = ("apply", "done", "callback", "result", "error")
 
-    def __init__(self, apply: Callable[[sqlite3.Connection], object]) -> None:
+    def __init__(self, apply: Callable[[sqlite3.Connection], object],
+                 callback: Callback | None = None) -> None:
         self.apply = apply
-        self.done = threading.Event()
+        self.callback = callback
+        self.done = threading.Event() if callback is None else None
         self.result: object = None
         self.error: BaseException | None = None
+
+    def finish(self) -> None:
+        """Hand the answer over: wake the caller, or call its callback (on the writer thread;
+        a callback that raises is logged, never stops the writer)."""
+        if self.done is not None:
+            self.done.set()
+            return
+        callback, self.callback = self.callback, None
+        if callback is None:  # already answered
+            return
+        try:
+            callback(self.result, self.error)
+        except Exception:
+            log.exception("store: a write's callback failed")
+
+    def answered(self) -> bool:
+        return self.done.is_set() if self.done is not None else self.callback is None
 
 
 class GroupWriter:
@@ -55,15 +81,26 @@ class GroupWriter:
         """Run `apply(conn)` in the next group's transaction; return its result once that is
         committed. A StoreError (its own, or the transaction's) is raised to this caller only."""
         job = _Job(apply)
+        self._enqueue(job)
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[return-value]
+
+    def submit_async(self, apply: Callable[[sqlite3.Connection], T],
+                     callback: Callable[[T | None, BaseException | None], None]) -> None:
+        """Run `apply(conn)` in the next group's transaction and return at once; once that is
+        committed (durable) the writer thread calls `callback(result, None)`, or
+        `callback(None, error)` if it failed (a StoreError). The callback must be quick: the
+        next group waits for it. A closed writer raises StoreError here, with no callback."""
+        self._enqueue(_Job(apply, callback))  # type: ignore[arg-type]
+
+    def _enqueue(self, job: _Job) -> None:
         with self._cond:
             if self._closing:
                 raise StoreError("store is closed")
             self._queue.append(job)
             self._cond.notify()
-        job.done.wait()
-        if job.error is not None:
-            raise job.error
-        return job.result  # type: ignore[return-value]
 
     def waiting(self) -> bool:
         """Whether jobs are queued (idle work stops for them)."""
@@ -92,9 +129,9 @@ class GroupWriter:
                     log.exception("store: write batch failed")
                 finally:
                     for job in batch:
-                        if not job.done.is_set():
+                        if not job.answered():
                             job.error = StoreError("write was not done")
-                            job.done.set()
+                            job.finish()
             if not self.waiting():
                 wait = self._idle_step()
 
@@ -121,8 +158,8 @@ class GroupWriter:
             for job in batch:
                 job.error = StoreError(str(exc))
                 job.error.__cause__ = exc.__cause__
-                job.done.set()
+                job.finish()
             return
         for job, result in zip(batch, results):
             job.result = result
-            job.done.set()
+            job.finish()

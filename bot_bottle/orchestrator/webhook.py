@@ -1,11 +1,15 @@
 """The orchestrator's HTTP decisions: `WebhookApp.handle(method, path, headers, body)` owns
 every route (`POST /webhook`, `/healthz`, the HTML pages `/` and `/run/<id>`, the JSON
 `/runs…`, `/metrics`) and returns a
-`Response`; `StoreViews` turns store rows into the read-only pages. The socket side lives in
-`http_server.py` (`make_server` is re-exported here).
+`Response`; `StoreViews` (`webhook_views`, re-exported here) turns store rows into the
+read-only pages. The socket side lives in `http_server.py` and `http_loop.py` (`make_server`
+is re-exported here).
 
-A delivery is answered 2xx only after `store.record_delivery` returned (it is durable then);
-the app then calls the injected `wake()`, which must only signal the dispatcher. The app never
+A delivery is answered 2xx only once the store says it is durable: `handle` waits for
+`store.record_delivery`; the event loop's `quick`/`begin` path (`http_loop`) checks it on the
+loop's thread (`prepare`, the same checks), hands it to `store.record_delivery_async` and
+makes the answer (`finish`) when the writer calls back after its commit. The app then calls
+the injected `wake()`, which must only signal the dispatcher. The app never
 answers 5xx except 503, whatever the input. The forge's signature check is injected (by
 bootstrap) as `verify(body, signature_hex) -> bool`, so this module imports no adapter.
 """
@@ -17,6 +21,7 @@ import json
 import logging
 import re
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qs, urlsplit
 
@@ -25,6 +30,7 @@ from bot_bottle.orchestrator.pages import DEFAULT_FILTER, FILTERS, PAGE_CSP
 from bot_bottle.orchestrator.http_server import MAX_BODY, loads_json, make_server  # noqa: F401
 from bot_bottle.orchestrator.http_transport import Response
 from bot_bottle.orchestrator.log_tail import printable
+from bot_bottle.orchestrator.webhook_views import StoreViews  # noqa: F401  (the default views)
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +40,6 @@ PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 _RUN_PATH = re.compile(r"^/runs/([^/]+)(/provenance)?$")
 _PAGE_PATH = re.compile(r"^/run/([^/]+)$")  # a run's HTML page; its JSON stays under /runs
 _RUN_ID = re.compile(r"^[0-9]{1,18}$")
-LOG_TAIL_LINES = 50
 # the transport adds `nosniff` to every answer; the page also may not be framed or run
 # anything but its own style sheet
 _HTML_HEADERS = (("Content-Security-Policy", PAGE_CSP), ("X-Frame-Options", "DENY"))
@@ -49,8 +54,25 @@ def _status(status: int, word: str, reason: str | None = None, allow: str | None
     return json_response(status, payload, (("Allow", allow),) if allow else ())
 
 
+_ACCEPTED = _status(202, "accepted")  # the common answer, made once (a Response is frozen)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A webhook delivery that passed every check, to be stored (`WebhookApp.prepare`)."""
+
+    delivery: str
+    event: str
+    body: bytes
+    payload: dict
+    tag: str  # `delivery=… event=…` for its log lines
+    received_at: float
+    comment_key: str | None
+
+
 class WebhookApp:
-    """All HTTP decisions. `store` needs `record_delivery` and `ping`; `views` needs
+    """All HTTP decisions. `store` needs `record_delivery` (`handle`), `record_delivery_async`
+    (`begin`) and `ping`; `views` needs
     `dashboard([show])`, `run_page(id)`, `runs()`, `run(id)`, `provenance(id)`, `metrics()`
     (default: `StoreViews`)."""
 
@@ -98,6 +120,51 @@ class WebhookApp:
     # -- POST /webhook -------------------------------------------------------------------
 
     def _webhook(self, headers: dict[str, str], body: bytes) -> Response:
+        step = self.prepare(headers, body)
+        if isinstance(step, Response):
+            return step
+        self._hand_over(step)
+        try:
+            fresh = self._store.record_delivery(step.delivery, step.event, step.body,
+                                                step.received_at, comment_key=step.comment_key)
+        except Exception as exc:  # StoreError or worse: Gitea must retry, so never a 2xx
+            return self.finish(step, None, exc)
+        return self.finish(step, fresh, None)
+
+    def quick(self, method: str, target: str) -> bool:
+        """Whether `begin` answers this request without blocking (the event loop calls it on
+        its own thread): `POST /webhook`, whose store write completes through a callback."""
+        return method == "POST" and target == "/webhook"
+
+    def begin(self, method: str, target: str, headers: Mapping[str, str], body: bytes,
+              later: Callable[[Callable[[], Response]], None]) -> Response | None:
+        """`handle` for a `quick` request, without waiting for the disk: a refusal is returned
+        at once; an accepted delivery is handed to the store's writer and None returned, and
+        once it is durable (or failed) `later(answer)` is called, on the writer's thread,
+        with a function that makes the answer (the caller runs it on its own thread)."""
+        try:
+            step = self.prepare({k.lower(): v for k, v in headers.items()}, body)
+            if isinstance(step, Response):
+                return step
+
+            def stored(fresh: bool | None, error: BaseException | None) -> None:
+                later(lambda: self.finish(step, fresh, error))
+            self._hand_over(step)
+            try:
+                self._store.record_delivery_async(step.delivery, step.event, step.body,
+                                                  step.received_at, comment_key=step.comment_key,
+                                                  callback=stored)
+            except Exception as exc:  # a closed store: refused now, never a 2xx
+                return self.finish(step, None, exc)
+            return None
+        except Exception:  # as `handle`: 503 at worst, never a stack trace
+            log.exception("http %s %s failed", method, target)
+            return _status(503, "error", "internal error")
+
+    def prepare(self, headers: Mapping[str, str], body: bytes) -> Response | Delivery:
+        """Every check of `POST /webhook` before the store: a refusal or an ignored delivery
+        is its `Response`; one to store is a `Delivery` (its JSON parsed, once), whose answer
+        `finish` makes once the store has answered. `headers` have lower-case names."""
         if len(body) > MAX_BODY:
             return _status(413, "error", "body over 1 MiB")
         event = (_first(headers, "x-gitea-event-type", "x-forgejo-event-type")
@@ -127,25 +194,36 @@ class WebhookApp:
         if not self._handles(event):
             log.info("webhook %s %s ignored: unhandled event type", tag, _where(payload))
             return _status(202, "ignored", f"event type {_clip(event)!r} is not handled")
-        try:
-            fresh = self._store.record_delivery(delivery, event, body, self._clock(),
-                                                comment_key=comment_key(event, payload))
-        except Exception as exc:  # StoreError or worse: Gitea must retry, so never a 2xx
-            log.error("webhook %s %s not stored: %s", tag, _where(payload), exc)
+        return Delivery(delivery, event, body, payload, tag, self._clock(),
+                        comment_key(event, payload))
+
+    def finish(self, step: Delivery, fresh: bool | None, error: BaseException | None) -> Response:
+        """The answer to a prepared delivery once the store answered: `fresh` (stored now) or
+        not (a duplicate), or the store's `error` (503: Gitea must retry, so never a 2xx)."""
+        if error is not None or not fresh:  # no row for the dispatcher: nothing to hand over
+            if self._payloads is not None:
+                self._payloads.take(step.delivery, step.body)
+        if error is not None:
+            log.error("webhook %s %s not stored: %s", step.tag, _where(step.payload), error)
             return _status(503, "error", "store unavailable")
         if not fresh:
-            log.info("webhook %s %s duplicate", tag, _where(payload))
+            log.info("webhook %s %s duplicate", step.tag, _where(step.payload))
             return _status(200, "duplicate")
-        if self._payloads is not None:
-            self._payloads.put(delivery, body, payload)
         # the dispatcher's line (id, event, outcome) is the delivery's one line at INFO
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("webhook %s %s accepted", tag, _where(payload))
+            log.debug("webhook %s %s accepted", step.tag, _where(step.payload))
         try:
             self._wake()  # only signals the dispatcher; launches never run on this thread
         except Exception:  # stored already: the dispatcher's next tick will find it
-            log.exception("webhook %s wake failed", tag)
-        return _status(202, "accepted")
+            log.exception("webhook %s wake failed", step.tag)
+        return _ACCEPTED
+
+    def _hand_over(self, step: Delivery) -> None:
+        """The parsed body, for the dispatcher, before the row can be committed: it may read
+        the row the moment it is (a payload put after the commit came too late, was never
+        taken, and 256 of them stayed in memory)."""
+        if self._payloads is not None:
+            self._payloads.put(step.delivery, step.body, step.payload)
 
     def _check(self, body: bytes, signature: str) -> bool:
         try:
@@ -242,88 +320,3 @@ def _where(payload: dict) -> str:
             number = obj.get("number")
     repo = _clip(repo) if isinstance(repo, str) else "-"
     return f"repo={repo} issue={number if isinstance(number, int) else '-'} run=-"
-
-
-class StoreViews:
-    """The read-only pages, from the store and the renderers (imported lazily)."""
-
-    def __init__(self, store, clock: Callable[[], float] = time.time,
-                 extra_metrics: Callable[[], Mapping[str, float]] | None = None,
-                 counters: Callable[[], Mapping[str, tuple[str, float]]] | None = None,
-                 forge_errors=None, gitea_url: str | None = None,
-                 log_tail: Callable[[str, int], str] | None = None) -> None:
-        from bot_bottle.orchestrator import metrics
-        self._store = store
-        self._gitea_url = gitea_url  # issue and PR links; plain text without it
-        self._log_tail = log_tail  # `runner.log_tail(slug, lines)`; no log section without it
-        self._clock = clock
-        self._extra = extra_metrics
-        self._counters = counters  # e.g. `EgressRefusals.counters`: name -> (help, value)
-        self._forge_errors = forge_errors or metrics.FORGE_ERRORS
-        self.durations = metrics.RunDurations()
-        if hasattr(store, "add_transition_listener"):
-            store.add_transition_listener(self.durations.transition)
-
-    def dashboard(self, show: str = DEFAULT_FILTER) -> str:
-        from bot_bottle.orchestrator import pages
-        doc = json.loads(self.runs(include_destroyed=show == "all"))
-        return pages.dashboard_html(doc["runs"], self._clock(), gitea_url=self._gitea_url,
-                                    show=show)
-
-    def run_page(self, run_id: int) -> str | None:
-        """The run's HTML page; the agent log tail is read by the CLI (`bot-bottle logs`)."""
-        from bot_bottle.orchestrator import pages
-        prov = self.provenance(run_id)
-        if prov is None:
-            return None
-        slug, tail, note = prov["run"].get("slug"), None, None
-        if self._log_tail is None:
-            note = "the agent log is not available here"
-        elif not slug:
-            note = "no bottle yet, so no agent log"
-        else:
-            try:
-                tail = self._log_tail(slug, LOG_TAIL_LINES)
-                note = "the agent log is empty"
-            except Exception as exc:  # the page still shows everything else
-                note = f"cannot read the agent log: {exc}"
-        return pages.run_page_html(prov, self._clock(), gitea_url=self._gitea_url,
-                                   log_tail=tail, log_note=note)
-
-    def runs(self, include_destroyed: bool = False) -> str:
-        """The runs document (JSON text), as `status --json` prints it."""
-        from bot_bottle.orchestrator import run_listing
-        now = self._clock()
-        return self._store.with_reader(
-            lambda conn: run_listing.runs_document(conn, now, include_destroyed))
-
-    def run(self, run_id: int) -> str | None:
-        from bot_bottle.orchestrator import run_listing
-        now = self._clock()
-        return self._store.with_reader(lambda conn: run_listing.run_document(conn, run_id, now))
-
-    def provenance(self, run_id: int) -> dict | None:
-        from bot_bottle.orchestrator import provenance, run_listing
-        now = self._clock()
-        run = self._store.with_reader(lambda conn: run_listing.run_object(conn, run_id, now))
-        if run is None:
-            return None
-        return provenance.provenance_json(json.loads(run), self._store.op_log(run_id))
-
-    def metrics(self) -> str:
-        """Every figure from an indexed count or memory: no scrape reads every row."""
-        import bot_bottle
-        from bot_bottle.orchestrator import metrics, views
-        extra = dict(self._extra()) if self._extra else {}
-        counters = dict(self._counters()) if self._counters else {}
-        families = (
-            metrics.gauge("bot_bottle_deliveries_pending",
-                          "Webhook deliveries stored and not yet processed.",
-                          self._store.pending_delivery_count())
-            + metrics.gauge("bot_bottle_outbox_pending",
-                            "Comments waiting in the outbox to be posted to the forge.",
-                            self._store.outbox_pending_count())
-            + self.durations.text() + self._forge_errors.text()
-            + metrics.process_text(bot_bottle.__version__))
-        return views.metrics_text(self._store.count_runs_by_state(),
-                                  self._store.delivery_counts(), extra, counters, families)

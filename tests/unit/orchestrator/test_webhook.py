@@ -304,15 +304,19 @@ class TransportTest(ServerTest):
 
     def test_the_server_is_tuned_for_bursts(self) -> None:
         server = make_server("127.0.0.1", 0, self.app(self.store))
-        self.addCleanup(server.server_close)
+        serve_in_thread(self, server)
         self.assertGreaterEqual(server.request_queue_size, 128)
-        self.assertTrue(server.daemon_threads and server.allow_reuse_address)
         self.assertEqual(server.handler_timeout, 10.0)
         client = socket.create_connection(server.server_address[:2], timeout=5)
         self.addCleanup(client.close)
-        accepted, _ = server.get_request()
-        self.addCleanup(accepted.close)
+        client.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n"
+                       % server.server_address[1])
+        resp = http.client.HTTPResponse(client)
+        resp.begin()  # answered: the server has accepted the connection
+        self.assertEqual(resp.status, 200)
+        [accepted] = server.open_connections()
         self.assertTrue(accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        self.assertTrue(server.socket.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR))
 
     def test_a_burst_of_concurrent_deliveries_is_all_stored(self) -> None:
         results: list[int] = []
