@@ -8,6 +8,10 @@ The prompt goes to the CLI on stdin (`--prompt-file -`), never in argv (world-re
 one argv string is limited to 128 KiB). Whatever the CLI prints, memory stays bounded: its
 output is read a line at a time and a line is cut at `MAX_LINE` bytes, the rest skipped. The
 egress gate's refusal lines go to `egress_log` (logged with the run, counted for /metrics).
+A start or resume whose CLI printed the slug and then an error line raises `RunnerError` with
+that line when `list` no longer shows the bottle (the CLI removes one whose agent never started:
+the kubernetes backend's first pod that cannot start); with the bottle still there the line is
+logged and the exit code returned as usual.
 A start or resume runs `nice`d (`BOT_BOTTLE_BOTTLE_NICE`, default 10; the agent inherits it), so
 under a launch storm or a busy agent the service's own threads (webhook acks, the dispatcher)
 get the CPU first; an idle machine gives the agent all of it anyway.
@@ -203,6 +207,10 @@ class SubprocessBottleRunner:
         refused.close()
         if slug is None:
             raise RunnerError(error or f"bot-bottle {args[0]} exited {code} without a slug line")
+        if error is not None and code != 0:
+            if self._gone(slug):   # nothing to freeze: the error line is the run's story
+                raise RunnerError(error)
+            log.warning("bot-bottle %s %s: %s", args[0], slug, error)
         if timeout is None:
             return BottleExit(slug, code)
         limit = re.search(r"\b(\d+) ?s\b", timeout)
@@ -272,6 +280,13 @@ class SubprocessBottleRunner:
 
     def destroy(self, slug: str) -> None:
         self._short(["destroy", _check("slug", slug, SLUG_RE)])
+
+    def _gone(self, slug: str) -> bool:
+        """The bottle is known not to exist (a failed `list` cannot tell: False)."""
+        try:
+            return slug not in self.bottle_states()
+        except RunnerError:
+            return False
 
     def bottle_states(self) -> dict[str, str]:
         out = self._short(["list", "--json"])
