@@ -37,6 +37,8 @@ from bot_bottle.orchestrator.model import WORKING_STATES, OrchestratorError, Run
 log = logging.getLogger(__name__)
 # outcomes that changed nothing (no run, no comment): safe to repeat after a crash
 INERT_OUTCOMES = frozenset({"ignored", "bad_shape"})
+# the bulk of a busy forge's deliveries (every comment on every issue): logged at DEBUG
+NO_LIVE_RUN = "comment on an issue or PR without a live run"
 LAUNCH_ACTIONS = ("opened", "assigned", "label_updated", "labeled", "edited", "reopened")
 
 
@@ -63,7 +65,9 @@ class Orchestrator:
         self._outbox_backoff = outbox_backoff
         self._wake = threading.Event()
         self._pass_lock = threading.Lock()
-        self.payloads = E.Payloads()  # filled by the webhook (bootstrap), taken here
+        # filled by the webhook (bootstrap), taken here; a lagging dispatcher parses the rest
+        # itself, so the bound only trades CPU for memory (~40 KB a parsed 8.7 KB comment)
+        self.payloads = E.Payloads(limit=64)
 
     # ---- threads ---------------------------------------------------------------------------
 
@@ -146,8 +150,10 @@ class Orchestrator:
             log.exception("delivery %s could not be handled", delivery.delivery_id)
             outcome, why = "error", f"{type(exc).__name__}: {exc}"
         # the stored outcome is a small fixed vocabulary (it labels /metrics); why is logged
-        log.log(logging.ERROR if outcome == "error" else logging.INFO, "delivery %s (%s): %s: %s",
-                delivery.delivery_id, delivery.event_type, outcome, why)
+        level = (logging.ERROR if outcome == "error" else
+                 logging.DEBUG if why == NO_LIVE_RUN else logging.INFO)
+        log.log(level, "delivery %s (%s): %s: %s", delivery.delivery_id, delivery.event_type,
+                outcome, why)
         if outcome in INERT_OUTCOMES:
             inert.append((delivery.seq, outcome))
         else:  # it changed something: record that at once, so a crash never repeats it
@@ -205,7 +211,7 @@ class Orchestrator:
         run = (self._store.run_for_pr(ev.owner, ev.repo, ev.number) if ev.is_pull else None) \
             or self._store.live_run_for_issue(ev.owner, ev.repo, ev.number)
         if run is None or run.state is RunState.DESTROYED:
-            return "ignored", "comment on an issue or PR without a live run"
+            return "ignored", NO_LIVE_RUN
         forge = self._forge_factory(ev.owner, ev.repo)
         trust = T.comment_trust(ev, agent_logins=_OrgMembers(forge, self._org),
                                 permission=forge.user_permission)

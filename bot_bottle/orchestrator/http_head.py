@@ -117,8 +117,8 @@ def _read_fields(rfile) -> Headers:
             raise HeadError(400, "bad header line")
         name = name.lower()
         value = value.strip(" \t\r\n")
-        if name in headers:
-            if name in _SINGLE and headers[name] != value:
+        if dict.__contains__(headers, name):  # already lower-case: skip the fold
+            if name in _SINGLE and dict.__getitem__(headers, name) != value:
                 raise HeadError(400, f"more than one {name} header")
             continue
         dict.__setitem__(headers, name, value)

@@ -187,6 +187,15 @@ class LaunchTest(DispatcherTest):
         self.assertEqual(len(self.store.list_runs(include_destroyed=True)), 1)
         self.assertEqual([c[0] for c in self.runner.calls], ["start"])
 
+    def test_a_comment_where_no_run_lives_is_logged_at_debug_a_launch_at_info(self) -> None:
+        n = self.gitea.add_issue(OWNER, REPO, "chatter", "x", user="alice")
+        with self.assertLogs("bot_bottle.orchestrator.dispatcher", "DEBUG") as logs:
+            self.comment(n, "just talking", "alice")
+            self.new_issue()
+        levels = {r.getMessage().split(": ")[1]: r.levelname for r in logs.records
+                  if r.getMessage().startswith("delivery ")}
+        self.assertEqual(levels, {"ignored": "DEBUG", "launched": "INFO"})
+
     def test_unknown_agent_gets_a_comment_naming_the_agents_and_no_run(self) -> None:
         n = self.new_issue(labels=("bot-bottle:gpt9",))
         self.assertIsNone(self.run_for(n))
