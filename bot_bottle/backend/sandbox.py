@@ -133,6 +133,19 @@ def _started(proc: subprocess.Popen, status: int, name: str) -> None:
         raise BackendError(f"cannot run {name}: {b''.join(chunks).decode('utf-8', 'replace')}")
 
 
+def _keep_priority(pid: int) -> None:
+    """The sandbox started a session, so where the kernel has autogroups (outside systemd's
+    cgroups) it is one of its own, competing with ours as a whole whatever its nice: give it
+    ours, so a start the orchestrator ran `nice`d stays so. Best effort."""
+    nice = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice > 0:
+        try:
+            with open(f"/proc/{pid}/autogroup", "w") as fh:
+                fh.write(str(nice))
+        except OSError:
+            pass
+
+
 def run_sandbox(argv: list[str], env: dict[str, str], on_pid, stdin: Path | None = None,
                 output: Callable[[bytes], None] | None = None,
                 timeout: float | None = None, wrap=None) -> SandboxExit:
@@ -158,6 +171,7 @@ def run_sandbox(argv: list[str], env: dict[str, str], on_pid, stdin: Path | None
     finally:
         if status is not None:
             os.close(status_w)
+    _keep_priority(proc.pid)
     if status is not None:
         _started(proc, status, name)
     try:

@@ -209,7 +209,8 @@ def build(config: Config, *, forge_factory: Callable[[str, str], object] | None 
     # the relay also runs on a bottle's worker: done signals before its exit are applied first
     relay = Relay(store, Path(config.queue_dir), wake, clock)
     workspaces = (Workspaces(config.gitea_url, config.token, config.home, env=config.child_env,
-                             timeout=config.clone_timeout) if config.clone_workspace else None)
+                             timeout=config.clone_timeout, nice=config.bottle_nice)
+                  if config.clone_workspace else None)
     # what the sidecar's write scan and the git gate's push scan look for by value
     known = service_secrets(config.token, config.webhook_secret, config.child_env)
     # the git gate comes with the clone: the workspace's origin is the gate

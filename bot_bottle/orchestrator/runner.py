@@ -23,7 +23,6 @@ import collections
 import json
 import logging
 import re
-import shutil
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Callable, Iterator, Mapping, Protocol, Sequence
 from bot_bottle.manifest import NAME_RE
 from bot_bottle.orchestrator.egress_log import EgressRefusals
 from bot_bottle.orchestrator.model import OrchestratorError
+from bot_bottle.orchestrator.priority import niced
 from bot_bottle.state import SLUG_RE
 
 log = logging.getLogger(__name__)
@@ -151,15 +151,6 @@ def sanitized_env(base: Mapping[str, str], extra: Mapping[str, str] = {}) -> dic
     return env
 
 
-def _niced(cli: list[str], nice: int) -> list[str]:
-    """`cli` run through `nice -n NICE` (coreutils; exec'd, so the pid stays the CLI's), or
-    as it is when `nice` is 0 or not installed."""
-    program = shutil.which("nice") if nice else None
-    if nice and program is None:
-        log.warning("nice not found: bottles run at the service's own priority")
-    return [program, "-n", str(nice), *cli] if program else list(cli)
-
-
 class SubprocessBottleRunner:
     """Runs `cli + [subcommand, ...]` as a child process (argv lists, never a shell)."""
 
@@ -167,7 +158,7 @@ class SubprocessBottleRunner:
                  timeout: float = 300.0, refusals: EgressRefusals | None = None,
                  nice: int = 0) -> None:
         self._cli = list(cli)
-        self._agent_cli = _niced(self._cli, nice)  # for start and resume, which run agents
+        self._agent_cli = niced(self._cli, nice)  # for start and resume, which run agents
         self._env = sanitized_env(env)
         self._timeout = timeout  # for the short commands (commit, destroy, list)
         self.refusals = refusals or EgressRefusals()

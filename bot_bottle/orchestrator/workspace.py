@@ -31,6 +31,7 @@ from urllib.parse import quote
 from bot_bottle.errors import BotBottleError
 from bot_bottle.gate import GIT_ROUTE_PREFIX, PROXY_URL
 from bot_bottle.orchestrator.model import OrchestratorError
+from bot_bottle.orchestrator.priority import niced, renice_group
 from bot_bottle.state import CHECKOUTS, slugify
 
 # Gitea's owner and repository names (alphanumerics, `-`, `_`, `.`), never a path trick
@@ -80,13 +81,14 @@ def token_env(env: Mapping[str, str], url: str, token: str) -> dict[str, str]:
 
 class Workspaces:
     def __init__(self, gitea_url: str, token: str, home: str | Path, *,
-                 env: Mapping[str, str], timeout: float = 600.0) -> None:
+                 env: Mapping[str, str], timeout: float = 600.0, nice: int = 0) -> None:
         self._url = gitea_url.rstrip("/")
         self._token = token
         # absolute: `start --workspace` gets this path, and the CLI's cwd is not ours to assume
         self._root = Path(os.path.abspath(os.path.expanduser(str(home)))) / CHECKOUTS
         self._env = dict(env)
         self._timeout = timeout
+        self._nice = nice  # a clone is a start's work: it yields to the service, as the CLI does
 
     def __repr__(self) -> str:  # the token stays out of logs and tracebacks
         return f"Workspaces({self._url!r}, root={str(self._root)!r})"
@@ -127,13 +129,15 @@ class Workspaces:
 
     def _git(self, args: list[str], what: str) -> None:
         try:
-            proc = subprocess.Popen(["git", *args], env=self._git_env(), stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            proc = subprocess.Popen(niced(["git", *args], self._nice), env=self._git_env(),
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE,
                                     start_new_session=True)  # a timeout kills git's helpers too
         except FileNotFoundError as exc:
             raise WorkspaceError("git not found on PATH; install git") from exc
         except OSError as exc:
             raise WorkspaceError(f"cannot run git: {exc}") from exc
+        renice_group(proc.pid, self._nice)
         try:
             _, err = proc.communicate(timeout=self._timeout)
         except subprocess.TimeoutExpired:
