@@ -233,7 +233,8 @@ def build(config: Config, *, forge_factory: Callable[[str, str], object] | None 
                         secret_values=(config.token, config.webhook_secret), relay=relay.tick,
                         pr_opener=pr_opener, gate_repos=gate_repos, home=config.home,
                         bottle_workers=config.bottle_workers,
-                        retry_delays=config.bottle_retry_delays)
+                        retry_delays=config.bottle_retry_delays,
+                        starts_at_once=config.starts_at_once)
     orchestrator = Orchestrator(store, executor, runner, forge_factory, org=config.agent_org,
                                 known_agents=agents_in(config.home),
                                 max_concurrent=config.max_concurrent_runs, clock=clock,

@@ -6,6 +6,7 @@ Only `__main__` reads `os.environ`; it passes the mapping in. Secrets are kept o
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import sys
@@ -55,6 +56,8 @@ class Config:
     # how much lower than the service's the CPU priority of starts and resumes (and so of the
     # agents) is: under load the service's acks and dispatcher come first
     bottle_nice: int = 10
+    # starts between their clone and their bottle's slug line at once (the CPUs, at least 2)
+    starts_at_once: int = 2
     clone_workspace: bool = True  # the repository is the bottle's workspace
     clone_timeout: float = 600.0
     # processed webhook deliveries are kept this long, then pruned (dedupe works within it)
@@ -101,6 +104,8 @@ class Config:
         bottle_workers = _int(environ, "BOT_BOTTLE_BOTTLE_WORKERS", 4, 1, 64, problems)
         retry_delays = _delays(environ, "BOT_BOTTLE_BOTTLE_RETRY", (5.0, 30.0), problems)
         bottle_nice = _int(environ, "BOT_BOTTLE_BOTTLE_NICE", 10, 0, 19, problems)
+        starts = _int(environ, "BOT_BOTTLE_STARTS_AT_ONCE", max(2, os.cpu_count() or 2), 1, 256,
+                      problems)
         clone = _flag(environ, "FORGE_CLONE_WORKSPACE", True, problems)
         clone_timeout = _seconds(environ, "FORGE_CLONE_TIMEOUT", 600.0, problems)
         retention = _int(environ, "FORGE_DELIVERY_RETENTION_DAYS", 14, 1, 3650, problems)
@@ -129,7 +134,7 @@ class Config:
             watchdog_timeout=timeout, max_concurrent_runs=max_runs,
             gitea_timeout=gitea_timeout, outbox_backoff=outbox_backoff,
             bottle_workers=bottle_workers, bottle_retry_delays=retry_delays,
-            bottle_nice=bottle_nice, clone_workspace=clone, clone_timeout=clone_timeout,
+            bottle_nice=bottle_nice, starts_at_once=starts, clone_workspace=clone, clone_timeout=clone_timeout,
             delivery_retention_days=retention, public_url=public_url,
             allowed_hosts=tuple(dict.fromkeys(allowed_hosts)), cli=cli,
             child_env=child)

@@ -48,7 +48,7 @@ class Executor:
                  secret_values: tuple[str, ...] = (),
                  relay: Callable[[], object] = lambda: 0, pr_opener=None,
                  gate_repos=None, home: str | None = None, bottle_workers: int = 4,
-                 retry_delays: tuple[float, ...] = DEFAULT_DELAYS) -> None:
+                 retry_delays: tuple[float, ...] = DEFAULT_DELAYS, starts_at_once: int = 2) -> None:
         self._store = store
         self._pr_opener = pr_opener    # None: no git gate, done opens no PR
         self._gate_repos = gate_repos  # the git gate's per-run repositories, removed on destroy
@@ -63,7 +63,7 @@ class Executor:
         self._workers = BottleWorkers(store, runner, decide_event=self.event,
                                       sidecar_socket=sidecar_socket, clock=clock, spawn=spawn,
                                       workspaces=workspaces, secret_values=secret_values,
-                                      home=home)
+                                      home=home, starts_at_once=starts_at_once)
         self._ops = BottleOps(size=bottle_workers, spawn=spawn, on_done=self._op_done,
                               delays=retry_delays, redact=self._redact)
         self._handlers: dict[type, Callable[[RunRecord, object, float], RunRecord]] = {

@@ -14,6 +14,8 @@ previous process made the bottle after all adopts that bottle. The runs whose st
 flight here are known (`starting`): a relaunch never races one. Each agent process (a start or a
 resume) gets a number of its own (`process`), which its end carries, so `decide` can tell the
 late end of a start whose bottle was frozen and resumed meanwhile from the end of the resume.
+At most `starts_at_once` starts are between their first step (the clone) and their bottle's
+slug line at a time; the others wait their turn on their own threads (`BOT_BOTTLE_STARTS_AT_ONCE`).
 """
 
 from __future__ import annotations
@@ -32,11 +34,26 @@ from bot_bottle.orchestrator.runner import BottleExit, BottleRunner
 log = logging.getLogger(__name__)
 
 
+class _Once:
+    """Calls `fn` the first time it is called, never again."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self._fn, self._lock, self._done = fn, threading.Lock(), False
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        self._fn()
+
+
 class BottleWorkers:
     def __init__(self, store, runner: BottleRunner, *, decide_event: Callable[..., object],
                  sidecar_socket: str, clock: Callable[[], float],
                  spawn: Callable[[Callable[[], None]], None], workspaces=None,
-                 secret_values: tuple[str, ...] = (), home: str | None = None) -> None:
+                 secret_values: tuple[str, ...] = (), home: str | None = None,
+                 starts_at_once: int = 2) -> None:
         self._store = store
         self._home = home  # $BOT_BOTTLE_HOME, for where an ended run's agent log is
         self._runner = runner
@@ -51,6 +68,9 @@ class BottleWorkers:
         self._starting: set[int] = set()  # runs whose start is in flight in this process
         self._processes: dict[int, int] = {}  # run id -> number of its latest agent process
         self._numbers = itertools.count(1)  # never reused: processes of one run never share one
+        # clones and CLIs that have not printed their slug yet: a launch storm would
+        # otherwise take the CPU (and the GIL) from the webhook acks all at once
+        self._starts = threading.Semaphore(starts_at_once)
 
     def starting(self, run_id: int) -> bool:
         """True while the run's start (clone, then the CLI) is in flight in this process."""
@@ -107,7 +127,11 @@ class BottleWorkers:
         self._spawn(work)
 
     def _launch(self, run: RunRecord, prompt: str, process: int) -> None:
+        gate = _Once(self._starts.release)
+        self._starts.acquire()
+
         def on_slug(slug: str) -> None:
+            gate()  # the bottle exists: the next start may begin its clone and CLI
             self._decide_event(run.id, L.BottleCreated(slug))
         workspace = None
         try:
@@ -117,9 +141,11 @@ class BottleWorkers:
                                         prompt=prompt, env=self.env(run), on_slug=on_slug,
                                         workspace=workspace)
         except Exception as exc:  # whatever went wrong, the run must not stay `starting`
+            gate()
             self._start_failed(run.id, exc, process)
             return
         finally:
+            gate()
             if workspace is not None:  # the CLI moves it into the bottle; else it is ours
                 self._workspaces.discard(workspace)
         self._exited(run, result, process, start_ended=True)

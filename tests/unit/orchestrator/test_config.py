@@ -42,6 +42,14 @@ class ConfigTests(unittest.TestCase):
                                  "BOT_BOTTLE_BOTTLE_RETRY": retry})
             self.assertEqual(len(caught.exception.problems), 1)
 
+    def test_how_many_starts_run_at_once_is_a_setting_defaulting_to_the_cpus(self):
+        import os
+        self.assertEqual(Config.from_env(GOOD).starts_at_once, max(2, os.cpu_count() or 2))
+        self.assertEqual(Config.from_env({**GOOD, "BOT_BOTTLE_STARTS_AT_ONCE": "8"}).starts_at_once, 8)
+        for bad in ("0", "257", "x"):
+            with self.subTest(starts=bad), self.assertRaises(ConfigError):
+                Config.from_env({**GOOD, "BOT_BOTTLE_STARTS_AT_ONCE": bad})
+
     def test_the_bottles_cpu_priority_is_a_setting(self):
         self.assertEqual(Config.from_env(GOOD).bottle_nice, 10)
         self.assertEqual(Config.from_env({**GOOD, "BOT_BOTTLE_BOTTLE_NICE": "0"}).bottle_nice, 0)

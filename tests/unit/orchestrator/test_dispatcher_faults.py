@@ -14,7 +14,7 @@ from bot_bottle.orchestrator.runner import BottleExit, RunnerError
 from bot_bottle.orchestrator.sidecar import write_done_file
 from bot_bottle.demo_support.fake_gitea_payloads import close_issue, issue_event
 
-from ._fakes import FakeBottleRunner, GatedStartRunner, seed_run
+from ._fakes import FakeBottleRunner, GatedStartRunner, HoldingBottleRunner, seed_run
 from .test_dispatcher import OWNER, REPO, DispatcherTest
 
 
@@ -314,3 +314,61 @@ class LateStartExitTest(DispatcherTest):
         self.assertEqual(self.store.get_run(run.id).last_done_status, "exited:0")
         self.assertEqual([c[0] for c in self.runner.calls],
                          ["start", "freeze", "resume", "freeze"])
+
+
+class CountingStartRunner(HoldingBottleRunner):
+    """Starts that wait before their slug line until the test lets one through (`release`);
+    `waiting` counts those in that stretch now, `most` the most at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cond = threading.Condition()
+        self.waiting = self.most = self.allowed = 0
+
+    def start(self, *, agent, bottles, label, prompt, env, on_slug, workspace=None) -> BottleExit:
+        def gated(slug: str) -> None:
+            with self.cond:
+                self.waiting += 1
+                self.most = max(self.most, self.waiting)
+                self.cond.notify_all()
+                self.cond.wait_for(lambda: self.allowed > 0, 10)
+                self.allowed -= 1
+                self.waiting -= 1
+            on_slug(slug)
+        return super().start(agent=agent, bottles=bottles, label=label, prompt=prompt, env=env,
+                             on_slug=gated, workspace=workspace)
+
+    def release(self, n: int = 1) -> None:
+        with self.cond:
+            self.allowed += n
+            self.cond.notify_all()
+
+    def release_all(self) -> None:
+        self.release(100)
+        super().release_all()
+
+
+class StartsAtOnceTest(DispatcherTest):
+    """A launch storm: only `starts_at_once` (2 here) starts are before their slug line at a
+    time; each slug line lets the next one begin."""
+
+    max_concurrent = 5
+
+    def make_runner(self):
+        return CountingStartRunner()
+
+    def test_at_most_two_starts_run_before_their_slug_line(self) -> None:
+        issues = [self.new_issue(title=f"Fix {i}") for i in range(5)]
+        cond = self.runner.cond
+        with cond:
+            self.assertTrue(cond.wait_for(lambda: self.runner.waiting == 2, 5))
+        self.assertEqual(len(self.runner.calls), 2, "the third start waits for a slug line")
+        for done in range(1, 4):
+            self.runner.release()
+            with cond:
+                self.assertTrue(cond.wait_for(
+                    lambda: self.runner.waiting == 2 and len(self.runner.calls) == 2 + done, 5))
+        self.runner.release(2)
+        for n in issues:
+            self.wait_state(n, RunState.RUNNING)
+        self.assertEqual(self.runner.most, 2)
