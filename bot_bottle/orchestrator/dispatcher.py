@@ -68,6 +68,9 @@ class Orchestrator:
         # filled by the webhook (bootstrap), taken here; a lagging dispatcher parses the rest
         # itself, so the bound only trades CPU for memory (~40 KB a parsed 8.7 KB comment)
         self.payloads = E.Payloads(limit=64)
+        # the last delivery this process handled: its lazily marked ones are not read again
+        # before their mark commits (a restart starts over and finds them pending, if so)
+        self._handled = 0
 
     # ---- threads ---------------------------------------------------------------------------
 
@@ -125,15 +128,16 @@ class Orchestrator:
 
     def _deliveries(self, batch: int = 100) -> bool:
         """One batch in arrival order; True when a full batch was done (more may wait)."""
-        pending = self._store.pending_deliveries(batch)
+        pending = self._store.pending_deliveries(batch, after=self._handled)
         inert: list[tuple[int, str]] = []  # handled without effects: marked together
         try:
             for delivery in pending:
                 if not self._one_delivery(delivery, inert):
                     return False
+                self._handled = delivery.seq
         finally:
-            if inert:
-                self._store.mark_deliveries_processed(inert)
+            if inert:  # lazily: lost in a crash, they are handled again the same way
+                self._store.mark_deliveries_processed(inert, lazily=True)
         return len(pending) == batch
 
     def _one_delivery(self, delivery, inert: list[tuple[int, str]]) -> bool:

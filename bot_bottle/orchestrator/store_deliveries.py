@@ -89,22 +89,24 @@ class Deliveries:
         self._writer.submit_async(_insert(delivery_id, event_type, body, received_at,
                                           comment_key), callback)
 
-    def pending_deliveries(self, limit: int) -> list[StoredDelivery]:
+    def pending_deliveries(self, limit: int, after: int = 0) -> list[StoredDelivery]:
         # CROSS JOIN: walk the small pending table in order, look each body up by its key
         rows = self._db.rows(
             "SELECT d.seq, d.delivery_id, d.event_type, d.body, d.received_at "
             "FROM delivery_pending p CROSS JOIN deliveries d ON d.seq = p.seq "
-            "ORDER BY p.seq LIMIT ?", (limit,))
+            "WHERE p.seq > ? ORDER BY p.seq LIMIT ?", (after, limit))
         return [StoredDelivery(r["seq"], r["delivery_id"], r["event_type"], bytes(r["body"]),
                                r["received_at"]) for r in rows]
 
     def mark_delivery_processed(self, seq: int, outcome: str) -> None:
         self.mark_deliveries_processed([(seq, outcome)])
 
-    def mark_deliveries_processed(self, outcomes: Iterable[tuple[int, str]]) -> None:
+    def mark_deliveries_processed(self, outcomes: Iterable[tuple[int, str]], *,
+                                  lazily: bool = False) -> None:
         """Mark deliveries processed, all or none (an unknown seq fails the call), durable on
         return; several calls at once share one commit. Marking one again moves it to its
-        new outcome."""
+        new outcome. `lazily`: return at once and commit with the next group (for deliveries
+        that changed nothing: lost in a crash, they are handled again the same way)."""
         now = self._db.clock()
         marks = [(int(seq), outcome or "") for seq, outcome in outcomes]
 
@@ -126,7 +128,10 @@ class Deliveries:
                     conn.execute("INSERT INTO delivery_tally (outcome, n) VALUES (?, ?) "
                                  "ON CONFLICT (outcome) DO UPDATE SET n = n + excluded.n",
                                  (outcome, n))
-        self._writer.submit(mark)
+        if lazily:
+            self._writer.submit_lazy(mark)
+        else:
+            self._writer.submit(mark)
 
     def delivery_counts(self) -> dict[str, int]:
         """Processed deliveries by outcome, ever (pruning does not lower them): read from

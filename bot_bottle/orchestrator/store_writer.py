@@ -3,7 +3,9 @@ inside a write transaction), one thread runs everything queued in one transactio
 once — one fsync for many jobs — and wakes each caller with its own answer, durable then.
 `submit_async` is the same without waiting: the answer goes to a callback, called on the
 writer thread once the group is committed (the webhook port's event loop acks that way, so
-its one thread never blocks on an fsync).
+its one thread never blocks on an fsync). `submit_lazy` defers a write that may be lost in a
+crash until the next group commits anyway (at most `LAZY_DELAY` later): the dispatcher's marks
+of deliveries that changed nothing cost no fsync of their own.
 Deliveries are recorded and marked processed through it, so the dispatcher's marking never
 waits for the writer lock behind the receiver's inserts: it rides in the same commit.
 
@@ -16,12 +18,14 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from typing import Callable, TypeVar
 
 from bot_bottle.orchestrator.store_db import StoreDb
 from bot_bottle.orchestrator.store_rows import StoreError
 
 log = logging.getLogger("bot_bottle.orchestrator.store")
+LAZY_DELAY = 0.05  # the most a deferred write waits for a group to ride with
 T = TypeVar("T")
 
 
@@ -72,6 +76,8 @@ class GroupWriter:
         self._db = db
         self._idle = idle
         self._queue: list[_Job] = []
+        self._lazy: list[_Job] = []  # `submit_lazy`: ride the next group, or go at `_lazy_due`
+        self._lazy_due: float | None = None
         self._cond = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
@@ -94,6 +100,22 @@ class GroupWriter:
         `callback(None, error)` if it failed (a StoreError). The callback must be quick: the
         next group waits for it. A closed writer raises StoreError here, with no callback."""
         self._enqueue(_Job(apply, callback))  # type: ignore[arg-type]
+
+    def submit_lazy(self, apply: Callable[[sqlite3.Connection], object]) -> None:
+        """Run `apply(conn)` with the next group that commits anyway, or on its own after at
+        most `LAZY_DELAY` s; return at once. For writes that may be lost in a crash (marking a
+        delivery that changed nothing: the next process handles it again, the same way), so
+        they cost no fsync of their own. A failure is logged."""
+        def logged(result: object, error: BaseException | None) -> None:
+            if error is not None:
+                log.error("store: a deferred write failed: %s", error)
+        with self._cond:
+            if self._closing:
+                raise StoreError("store is closed")
+            self._lazy.append(_Job(apply, logged))
+            if self._lazy_due is None:
+                self._lazy_due = time.monotonic() + LAZY_DELAY
+                self._cond.notify()  # the writer's wait now has a deadline
 
     def _enqueue(self, job: _Job) -> None:
         with self._cond:
@@ -118,10 +140,14 @@ class GroupWriter:
         while True:
             with self._cond:
                 if not self._queue and not self._closing:
-                    self._cond.wait(wait)
-                if not self._queue and self._closing:  # everything queued is written
+                    self._cond.wait(self._until_lazy(wait))
+                lazy_due = self._lazy_due is not None and (
+                    self._closing or time.monotonic() >= self._lazy_due)
+                if not self._queue and self._closing and not self._lazy:  # all written
                     return
                 batch, self._queue = self._queue, []
+                if batch or lazy_due:
+                    batch, self._lazy, self._lazy_due = self._lazy + batch, [], None
             if batch:
                 try:
                     self._run(batch)
@@ -134,6 +160,13 @@ class GroupWriter:
                             job.finish()
             if not self.waiting():
                 wait = self._idle_step()
+
+    def _until_lazy(self, wait: float | None) -> float | None:
+        """The writer's wait, cut short when a deferred write falls due."""
+        if self._lazy_due is None:
+            return wait
+        due = max(0.0, self._lazy_due - time.monotonic())
+        return due if wait is None else min(wait, due)
 
     def _idle_step(self) -> float | None:
         if self._idle is None:

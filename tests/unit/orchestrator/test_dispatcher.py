@@ -114,6 +114,10 @@ class DispatcherTest(unittest.TestCase):
         self.deliver("pull_request_comment" if is_pull else "issue_comment",
                      comment_event(self.gitea, OWNER, REPO, number, cid, author))
 
+    def flush_lazy_marks(self) -> None:
+        """Commit the dispatcher's lazy marks now (a group that commits carries them)."""
+        self.store._deliveries._writer.submit(lambda conn: None)
+
     def wait(self, predicate, timeout: float = 5.0) -> None:
         """Poll `predicate`, making the pass the dispatcher thread would make when woken."""
         deadline = time.monotonic() + timeout
@@ -196,6 +200,24 @@ class LaunchTest(DispatcherTest):
                   if r.getMessage().startswith("delivery ")}
         self.assertEqual(levels, {"ignored": "DEBUG", "launched": "INFO"})
 
+    def test_a_delivery_marked_lazily_is_not_handled_again_before_its_mark_commits(self) -> None:
+        n = self.gitea.add_issue(OWNER, REPO, "chatter", "x", user="alice")
+        writer = self.store._deliveries._writer
+        hold, held = threading.Event(), threading.Event()
+
+        def block(conn) -> None:  # the lazy mark cannot commit while the writer is held
+            held.set()
+            hold.wait(10)
+        with self.assertLogs("bot_bottle.orchestrator.dispatcher", "DEBUG") as logs:
+            self.comment(n, "just talking", "alice")
+            writer.submit_async(block, lambda result, error: None)
+            self.assertTrue(held.wait(10))
+            self.orch.process_pending()
+            self.orch.process_pending()
+            hold.set()
+        handled = [r for r in logs.records if r.getMessage().startswith("delivery ")]
+        self.assertEqual(len(handled), 1, [r.getMessage() for r in handled])
+
     def test_unknown_agent_gets_a_comment_naming_the_agents_and_no_run(self) -> None:
         n = self.new_issue(labels=("bot-bottle:gpt9",))
         self.assertIsNone(self.run_for(n))
@@ -217,6 +239,7 @@ class LaunchTest(DispatcherTest):
         self.store.record_delivery("junk", "issues", b'{"action": "assigned", "issue": 7}', 0.0)
         n = self.new_issue()
         self.wait_state(n, RunState.RUNNING)
+        self.flush_lazy_marks()
         self.assertEqual(self.store.pending_deliveries(10), [])
 
     def test_forge_down_keeps_the_delivery_pending_until_it_recovers(self) -> None:
@@ -245,6 +268,7 @@ class FailureTest(DispatcherTest):
             self.store.record_delivery(f"b{i}", "issues", b'{"action": "edited"}' + b" " * i, 0.0)
         self.store.record_delivery("poison", "issues", b'{"action": "assigned", "issue": 7}', 0.0)
         n = self.new_issue()
+        self.flush_lazy_marks()  # handled in that one pass; their marks ride the next commit
         self.assertEqual(self.store.pending_deliveries(10), [])
         self.wait_state(n, RunState.RUNNING)
         self.assertEqual(self.store.delivery_counts().get("bad_shape"), 1)
