@@ -30,6 +30,18 @@ PYTHON_SKIP = {"__pycache__", "test", "idlelib", "tkinter", "turtledemo", "ensur
 START_TIMEOUT = 30.0
 
 
+def stray_files() -> set:
+    """What an engine would leave in the host's temp dir (containerd's stack dumps)."""
+    return set(Path(tempfile.gettempdir()).glob("containerd.*.stacks.log"))
+
+
+def check_nothing_left(before: set) -> None:
+    """A module cleanup: no engine of this module left a file in the host's temp dir."""
+    left = stray_files() - before
+    if left:
+        raise AssertionError(f"the engine left {sorted(map(str, left))}")
+
+
 class Dockerd:
     def __init__(self):
         self.dir = Path(tempfile.mkdtemp(prefix="bb-dockerd-"))
@@ -49,12 +61,14 @@ class Dockerd:
     def start(self) -> None:
         d = self.dir
         self._log = open(d / "dockerd.log", "wb")
+        (d / "tmp").mkdir(exist_ok=True)
         self.proc = subprocess.Popen(
             ["dockerd", "--data-root", str(d / "data"), "--exec-root", str(d / "exec"),
              "-H", self.host, "--pidfile", str(d / "dockerd.pid"), "--iptables=false",
              "--ip-forward=false", "--bridge=none"],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            # containerd dumps its stacks into the temp dir when it is stopped: ours, not /tmp
+            env={**os.environ, "TMPDIR": str(d / "tmp")}, start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT
         while self.docker("version", check=False, timeout=10).returncode != 0:
             if self.proc.poll() is not None or time.monotonic() > deadline:

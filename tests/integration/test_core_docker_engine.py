@@ -21,6 +21,7 @@ from pathlib import Path
 from bot_bottle.backend import docker
 
 from ._core_home import REPO_ROOT, cli, make_home
+from . import _dockerd
 from ._dockerd import IMAGE, Dockerd
 
 ENGINE = None
@@ -29,6 +30,7 @@ ENGINE = None
 def setUpModule():
     global ENGINE
     ENGINE = Dockerd()
+    unittest.addModuleCleanup(_dockerd.check_nothing_left, _dockerd.stray_files())
     unittest.addModuleCleanup(ENGINE.stop)
     ENGINE.start()
     ENGINE.import_busybox()

@@ -27,6 +27,7 @@ from pathlib import Path
 from tests._serve import serve_connections
 
 from ._core_home import REPO_ROOT, cli, make_home
+from . import _dockerd
 from ._dockerd import Dockerd
 from ._gate_servers import Server
 
@@ -103,6 +104,7 @@ with open("/workspace/REPORT.json", "w") as fh:
 def setUpModule():
     global ENGINE, PYTHON
     ENGINE = Dockerd()
+    unittest.addModuleCleanup(_dockerd.check_nothing_left, _dockerd.stray_files())
     unittest.addModuleCleanup(ENGINE.stop)
     ENGINE.start()
     PYTHON = ENGINE.python_image()

@@ -22,6 +22,7 @@ from pathlib import Path
 from bot_bottle.demo_support.homes import make_scripted_home
 
 from ._core_home import REPO_ROOT
+from . import _dockerd
 from ._dockerd import Dockerd
 from ._hostile_users import PYTHON, LocalUser
 
@@ -33,6 +34,7 @@ IMAGE_USER_1000 = "bot-bottle-test/busybox-user1000:1"
 def setUpModule():
     global ENGINE, CALLER
     ENGINE = Dockerd()
+    unittest.addModuleCleanup(_dockerd.check_nothing_left, _dockerd.stray_files())
     unittest.addModuleCleanup(ENGINE.stop)
     ENGINE.start()
     ENGINE.import_busybox(IMAGE_USER_1000, user="1000")
