@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 from ..errors import BackendError
@@ -30,7 +29,7 @@ from . import agent_user, limits
 from .base import (IN_WORKSPACE, RunPlan, bottle_mounts, find_program, sandbox_argv, snapshot,
                    tool_mounts)
 from .bwrap import BwrapBackend
-from .sandbox import SandboxExit, run_sandbox, stop_process_group
+from .sandbox import SandboxExit, run_sandbox, stop_process_group, wait_gone
 from .snapshot import snapshot_cap
 
 # seconds `commit` gives a running agent between SIGTERM and SIGKILL (`docker stop -t`): the
@@ -43,19 +42,6 @@ def _network(plan: RunPlan) -> str:
     network still reaches the host through its gateway; for egress the gate's socket is bound
     in and the forwarder runs in front of the agent, so the image needs python3)."""
     return "host" if plan.network == "host" else "none"
-
-
-def _wait_gone(pid, seconds: float) -> None:
-    """Until the process `pid` has exited (its parent reaps it), at most `seconds`."""
-    if not isinstance(pid, int) or pid <= 0:
-        return
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
 
 
 CLIENT_VARS = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH",
@@ -170,7 +156,7 @@ class DockerBackend:
             self._call("rmi", old, check=False)   # the tag moved on: the old image is nobody's
         self._call("rm", "-f", name, check=False)
         if stopped:   # `docker run` ends on its own with the agent's exit code; a signal would
-            _wait_gone(pid, 10.0)   # make it exit 128+N in the agent's stead
+            wait_gone(pid, 10.0)   # make it exit 128+N in the agent's stead
         stop_process_group(pid)   # what is left of the client (an engine that did not answer)
         snapshot(state_dir / "bottle", state_dir / "snapshots" / "latest.tar", cap)
 

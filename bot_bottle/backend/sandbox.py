@@ -77,13 +77,23 @@ def stop_process_group(pid, grace: float = 5.0) -> None:
             _signal(pid, sig)
         except ProcessLookupError:
             return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
+        if wait_gone(pid, wait):
+            return
+
+
+def wait_gone(pid, seconds: float) -> bool:
+    """Until the process `pid` has exited (its parent reaps it), at most `seconds`; whether
+    it has."""
+    if not isinstance(pid, int) or pid <= 0:
+        return True
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def _stop(proc: subprocess.Popen, grace: float = 5.0) -> None:

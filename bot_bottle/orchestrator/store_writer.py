@@ -101,14 +101,18 @@ class GroupWriter:
         next group waits for it. A closed writer raises StoreError here, with no callback."""
         self._enqueue(_Job(apply, callback))  # type: ignore[arg-type]
 
-    def submit_lazy(self, apply: Callable[[sqlite3.Connection], object]) -> None:
+    def submit_lazy(self, apply: Callable[[sqlite3.Connection], object],
+                    committed: Callable[[], None] | None = None) -> None:
         """Run `apply(conn)` with the next group that commits anyway, or on its own after at
         most `LAZY_DELAY` s; return at once. For writes that may be lost in a crash (marking a
         delivery that changed nothing: the next process handles it again, the same way), so
-        they cost no fsync of their own. A failure is logged."""
+        they cost no fsync of their own. A failure is logged; `committed()` is called on the
+        writer thread once it is durable."""
         def logged(result: object, error: BaseException | None) -> None:
             if error is not None:
                 log.error("store: a deferred write failed: %s", error)
+            elif committed is not None:
+                committed()
         with self._cond:
             if self._closing:
                 raise StoreError("store is closed")

@@ -6,23 +6,15 @@ files; commits are counted by the WAL's frames another connection sees."""
 from __future__ import annotations
 
 import sqlite3
-import tempfile
 import threading
 import unittest
-from pathlib import Path
 
 from bot_bottle.orchestrator import store_writer
-from bot_bottle.orchestrator.store import SqliteRunStore
+
+from .test_http_loop_store import StoreCase
 
 
-class LazyMarkTest(unittest.TestCase):
-    def setUp(self) -> None:
-        tmp = tempfile.TemporaryDirectory()
-        self.addCleanup(tmp.cleanup)
-        self.path = Path(tmp.name) / "orchestrator.db"
-        self.store = SqliteRunStore(self.path)
-        self.addCleanup(self.store.close)
-
+class LazyMarkTest(StoreCase):
     def pending_seen_by_another_connection(self) -> list[int]:
         conn = sqlite3.connect(self.path)
         try:
@@ -59,7 +51,7 @@ class LazyMarkTest(unittest.TestCase):
         writer = self.store._deliveries._writer
         self.store.mark_deliveries_processed([(seq, "ignored")], lazily=True)
         # no other write comes: the writer's wait ends at the mark's deadline
-        writer.submit_lazy(lambda conn: done.set())
+        writer.submit_lazy(lambda conn: None, committed=done.set)
         self.assertTrue(done.wait(store_writer.LAZY_DELAY * 40))
         self.assertEqual(self.pending_seen_by_another_connection(), [])
         other = self.record("d2")
