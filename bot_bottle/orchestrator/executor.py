@@ -68,7 +68,8 @@ class Executor:
                               delays=retry_delays, redact=self._redact)
         self._handlers: dict[type, Callable[[RunRecord, object, float], RunRecord]] = {
             L.Ignore: self._ignore, L.StartQueued: self._start_queued, L.Started: self._started,
-            L.RecordSlug: self._record_slug, L.Requeue: self._requeue,
+            L.RecordSlug: self._record_slug, L.ForgetBottle: self._forget_bottle,
+            L.Requeue: self._requeue,
             L.Relaunch: self._relaunch, L.Resume: self._resume,
             L.RememberPrompt: self._remember, L.MarkFrozen: self._mark_frozen,
             L.RecordDone: self._record_done, L.Destroy: self._destroy,
@@ -163,6 +164,10 @@ class Executor:
 
     def _record_slug(self, run: RunRecord, action: L.RecordSlug, now: float) -> RunRecord:
         return self._store.update_run(run.id, now=now, slug=action.slug)
+
+    def _forget_bottle(self, run: RunRecord, action: L.ForgetBottle, now: float) -> RunRecord:
+        return self._store.update_run(run.id, now=now, slug=None,
+                                      launch_prompt=action.launch_prompt)
 
     def _requeue(self, run: RunRecord, action: L.Requeue, now: float) -> RunRecord:
         run = self._store.transition(run.id, RunState.QUEUED, now=now,

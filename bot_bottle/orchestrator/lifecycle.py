@@ -45,8 +45,8 @@ from __future__ import annotations
 # the events and actions live in `lifecycle_events`; re-exported so callers use `L.<Name>`
 from bot_bottle.orchestrator.lifecycle_events import (  # noqa: F401
     BOTTLE_OPS, IDLE, Action, AgentResumed, BottleCreated, BottleExited, Comment, Destroy,
-    DestroyBottle, DoneSignal, Event, Freeze, FreezeBottle, Ignore, InFlight, IssueClosed, Launch,
-    LaunchRequested, MarkFailed, MarkFrozen, OpenPr, OpFailed, OpSucceeded, PrClosed, Queue,
+    DestroyBottle, DoneSignal, Event, ForgetBottle, Freeze, FreezeBottle, Ignore, InFlight,
+    IssueClosed, Launch, LaunchRequested, MarkFailed, MarkFrozen, OpenPr, OpFailed, OpSucceeded, PrClosed, Queue,
     RecordDone, RecordSlug, Relaunch, RememberPrompt, Requeue, Restarted, Resume, RunnerFailed,
     SlotAvailable, StartQueued, Started, StopRequested, TrustedComment, WatchdogExpired)
 from bot_bottle.orchestrator.log_tail import quote
@@ -201,9 +201,12 @@ def decide(run: RunRecord | None, event: Event, busy: InFlight = IDLE) -> list[A
 
     if isinstance(event, RunnerFailed):
         if state in (RunState.QUEUED, *_WORKING):
-            # a comment resumes its bottle, or relaunches a run that never had one
-            retry = "\n\nComment to retry." if run.slug or run.launch_prompt is not None else ""
-            return [MarkFailed(event.reason),
+            # a comment resumes its bottle, or relaunches a run that has none (never had, or
+            # whose start removed it again)
+            forget = [ForgetBottle(event.launch_prompt)] if event.launch_prompt is not None else []
+            retry = ("\n\nComment to retry." if forget or run.slug or run.launch_prompt is not None
+                     else "")
+            return [*forget, MarkFailed(event.reason),
                     Comment(run.issue_number, _with_log(
                         f"Could not run the agent: {event.reason}{retry}", event.log_tail))]
         return [Ignore(f"runner failure for a {state.value} run: {event.reason}")]

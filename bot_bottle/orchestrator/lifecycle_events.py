@@ -79,6 +79,8 @@ class RunnerFailed:
     reason: str
     log_tail: str = ""
     process: int | None = None  # as for `BottleExited`
+    # a start whose CLI removed the bottle it had made: the prompt to launch it from again
+    launch_prompt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,13 @@ class Started:
 
 
 @dataclass(frozen=True)
+class ForgetBottle:
+    """The bottle the start made is gone again: the run has none, and keeps the prompt to
+    launch it from (so a comment relaunches it)."""
+    launch_prompt: str
+
+
+@dataclass(frozen=True)
 class RecordSlug:
     """Record the run's bottle without a state change."""
     slug: str
@@ -249,8 +258,8 @@ class Relaunch:
 
 
 Action = (Launch | Queue | StartQueued | Resume | RememberPrompt | Freeze | RecordDone
-          | Destroy | MarkFailed | Comment | Ignore | Started | RecordSlug | DestroyBottle
-          | FreezeBottle | Requeue | Relaunch | OpenPr | MarkFrozen)
+          | Destroy | MarkFailed | Comment | Ignore | Started | RecordSlug | ForgetBottle
+          | DestroyBottle | FreezeBottle | Requeue | Relaunch | OpenPr | MarkFrozen)
 
 # actions carried out on the bounded worker pool, one at a time per run, retried with back-off
 BOTTLE_OPS = (Freeze, FreezeBottle, DestroyBottle, OpenPr)

@@ -50,6 +50,12 @@ class RunnerError(OrchestratorError):
     """The CLI failed before or instead of running the agent, or a name was invalid."""
 
 
+class BottleGone(RunnerError):
+    """The CLI made the bottle (its slug line) and removed it again before the agent ran
+    (a pod that never started, say): there is nothing to freeze, and the start can be made
+    again."""
+
+
 @dataclass(frozen=True)
 class BottleExit:
     """How the agent's run ended: its exit code, and whether the core stopped it at its
@@ -200,7 +206,7 @@ class SubprocessBottleRunner:
             raise RunnerError(error or f"bot-bottle {args[0]} exited {code} without a slug line")
         if error is not None and code != 0:
             if self._gone(slug):   # nothing to freeze: the error line is the run's story
-                raise RunnerError(error)
+                raise BottleGone(error)
             log.warning("bot-bottle %s %s: %s", args[0], slug, error)
         if timeout is None:
             return BottleExit(slug, code)

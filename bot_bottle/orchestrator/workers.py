@@ -29,7 +29,7 @@ from bot_bottle.orchestrator import lifecycle as L
 from bot_bottle.orchestrator import log_tail
 from bot_bottle.orchestrator.run_log import agent_log_hint
 from bot_bottle.orchestrator.model import OrchestratorError, RunRecord, RunState
-from bot_bottle.orchestrator.runner import BottleExit, BottleRunner
+from bot_bottle.orchestrator.runner import BottleExit, BottleGone, BottleRunner
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class BottleWorkers:
                                         workspace=workspace)
         except Exception as exc:  # whatever went wrong, the run must not stay `starting`
             gate()
-            self._start_failed(run.id, exc, process)
+            self._start_failed(run.id, exc, process, prompt)
             return
         finally:
             gate()
@@ -150,7 +150,7 @@ class BottleWorkers:
                 self._workspaces.discard(workspace)
         self._exited(run, result, process, start_ended=True)
 
-    def _start_failed(self, run_id: int, exc: Exception, process: int) -> None:
+    def _start_failed(self, run_id: int, exc: Exception, process: int, prompt: str) -> None:
         orphan = self._orphan_bottle(run_id)
         if orphan is not None:
             try:  # the bottle the previous process's start made: frozen, like at restart
@@ -158,7 +158,9 @@ class BottleWorkers:
                 return
             except Exception as failure:  # it could not be frozen
                 exc = failure
-        self._failed(run_id, exc, process, start_ended=True)
+        # a bottle its CLI removed again: the start can be made again from the same prompt
+        again = prompt if isinstance(exc, BottleGone) else None
+        self._failed(run_id, exc, process, start_ended=True, launch_prompt=again)
 
     def _orphan_bottle(self, run_id: int) -> str | None:
         """After a failed start of a run that went back to the queue (a restart, or a comment
@@ -218,7 +220,7 @@ class BottleWorkers:
         return log_tail.clean(raw, (run.run_token, *self._secret_values))
 
     def _failed(self, run_id: int, exc: Exception, process: int, *,
-                start_ended: bool = False) -> None:
+                start_ended: bool = False, launch_prompt: str | None = None) -> None:
         if not isinstance(exc, OrchestratorError):
             log.exception("bottle worker for run %s failed", run_id)
         try:
@@ -231,7 +233,7 @@ class BottleWorkers:
                      else f"run {run_id}")
             log.error("%s: could not run the agent: %s%s", where, reason,
                       agent_log_hint(self._home, run.slug if run is not None else None))
-            self._decide_event(run_id, L.RunnerFailed(reason, tail, process),
+            self._decide_event(run_id, L.RunnerFailed(reason, tail, process, launch_prompt),
                                start_ended=start_ended)
         except Exception:  # the store itself is failing: reconcile picks the run up on restart
             log.exception("could not record the failure of run %s", run_id)

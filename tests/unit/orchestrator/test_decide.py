@@ -109,6 +109,11 @@ CASES = [
     ("runner failure of a run without a kept launch prompt offers no retry",
      run(S.STARTING, slug=None, pr_number=43), L.RunnerFailed("agent 'x' not found"),
      [L.MarkFailed("agent 'x' not found"), L.Comment(42, "Could not run the agent: agent 'x' not found")]),
+    ("a start whose CLI removed the bottle it had made forgets it and keeps its prompt, so a "
+     "comment relaunches it", run(S.RUNNING, launch_prompt=None),
+     L.RunnerFailed("pod cannot start: ErrImagePull", launch_prompt="LP"),
+     [L.ForgetBottle("LP"), L.MarkFailed("pod cannot start: ErrImagePull"),
+      L.Comment(42, "Could not run the agent: pod cannot start: ErrImagePull" + RETRY)]),
     ("runner failure quotes the bottle log's last lines", run(S.RESUMING),
      L.RunnerFailed("resume failed", LOG),
      [L.MarkFailed("resume failed"),

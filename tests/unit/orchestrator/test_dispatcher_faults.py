@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from bot_bottle.orchestrator.model import RunState
-from bot_bottle.orchestrator.runner import BottleExit, RunnerError
+from bot_bottle.orchestrator.runner import BottleExit, BottleGone, RunnerError
 from bot_bottle.orchestrator.sidecar import write_done_file
 from bot_bottle.demo_support.fake_gitea_payloads import close_issue, issue_event
 
@@ -372,3 +372,36 @@ class StartsAtOnceTest(DispatcherTest):
         for n in issues:
             self.wait_state(n, RunState.RUNNING)
         self.assertEqual(self.runner.most, 2)
+
+
+class BottleGoneRunner(HoldingBottleRunner):
+    """The first start makes its bottle (slug line) and the CLI removes it again before the
+    agent runs (a pod that never started); later starts work."""
+
+    def start(self, *, agent, bottles, label, prompt, env, on_slug, workspace=None) -> BottleExit:
+        if not any(c[0] == "start" for c in self.calls):
+            self.calls.append(("start", agent, tuple(bottles), label, prompt, dict(env)))
+            on_slug(label.lower())
+            raise BottleGone("pod bb-x-run-1 cannot start: ErrImagePull")
+        return super().start(agent=agent, bottles=bottles, label=label, prompt=prompt, env=env,
+                             on_slug=on_slug, workspace=workspace)
+
+
+class BottleGoneTest(DispatcherTest):
+    def make_runner(self):
+        return BottleGoneRunner()
+
+    def test_a_comment_relaunches_a_start_whose_bottle_was_removed_again(self) -> None:
+        n = self.new_issue()
+        run = self.wait_state(n, RunState.FAILED)
+        self.join_workers()
+        run = self.store.get_run(run.id)
+        self.assertIsNone(run.slug, "the removed bottle is forgotten")
+        self.assertIn("ErrImagePull", run.error)
+        self.wait(lambda: any("Comment to retry" in c for c in self.issue_comments(n)))
+        self.comment(n, "The image is pulled now, go.", "alice")
+        self.wait_state(n, RunState.RUNNING)
+        starts = [c for c in self.runner.calls if c[0] == "start"]
+        self.assertEqual(len(starts), 2)
+        self.assertIn("Fix it", starts[1][4])
+        self.assertIn("The image is pulled now, go.", starts[1][4])
