@@ -1,5 +1,5 @@
 """The Kubernetes bridge's seed, both ends, without a network: the host's tar stream of a bottle
-(kube_bridge.seed_chunks) and the pod's extractor (pod_relay.extract), which must take what the
+(kube_seed.seed_chunks) and the pod's extractor (pod_relay.extract), which must take what the
 host sends and refuse a hostile archive whole, writing nothing outside its directory. Also the
 name that goes into the bridge's certificate."""
 
@@ -12,7 +12,8 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from bot_bottle.backend.kube_bridge import seed_chunks, subject_alt_name
+from bot_bottle.backend.kube_bridge import subject_alt_name
+from bot_bottle.backend.kube_seed import seed_chunks
 from bot_bottle.errors import BackendError
 from bot_bottle.gate import pod_relay
 
