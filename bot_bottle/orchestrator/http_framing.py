@@ -8,14 +8,17 @@ limits and answers as the threaded transport: 414, 431, 400, 505, 501). The fram
 `http_handler`'s: chunked → 411, a body method without `Content-Length` → 411, an invalid one
 → 400, one over `max_body` → 413. One limit is added because the loop holds a whole head in
 memory: a head over `MAX_HEAD` bytes → 431 (`http_head` alone allows 100 lines of 64 KiB).
+`answer` (with its status phrases and `Date`) is the one way both transports write an answer.
 """
 
 from __future__ import annotations
 
 import io
+import time
+from email.utils import formatdate
+from http import HTTPStatus
 
 from bot_bottle.orchestrator import http_head
-from bot_bottle.orchestrator.http_handler import _BODY_METHODS, _date, _phrase
 from bot_bottle.orchestrator.http_head import MAX_HEADERS, MAX_LINE, Head, HeadError
 from bot_bottle.orchestrator.http_transport import Response
 
@@ -68,7 +71,7 @@ def body_length(head: Head, max_body: int) -> int:
         raise HeadError(411, "chunked bodies are not accepted; send Content-Length")
     raw = headers.get("content-length")
     if raw is None:
-        if head.method in _BODY_METHODS:
+        if head.method in BODY_METHODS:
             raise HeadError(411, "Content-Length required")
         return 0
     if not raw.isdigit() or not raw.isascii() or len(raw) > 18:
@@ -79,12 +82,29 @@ def body_length(head: Head, max_body: int) -> int:
     return length
 
 
+BODY_METHODS = ("POST", "PUT", "PATCH")
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}
+_dates: list = [0, b""]  # the Date header's second and text: formatted once a second
+
+
+def phrase(status: int) -> str:
+    return _PHRASES.get(status, "Unknown")
+
+
+def date_header() -> bytes:
+    now = int(time.time())
+    if _dates[0] != now:
+        _dates[:] = [now, formatdate(now, usegmt=True).encode()]
+    return _dates[1]
+
+
 def answer(response: Response, *, head_only: bool, close: bool) -> bytes:
-    """The answer's bytes, as `http_handler` writes them: `nosniff` on every one, the body
-    left out for `HEAD` (its length still said), `Connection: close` when closing."""
+    """An answer's bytes, for both transports (the loop's and `http_handler`'s): `nosniff` on
+    every one, the body left out for `HEAD` (its length still said), `Connection: close` when
+    closing."""
     parts = [b"HTTP/1.1 %d %s\r\nServer: bot-bottle\r\nDate: %s\r\n"
              b"X-Content-Type-Options: nosniff\r\n"
-             % (response.status, _phrase(response.status).encode(), _date())]
+             % (response.status, phrase(response.status).encode(), date_header())]
     for name, value in response.headers:
         parts.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
     parts.append(b"Content-Type: %s\r\nContent-Length: %d\r\n%s\r\n"

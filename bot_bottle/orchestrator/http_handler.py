@@ -9,27 +9,12 @@ from __future__ import annotations
 
 import socketserver
 import time
-from email.utils import formatdate
-from http import HTTPStatus
 
 from bot_bottle.orchestrator import http_head
+from bot_bottle.orchestrator.http_framing import BODY_METHODS, answer, date_header, phrase
 from bot_bottle.orchestrator.http_transport import Response, error_response, printable
 
-_BODY_METHODS = ("POST", "PUT", "PATCH")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_PHRASES = {status.value: status.phrase for status in HTTPStatus}
-_dates: list = [0, b""]  # the Date header's second and text: formatted once a second
-
-
-def _phrase(status: int) -> str:
-    return _PHRASES.get(status, "Unknown")
-
-
-def _date() -> bytes:
-    now = int(time.time())
-    if _dates[0] != now:
-        _dates[:] = [now, formatdate(now, usegmt=True).encode()]
-    return _dates[1]
 
 
 class Handler(socketserver.StreamRequestHandler):
@@ -81,8 +66,8 @@ class Handler(socketserver.StreamRequestHandler):
 
     def send_response(self, code: int, message: str | None = None) -> None:
         self._head = [b"HTTP/1.1 %d %s\r\nServer: bot-bottle\r\nDate: %s\r\n"
-                      % (code, (message or _phrase(code)).encode("latin-1", "replace"),
-                         _date())]
+                      % (code, (message or phrase(code)).encode("latin-1", "replace"),
+                         date_header())]
 
     def send_header(self, name: str, value: str) -> None:
         self._head.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
@@ -126,18 +111,9 @@ class Handler(socketserver.StreamRequestHandler):
         self._write(response)
 
     def _write(self, response: Response) -> None:
-        head = [b"HTTP/1.1 %d %s\r\nServer: bot-bottle\r\nDate: %s\r\n"
-                b"X-Content-Type-Options: nosniff\r\n"
-                % (response.status, _phrase(response.status).encode(), _date())]
-        for name, value in response.headers:
-            head.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
-        head.append(b"Content-Type: %s\r\nContent-Length: %d\r\n%s\r\n"
-                    % (response.content_type.encode("latin-1", "replace"), len(response.body),
-                       b"Connection: close\r\n" if self.close_connection else b""))
-        if self.command != "HEAD":
-            head.append(response.body)
+        data = answer(response, head_only=self.command == "HEAD", close=self.close_connection)
         try:
-            self.wfile.write(b"".join(head))
+            self.wfile.write(data)
         except OSError as exc:  # the client went away; nothing left to tell it
             self.server.logger.debug("http %s: write failed: %s", self.command, exc)
             self.close_connection = True
@@ -148,7 +124,7 @@ class Handler(socketserver.StreamRequestHandler):
             return error_response(411, "chunked bodies are not accepted; send Content-Length")
         raw = self.headers.get("content-length")
         if raw is None:
-            if self.command in _BODY_METHODS:
+            if self.command in BODY_METHODS:
                 self.close_connection = True
                 return error_response(411, "Content-Length required")
             length = 0
