@@ -143,11 +143,11 @@ def _started(proc: subprocess.Popen, status: int, name: str) -> None:
         raise BackendError(f"cannot run {name}: {b''.join(chunks).decode('utf-8', 'replace')}")
 
 
-def _keep_priority(pid: int) -> None:
-    """The sandbox started a session, so where the kernel has autogroups (outside systemd's
-    cgroups) it is one of its own, competing with ours as a whole whatever its nice: give it
-    ours, so a start the orchestrator ran `nice`d stays so. Best effort."""
-    nice = os.getpriority(os.PRIO_PROCESS, 0)
+def renice_group(pid: int, nice: int) -> None:
+    """Give the autogroup of `pid` (a child that started a session: where the kernel has
+    autogroups, outside systemd's cgroups, it is one of its own, competing with ours as a whole
+    whatever its processes' nice) the nice `nice` when that lowers it. Best effort: no
+    autogroups, or no permission, changes nothing."""
     if nice > 0:
         try:
             with open(f"/proc/{pid}/autogroup", "w") as fh:
@@ -181,7 +181,8 @@ def run_sandbox(argv: list[str], env: dict[str, str], on_pid, stdin: Path | None
     finally:
         if status is not None:
             os.close(status_w)
-    _keep_priority(proc.pid)
+    # a start the orchestrator ran `nice`d stays so in the sandbox's own session
+    renice_group(proc.pid, os.getpriority(os.PRIO_PROCESS, 0))
     if status is not None:
         _started(proc, status, name)
     try:

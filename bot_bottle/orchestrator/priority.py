@@ -15,20 +15,9 @@ log = logging.getLogger(__name__)
 def niced(cli: list[str], nice: int) -> list[str]:
     """`cli` run through `nice -n NICE` (coreutils; exec'd, so the pid stays the CLI's), or
     as it is when `nice` is 0 or not installed. (A child in a session of its own is also in an
-    autogroup of its own where the kernel has them, outside systemd's cgroups: `renice_group`.)"""
+    autogroup of its own where the kernel has them, outside systemd's cgroups: the core's
+    `sandbox.renice_group`, which the sandbox applies too.)"""
     program = shutil.which("nice") if nice else None
     if nice and program is None:
         log.warning("nice not found: bottles run at the service's own priority")
     return [program, "-n", str(nice), *cli] if program else list(cli)
-
-
-def renice_group(pid: int, nice: int) -> None:
-    """Give the autogroup of `pid` (a child that started a session: the kernel made it an
-    autogroup of its own, which competes with ours as a whole whatever its processes' nice)
-    the same nice. Best effort: no autogroups, or no permission, changes nothing."""
-    if nice:
-        try:
-            with open(f"/proc/{pid}/autogroup", "w") as fh:
-                fh.write(str(nice))
-        except OSError:
-            pass

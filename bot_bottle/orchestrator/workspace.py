@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import quote
 
+from bot_bottle.backend.sandbox import renice_group
 from bot_bottle.errors import BotBottleError
 from bot_bottle.gate import GIT_ROUTE_PREFIX, PROXY_URL
 from bot_bottle.orchestrator.model import OrchestratorError
-from bot_bottle.orchestrator.priority import niced, renice_group
+from bot_bottle.orchestrator.priority import niced
 from bot_bottle.state import CHECKOUTS, slugify
 
 # Gitea's owner and repository names (alphanumerics, `-`, `_`, `.`), never a path trick
@@ -88,7 +89,8 @@ class Workspaces:
         self._root = Path(os.path.abspath(os.path.expanduser(str(home)))) / CHECKOUTS
         self._env = dict(env)
         self._timeout = timeout
-        self._nice = nice  # a clone is a start's work: it yields to the service, as the CLI does
+        # a clone is a start's work: it yields to the service, as the CLI does
+        self._nice, self._niced = nice, niced([], nice)   # `nice -n N` found once
 
     def __repr__(self) -> str:  # the token stays out of logs and tracebacks
         return f"Workspaces({self._url!r}, root={str(self._root)!r})"
@@ -129,7 +131,7 @@ class Workspaces:
 
     def _git(self, args: list[str], what: str) -> None:
         try:
-            proc = subprocess.Popen(niced(["git", *args], self._nice), env=self._git_env(),
+            proc = subprocess.Popen([*self._niced, "git", *args], env=self._git_env(),
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE,
                                     start_new_session=True)  # a timeout kills git's helpers too

@@ -1,5 +1,6 @@
-"""`priority`: a niced argv runs at that nice, and a child that started a session (an autogroup
-of its own where the kernel has them) gets the same nice for its autogroup. Real processes."""
+"""`priority.niced` and `sandbox.renice_group`: a niced argv runs at that nice, and a child
+that started a session (an autogroup of its own where the kernel has them) gets the same nice
+for its autogroup. Real processes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import subprocess
 import sys
 import unittest
 
-from bot_bottle.orchestrator.priority import niced, renice_group
+from bot_bottle.backend.sandbox import renice_group
+from bot_bottle.orchestrator.priority import niced
 
 PROBE = "import os, sys; print(os.nice(0), flush=True); sys.stdin.read()"
 
