@@ -17,9 +17,9 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from ..errors import BackendError
+from .. import state
+from ..errors import BackendError, UsageError
 from ..manifest import QUANTITY_RE as QUANTITY
-from ..state import SLUG_RE
 from .base import IN_HOME, IN_RUN, IN_WORKSPACE
 
 MANAGED_BY = ("app.kubernetes.io/managed-by", "bot-bottle")
@@ -52,9 +52,11 @@ def check_name(name: str) -> str:
 
 
 def check_slug(slug: str) -> str:
-    if not isinstance(slug, str) or not SLUG_RE.match(slug):
-        raise BackendError(f"invalid slug {slug!r}")
-    return slug
+    """`state.check_slug`, as the backend's error (exit 4: a slug reaching here was checked)."""
+    try:
+        return state.check_slug(slug)
+    except UsageError as exc:
+        raise BackendError(str(exc)) from None
 
 
 def check_quantity(value: str, what: str) -> str:
